@@ -1,0 +1,525 @@
+//! The bottom layer of kiln: a byte-addressed, synchronous block device.
+//!
+//! ```text
+//!   ext4 / partition / qcow2 layers
+//!            │  read_at / write_at / flush / len
+//!   ┌────────┴─────────┬──────────────┬──────────────┐
+//!   FileDev          MemDev        SliceDev        (qcow2::Image)
+//!   (host file)      (tests)       (window: a partition)
+//! ```
+//!
+//! Every method takes `&self`: backends use positional I/O (or interior locking), so one device can be
+//! shared by several readers — the flatten writer reads clusters from several threads at once.
+//!
+//! Reads and writes are *exact*: a range that does not fit inside [`BlockDev::len`] is an
+//! [`Error::OutOfBounds`], never a short read.
+//!
+//! ```
+//! use kiln_blockdev::{BlockDev, MemDev, SliceDev};
+//! let disk = MemDev::new(4096);
+//! let part = SliceDev::new(&disk, 1024, 2048).unwrap();
+//! part.write_at(b"hello", 10).unwrap();
+//! let mut buf = [0u8; 5];
+//! disk.read_at(&mut buf, 1034).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! ```
+
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// What a device was asked to do when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+    Flush,
+    WriteZeroes,
+    Discard,
+    Open,
+    SetLen,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::WriteZeroes => "write-zeroes",
+            Op::Discard => "discard",
+            Op::Open => "open",
+            Op::SetLen => "set length",
+        })
+    }
+}
+
+/// A block-device error: which operation, where, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A layer above the raw bytes (a disk image format) could not serve the request.
+    #[error("{op} of {len} bytes at offset {offset}: {source}")]
+    Backend {
+        op: Op,
+        offset: u64,
+        len: u64,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The host rejected the I/O.
+    #[error("{op} of {len} bytes at offset {offset} of {path}: {source}", path = .path.display())]
+    Io {
+        op: Op,
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request does not fit inside the device.
+    #[error("{op} of {len} bytes at offset {offset} is past the end of a {size}-byte device")]
+    OutOfBounds { op: Op, offset: u64, len: u64, size: u64 },
+    /// The device was opened read-only.
+    #[error("{op} refused: the device is read-only")]
+    ReadOnly { op: Op },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte-addressed device with positional, exact I/O.
+pub trait BlockDev: Send + Sync {
+    /// The device size in bytes.
+    fn len(&self) -> u64;
+
+    /// Fill `buf` from `offset`. The whole range must lie inside the device.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// Write all of `buf` at `offset`. The whole range must lie inside the device.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+
+    /// Make everything written so far durable in the backend.
+    fn flush(&self) -> Result<()>;
+
+    /// Whether writes are refused.
+    fn is_read_only(&self) -> bool {
+        false
+    }
+
+    /// True when the device is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Make `len` bytes at `offset` read back as zeros.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(Op::WriteZeroes, offset, len, self.len())?;
+        const CHUNK: usize = 64 * 1024;
+        let zeros = [0u8; CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            self.write_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Tell the device that `len` bytes at `offset` are no longer needed. Their content afterwards is
+    /// unspecified; the default keeps them as they are.
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(Op::Discard, offset, len, self.len())
+    }
+}
+
+/// Reject a range that does not fit inside a device of `size` bytes.
+pub fn check_range(op: Op, offset: u64, len: u64, size: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::OutOfBounds { op, offset, len, size }),
+    }
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for &T {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn is_read_only(&self) -> bool {
+        (**self).is_read_only()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).discard(offset, len)
+    }
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn is_read_only(&self) -> bool {
+        (**self).is_read_only()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).discard(offset, len)
+    }
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for Arc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn is_read_only(&self) -> bool {
+        (**self).is_read_only()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).discard(offset, len)
+    }
+}
+
+/// A host file. Its length is read at open and tracked for writes made through this handle;
+/// [`FileDev::set_len`] grows or shrinks it. A file opened with [`FileDev::open_read_only`] refuses
+/// every write, so an input is never modified.
+#[derive(Debug)]
+pub struct FileDev {
+    file: File,
+    path: PathBuf,
+    len: RwLock<u64>,
+    read_only: bool,
+}
+
+impl FileDev {
+    /// Open an existing file for reading only.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        Self::from_file(file, path, true)
+    }
+
+    /// Open an existing file for reading and writing.
+    pub fn open_read_write(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::from_file(file, path, false)
+    }
+
+    /// Create a new file (it must not exist) for reading and writing, mode 0644 less the umask.
+    pub fn create_new(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::from_file(file, path, false)
+    }
+
+    /// Wrap an already open file. `path` is used in error messages only.
+    pub fn from_file(file: File, path: impl Into<PathBuf>, read_only: bool) -> Result<Self> {
+        let path = path.into();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::Io { op: Op::Open, path: path.clone(), offset: 0, len: 0, source: e })?
+            .len();
+        Ok(Self { file, path, len: RwLock::new(len), read_only })
+    }
+
+    /// The host path this device was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resize the file (zero-filled when it grows).
+    pub fn set_len(&self, new_len: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { op: Op::SetLen });
+        }
+        let mut len = self.len.write().unwrap_or_else(|p| p.into_inner());
+        self.file.set_len(new_len).map_err(|e| self.io(Op::SetLen, new_len, 0, e))?;
+        *len = new_len;
+        Ok(())
+    }
+
+    /// Write at any offset, growing the file when the write ends past its current end.
+    pub fn write_at_grow(&self, buf: &[u8], offset: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { op: Op::Write });
+        }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(Error::OutOfBounds { op: Op::Write, offset, len: buf.len() as u64, size: u64::MAX })?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.io(Op::Write, offset, buf.len() as u64, e))?;
+        let mut len = self.len.write().unwrap_or_else(|p| p.into_inner());
+        if end > *len {
+            *len = end;
+        }
+        Ok(())
+    }
+
+    /// Give up the device and return the host file.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
+    fn io(&self, op: Op, offset: u64, len: u64, source: std::io::Error) -> Error {
+        Error::Io { op, path: self.path.clone(), offset, len, source }
+    }
+}
+
+fn open_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io { op: Op::Open, path: path.to_owned(), offset: 0, len: 0, source }
+}
+
+impl BlockDev for FileDev {
+    fn len(&self) -> u64 {
+        *self.len.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(Op::Read, offset, buf.len() as u64, self.len())?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| self.io(Op::Read, offset, buf.len() as u64, e))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { op: Op::Write });
+        }
+        check_range(Op::Write, offset, buf.len() as u64, self.len())?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.io(Op::Write, offset, buf.len() as u64, e))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| self.io(Op::Flush, 0, 0, e))
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+/// An in-memory device, for tests and for small scratch images.
+#[derive(Debug, Default)]
+pub struct MemDev {
+    data: RwLock<Vec<u8>>,
+}
+
+impl MemDev {
+    /// A zero-filled device of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        Self { data: RwLock::new(vec![0; len]) }
+    }
+
+    /// A device holding `data`.
+    pub fn from_vec(data: Vec<u8>) -> Self {
+        Self { data: RwLock::new(data) }
+    }
+
+    /// A copy of the whole content.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resize (zero-filled when it grows).
+    pub fn resize(&self, len: usize) {
+        self.data.write().unwrap_or_else(|p| p.into_inner()).resize(len, 0);
+    }
+}
+
+impl BlockDev for MemDev {
+    fn len(&self) -> u64 {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        check_range(Op::Read, offset, buf.len() as u64, data.len() as u64)?;
+        let start = offset as usize;
+        buf.copy_from_slice(&data[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+        check_range(Op::Write, offset, buf.len() as u64, data.len() as u64)?;
+        let start = offset as usize;
+        data[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A window `[start, start + len)` of another device, e.g. one partition of a disk.
+#[derive(Debug)]
+pub struct SliceDev<D> {
+    inner: D,
+    start: u64,
+    len: u64,
+}
+
+impl<D: BlockDev> SliceDev<D> {
+    /// A window over `inner`; the window must lie inside it.
+    pub fn new(inner: D, start: u64, len: u64) -> Result<Self> {
+        check_range(Op::Open, start, len, inner.len())?;
+        Ok(Self { inner, start, len })
+    }
+
+    /// Where the window starts on the inner device.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The device this is a window of.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// Give up the window and return the inner device.
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+}
+
+impl<D: BlockDev> BlockDev for SliceDev<D> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(Op::Read, offset, buf.len() as u64, self.len)?;
+        self.inner.read_at(buf, self.start + offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        check_range(Op::Write, offset, buf.len() as u64, self.len)?;
+        self.inner.write_at(buf, self.start + offset)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(Op::WriteZeroes, offset, len, self.len)?;
+        self.inner.write_zeroes(self.start + offset, len)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(Op::Discard, offset, len, self.len)?;
+        self.inner.discard(self.start + offset, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_out_of_bounds_is_an_error_not_a_short_read() {
+        let d = MemDev::new(16);
+        let mut buf = [0u8; 8];
+        let err = d.read_at(&mut buf, 12).unwrap_err();
+        assert!(matches!(err, Error::OutOfBounds { op: Op::Read, offset: 12, len: 8, size: 16 }), "{err}");
+        assert!(d.write_at(&buf, u64::MAX - 2).is_err(), "overflowing range must be refused");
+    }
+
+    #[test]
+    fn slice_translates_and_bounds() {
+        let d = MemDev::new(100);
+        let s = SliceDev::new(&d, 10, 20).unwrap();
+        s.write_at(&[7; 20], 0).unwrap();
+        assert!(s.write_at(&[7; 1], 20).is_err());
+        let all = d.to_vec();
+        assert!(all[..10].iter().all(|&b| b == 0));
+        assert!(all[10..30].iter().all(|&b| b == 7));
+        assert!(all[30..].iter().all(|&b| b == 0));
+        s.write_zeroes(5, 10).unwrap();
+        assert_eq!(&d.to_vec()[10..30], &[7, 7, 7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7]);
+        assert!(SliceDev::new(&d, 90, 11).is_err());
+    }
+
+    #[test]
+    fn read_only_file_refuses_writes_and_keeps_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abcdef").unwrap();
+        let f = FileDev::open_read_only(&p).unwrap();
+        assert!(matches!(f.write_at(b"x", 0), Err(Error::ReadOnly { .. })));
+        assert!(matches!(f.set_len(1), Err(Error::ReadOnly { .. })));
+        let mut b = [0u8; 3];
+        f.read_at(&mut b, 3).unwrap();
+        assert_eq!(&b, b"def");
+        assert_eq!(std::fs::read(&p).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn file_grow_and_error_names_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g");
+        let f = FileDev::create_new(&p).unwrap();
+        assert_eq!(f.len(), 0);
+        f.write_at_grow(b"xyz", 4096).unwrap();
+        assert_eq!(f.len(), 4099);
+        let mut b = [1u8; 4];
+        f.read_at(&mut b, 4095).unwrap();
+        assert_eq!(&b, b"\0xyz");
+        let err = FileDev::open_read_only(dir.path().join("missing")).unwrap_err().to_string();
+        assert!(err.contains("missing") && err.contains("open"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! One module per verb. Each parses its arguments (clap), validates them, then calls the library.
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::CmdResult;
+
+/// Offline, reproducible golden VM images and per-node cloud-init seeds for k3s clusters.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+pub fn run(cli: Cli) -> CmdResult {
+    match cli.command {}
+}

@@ -1,0 +1,49 @@
+//! How the CLI ends: exit 0 on success, 2 when the input (arguments, files, images, specs) is at
+//! fault, 1 for everything else (I/O on outputs, internal errors).
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// A failed command and the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad input: the user can fix it by changing what they pass in. Exit code 2.
+    pub fn input(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: 2, error: error.into() }
+    }
+
+    /// Print `kiln: error: …` with the whole cause chain and return the exit code.
+    pub fn report(self) -> ExitCode {
+        eprintln!("kiln: error: {:#}", self.error);
+        ExitCode::from(self.code)
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit {}: {:#}", self.code, self.error)
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self { code: 1, error: error.into() }
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+/// `result.input_err()?` marks a library error as the user's input being at fault (exit 2).
+pub trait InputErr<T> {
+    fn input_err(self) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> InputErr<T> for Result<T, E> {
+    fn input_err(self) -> Result<T, Failure> {
+        self.map_err(Failure::input)
+    }
+}
