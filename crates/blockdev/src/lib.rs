@@ -80,7 +80,12 @@ pub enum Error {
     },
     /// The request does not fit inside the device.
     #[error("{op} of {len} bytes at offset {offset} is past the end of a {size}-byte device")]
-    OutOfBounds { op: Op, offset: u64, len: u64, size: u64 },
+    OutOfBounds {
+        op: Op,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
     /// The device was opened read-only.
     #[error("{op} refused: the device is read-only")]
     ReadOnly { op: Op },
@@ -137,7 +142,12 @@ pub trait BlockDev: Send + Sync {
 pub fn check_range(op: Op, offset: u64, len: u64, size: u64) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(Error::OutOfBounds { op, offset, len, size }),
+        _ => Err(Error::OutOfBounds {
+            op,
+            offset,
+            len,
+            size,
+        }),
     }
 }
 
@@ -260,9 +270,20 @@ impl FileDev {
         let path = path.into();
         let len = file
             .metadata()
-            .map_err(|e| Error::Io { op: Op::Open, path: path.clone(), offset: 0, len: 0, source: e })?
+            .map_err(|e| Error::Io {
+                op: Op::Open,
+                path: path.clone(),
+                offset: 0,
+                len: 0,
+                source: e,
+            })?
             .len();
-        Ok(Self { file, path, len: RwLock::new(len), read_only })
+        Ok(Self {
+            file,
+            path,
+            len: RwLock::new(len),
+            read_only,
+        })
     }
 
     /// The host path this device was opened from.
@@ -276,7 +297,9 @@ impl FileDev {
             return Err(Error::ReadOnly { op: Op::SetLen });
         }
         let mut len = self.len.write().unwrap_or_else(|p| p.into_inner());
-        self.file.set_len(new_len).map_err(|e| self.io(Op::SetLen, new_len, 0, e))?;
+        self.file
+            .set_len(new_len)
+            .map_err(|e| self.io(Op::SetLen, new_len, 0, e))?;
         *len = new_len;
         Ok(())
     }
@@ -288,7 +311,12 @@ impl FileDev {
         }
         let end = offset
             .checked_add(buf.len() as u64)
-            .ok_or(Error::OutOfBounds { op: Op::Write, offset, len: buf.len() as u64, size: u64::MAX })?;
+            .ok_or(Error::OutOfBounds {
+                op: Op::Write,
+                offset,
+                len: buf.len() as u64,
+                size: u64::MAX,
+            })?;
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| self.io(Op::Write, offset, buf.len() as u64, e))?;
@@ -305,12 +333,24 @@ impl FileDev {
     }
 
     fn io(&self, op: Op, offset: u64, len: u64, source: std::io::Error) -> Error {
-        Error::Io { op, path: self.path.clone(), offset, len, source }
+        Error::Io {
+            op,
+            path: self.path.clone(),
+            offset,
+            len,
+            source,
+        }
     }
 }
 
 fn open_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { op: Op::Open, path: path.to_owned(), offset: 0, len: 0, source }
+    Error::Io {
+        op: Op::Open,
+        path: path.to_owned(),
+        offset: 0,
+        len: 0,
+        source,
+    }
 }
 
 impl BlockDev for FileDev {
@@ -339,7 +379,9 @@ impl BlockDev for FileDev {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| self.io(Op::Flush, 0, 0, e))
+        self.file
+            .sync_data()
+            .map_err(|e| self.io(Op::Flush, 0, 0, e))
     }
 
     fn is_read_only(&self) -> bool {
@@ -356,12 +398,16 @@ pub struct MemDev {
 impl MemDev {
     /// A zero-filled device of `len` bytes.
     pub fn new(len: usize) -> Self {
-        Self { data: RwLock::new(vec![0; len]) }
+        Self {
+            data: RwLock::new(vec![0; len]),
+        }
     }
 
     /// A device holding `data`.
     pub fn from_vec(data: Vec<u8>) -> Self {
-        Self { data: RwLock::new(data) }
+        Self {
+            data: RwLock::new(data),
+        }
     }
 
     /// A copy of the whole content.
@@ -371,7 +417,10 @@ impl MemDev {
 
     /// Resize (zero-filled when it grows).
     pub fn resize(&self, len: usize) {
-        self.data.write().unwrap_or_else(|p| p.into_inner()).resize(len, 0);
+        self.data
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .resize(len, 0);
     }
 }
 
@@ -475,8 +524,22 @@ mod tests {
         let d = MemDev::new(16);
         let mut buf = [0u8; 8];
         let err = d.read_at(&mut buf, 12).unwrap_err();
-        assert!(matches!(err, Error::OutOfBounds { op: Op::Read, offset: 12, len: 8, size: 16 }), "{err}");
-        assert!(d.write_at(&buf, u64::MAX - 2).is_err(), "overflowing range must be refused");
+        assert!(
+            matches!(
+                err,
+                Error::OutOfBounds {
+                    op: Op::Read,
+                    offset: 12,
+                    len: 8,
+                    size: 16
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            d.write_at(&buf, u64::MAX - 2).is_err(),
+            "overflowing range must be refused"
+        );
     }
 
     #[test]
@@ -490,7 +553,10 @@ mod tests {
         assert!(all[10..30].iter().all(|&b| b == 7));
         assert!(all[30..].iter().all(|&b| b == 0));
         s.write_zeroes(5, 10).unwrap();
-        assert_eq!(&d.to_vec()[10..30], &[7, 7, 7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7]);
+        assert_eq!(
+            &d.to_vec()[10..30],
+            &[7, 7, 7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7]
+        );
         assert!(SliceDev::new(&d, 90, 11).is_err());
     }
 
@@ -519,7 +585,128 @@ mod tests {
         let mut b = [1u8; 4];
         f.read_at(&mut b, 4095).unwrap();
         assert_eq!(&b, b"\0xyz");
-        let err = FileDev::open_read_only(dir.path().join("missing")).unwrap_err().to_string();
+        let err = FileDev::open_read_only(dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing") && err.contains("open"), "{err}");
+    }
+}
+
+/// An output file written under a temporary name in the same directory and renamed into place by
+/// [`AtomicFile::commit`]. Dropped without commit, the temporary file is removed, so a failed or
+/// interrupted writer never leaves a half-written file under the final name.
+#[derive(Debug)]
+pub struct AtomicFile {
+    dev: Option<Arc<FileDev>>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    /// Create `.<name>.kiln-tmp` beside `dest` (replacing a stale one left by a killed run) with the
+    /// given permission bits.
+    pub fn create(dest: impl AsRef<Path>, mode: u32) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dest = dest.as_ref().to_owned();
+        let name = dest.file_name().ok_or_else(|| Error::Io {
+            op: Op::Open,
+            path: dest.clone(),
+            offset: 0,
+            len: 0,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "output path has no file name",
+            ),
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(".kiln-tmp");
+        let tmp = dest.with_file_name(tmp_name);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(open_error(&tmp, e)),
+        }
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| open_error(&tmp, e))?;
+        let dev = FileDev::from_file(file, &tmp, false)?;
+        Ok(Self {
+            dev: Some(Arc::new(dev)),
+            tmp,
+            dest,
+        })
+    }
+
+    /// The temporary file being written.
+    pub fn dev(&self) -> &FileDev {
+        self.dev.as_ref().expect("AtomicFile used after commit")
+    }
+
+    /// A shared handle to the temporary file, for writers that want to own their storage. Every
+    /// clone must be dropped or idle by the time of [`AtomicFile::commit`].
+    pub fn shared(&self) -> Arc<FileDev> {
+        self.dev.clone().expect("AtomicFile used after commit")
+    }
+
+    /// The path the file gets when committed.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Flush the file to disk and rename it to its final name.
+    #[must_use = "an uncommitted output is deleted"]
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let dev = self.dev.take().expect("AtomicFile committed twice");
+        dev.flush()?;
+        drop(dev);
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::Io {
+            op: Op::Write,
+            path: self.dest.clone(),
+            offset: 0,
+            len: 0,
+            source: e,
+        })?;
+        Ok(std::mem::take(&mut self.dest))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.dev.take().is_some() {
+            // Not committed: the partial output must not survive. Nothing useful can be done if the
+            // removal fails; the name is reused (and replaced) by the next run.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_output_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.img");
+        {
+            let f = AtomicFile::create(&dest, 0o600).unwrap();
+            f.dev().write_at_grow(b"partial", 0).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let f = AtomicFile::create(&dest, 0o600).unwrap();
+        f.dev().write_at_grow(b"whole", 0).unwrap();
+        assert!(!dest.exists());
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -1,1 +1,289 @@
-//! qcow2 (work in progress)
+//! kiln's qcow2 engine: read any qcow2 v2/v3 image and its backing chain, write copy-on-write into
+//! overlays, and flatten a chain into one standalone, deterministic qcow2.
+//!
+//! ```text
+//!   Disk::open(path) ──► Disk::Qcow2(Image) ─ backing ─► Image ─ backing ─► raw / qcow2 …
+//!                    └─► Disk::Raw(FileDev)
+//!   Image: map_cluster(gc) → Data | Compressed | Zero | Unallocated  (one image of the chain)
+//!          read / write (copy-on-write) / close (refcounts, clear dirty bit)
+//!   flatten(Disk) → new qcow2: guest order, zero clusters dropped, compressed passthrough
+//! ```
+//!
+//! Supported: versions 2 and 3, cluster sizes 512 B – 2 MiB, refcount widths 1–64 bits, zlib and zstd
+//! compressed clusters, zero clusters, qcow2 and raw backing files. Refused with a clear error:
+//! encryption, external data files, extended L2 entries, a set dirty or corrupt bit, unknown
+//! incompatible features, writing to v2 images or images with internal snapshots.
+//!
+//! Backing files are only opened inside an allowed directory (by default the top image's own
+//! directory) and chains are capped at [`DEFAULT_MAX_CHAIN_DEPTH`] images, so an untrusted header
+//! cannot make kiln open arbitrary host files.
+//!
+//! ```no_run
+//! use kiln_qcow2::{Disk, OpenOptions, create_overlay};
+//! use kiln_blockdev::BlockDev;
+//! let overlay = create_overlay("out/node.qcow2".as_ref(), "golden.qcow2".as_ref(), Some(80 << 30), &OpenOptions::default())?;
+//! overlay.write_at(b"hello", 1 << 20)?;
+//! overlay.close()?;
+//! let disk = Disk::open("out/node.qcow2", &OpenOptions::default())?;
+//! let mut buf = [0u8; 5];
+//! disk.read_at(&mut buf, 1 << 20)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod codec;
+mod error;
+mod flatten;
+mod header;
+mod image;
+mod refcount;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_blockdev::{AtomicFile, BlockDev, FileDev, Op};
+
+pub use error::{Error, Result};
+pub use flatten::{FlattenOptions, FlattenStats, export_raw, flatten, flatten_to_path};
+pub use header::{CompressionType, Header};
+pub use image::{
+    AllocationCounts, Backing, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, Mapping, NewBacking,
+    OpenOptions, Storage, is_qcow2, relative_backing_name,
+};
+
+#[doc(hidden)]
+pub mod codec_api {
+    //! Exposed for fuzzing and benches only.
+    pub use crate::codec::{compress, decompress};
+}
+
+/// Any disk image kiln reads: qcow2 (with its chain) or raw.
+#[derive(Debug)]
+pub enum Disk {
+    Qcow2(Image),
+    Raw(FileDev),
+}
+
+impl Disk {
+    /// Open `path`, recognising qcow2 by its magic; anything else is raw. With `opts.write`, the file
+    /// is opened for writing.
+    pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Disk> {
+        let path = path.as_ref();
+        let dev = FileDev::open_read_only(path).map_err(|e| Error::Device {
+            image: path.to_owned(),
+            op: "open",
+            source: e,
+        })?;
+        if is_qcow2(&dev) {
+            drop(dev);
+            Ok(Disk::Qcow2(Image::open(path, opts)?))
+        } else if opts.write {
+            let dev = FileDev::open_read_write(path).map_err(|e| Error::Device {
+                image: path.to_owned(),
+                op: "open",
+                source: e,
+            })?;
+            Ok(Disk::Raw(dev))
+        } else {
+            Ok(Disk::Raw(dev))
+        }
+    }
+
+    /// Read guest bytes.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.read(buf, offset),
+            Disk::Raw(d) => d.read_at(buf, offset).map_err(|e| Error::Device {
+                image: d.path().to_owned(),
+                op: "read",
+                source: e,
+            }),
+        }
+    }
+
+    /// `"qcow2"` or `"raw"`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Disk::Qcow2(_) => "qcow2",
+            Disk::Raw(_) => "raw",
+        }
+    }
+
+    /// Finish: a written qcow2 gets its refcounts and a clean header; a raw file is flushed.
+    #[must_use = "close reports whether the image was written completely"]
+    pub fn close(self) -> Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.close(),
+            Disk::Raw(d) => d.flush().map_err(|e| Error::Device {
+                image: d.path().to_owned(),
+                op: "flush",
+                source: e,
+            }),
+        }
+    }
+}
+
+impl BlockDev for Disk {
+    fn len(&self) -> u64 {
+        match self {
+            Disk::Qcow2(i) => BlockDev::len(i),
+            Disk::Raw(d) => d.len(),
+        }
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> kiln_blockdev::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.read_at(buf, offset),
+            Disk::Raw(d) => d.read_at(buf, offset),
+        }
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> kiln_blockdev::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.write_at(buf, offset),
+            Disk::Raw(d) => d.write_at(buf, offset),
+        }
+    }
+    fn flush(&self) -> kiln_blockdev::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.flush(),
+            Disk::Raw(d) => d.flush(),
+        }
+    }
+    fn is_read_only(&self) -> bool {
+        match self {
+            Disk::Qcow2(i) => i.is_read_only(),
+            Disk::Raw(d) => d.is_read_only(),
+        }
+    }
+}
+
+/// Open the image that will back a new overlay at `overlay`, and the name to record for it
+/// (relative to the overlay's directory). The backing's own chain is checked with `opts`.
+pub fn open_new_backing(overlay: &Path, backing: &Path, opts: &OpenOptions) -> Result<NewBacking> {
+    let read_only = OpenOptions {
+        write: false,
+        ..opts.clone()
+    };
+    let image = match Disk::open(backing, &read_only)? {
+        Disk::Qcow2(i) => Backing::Qcow2(Box::new(i)),
+        Disk::Raw(dev) => Backing::Raw {
+            path: backing.to_owned(),
+            dev,
+        },
+    };
+    let name = relative_backing_name(overlay, backing).map_err(|e| Error::Device {
+        image: overlay.to_owned(),
+        op: "compute the relative backing path",
+        source: kiln_blockdev::Error::Io {
+            op: Op::Open,
+            path: backing.to_owned(),
+            offset: 0,
+            len: 0,
+            source: e,
+        },
+    })?;
+    Ok(NewBacking { image, name })
+}
+
+/// An overlay being written to a temporary file; [`PendingOverlay::commit`] closes it and renames it
+/// into place. Dropped uncommitted, nothing is left behind.
+#[derive(Debug)]
+pub struct PendingOverlay {
+    image: Image,
+    file: AtomicFile,
+}
+
+impl PendingOverlay {
+    /// The overlay, open for writing.
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// Close the image (refcounts, clean header) and rename it to its final name.
+    #[must_use = "commit reports whether the overlay was written completely"]
+    pub fn commit(self) -> Result<PathBuf> {
+        let dest = self.file.dest().to_owned();
+        self.image.close()?;
+        self.file.commit().map_err(|e| Error::Device {
+            image: dest,
+            op: "rename output into place",
+            source: e,
+        })
+    }
+}
+
+/// Start a new overlay at `dest` backed by `backing` (virtual size `size`, default the backing's).
+/// Writes go to a temporary file until [`PendingOverlay::commit`].
+pub fn begin_overlay(
+    dest: &Path,
+    backing: &Path,
+    size: Option<u64>,
+    opts: &OpenOptions,
+) -> Result<PendingOverlay> {
+    let nb = open_new_backing(dest, backing, opts)?;
+    let cluster_bits = match &nb.image {
+        Backing::Qcow2(i) => i.header().cluster_bits,
+        Backing::Raw { .. } => 16,
+    };
+    let size = size.unwrap_or_else(|| nb.image.len());
+    let file = AtomicFile::create(dest, 0o644).map_err(|e| Error::Device {
+        image: dest.to_owned(),
+        op: "create overlay",
+        source: e,
+    })?;
+    let storage: Arc<FileDev> = file.shared();
+    let image = Image::create(
+        Box::new(storage),
+        dest.to_owned(),
+        CreateOptions {
+            size,
+            cluster_bits,
+            compression: CompressionType::Zlib,
+            backing: Some(nb),
+        },
+    )?;
+    Ok(PendingOverlay { image, file })
+}
+
+/// Create an empty overlay at `dest` and return it open for writing; it is already under its final
+/// name. Prefer [`begin_overlay`] when the overlay must not appear until fully written.
+pub fn create_overlay(
+    dest: &Path,
+    backing: &Path,
+    size: Option<u64>,
+    opts: &OpenOptions,
+) -> Result<Image> {
+    let pending = begin_overlay(dest, backing, size, opts)?;
+    pending.commit()?;
+    Image::open(
+        dest,
+        &OpenOptions {
+            write: true,
+            allowed_backing_dir: Some(common_dir(dest, backing)),
+            ..opts.clone()
+        },
+    )
+}
+
+fn common_dir(a: &Path, b: &Path) -> PathBuf {
+    let ca = a.parent().and_then(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+        .canonicalize()
+        .ok()
+    });
+    let cb = b
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned));
+    match (ca, cb) {
+        (Some(x), Some(y)) => x
+            .components()
+            .zip(y.components())
+            .take_while(|(p, q)| p == q)
+            .map(|(p, _)| p)
+            .collect(),
+        _ => PathBuf::from("/"),
+    }
+}

@@ -1,0 +1,477 @@
+//! The on-disk qcow2 header (all fields big-endian) and its extensions, after qemu's
+//! `docs/interop/qcow2.rst`.
+//!
+//! ```text
+//!  0 magic "QFI\xfb"      4 version          8 backing_file_offset  16 backing_file_size
+//! 20 cluster_bits        24 size (virtual)  32 crypt_method        36 l1_size
+//! 40 l1_table_offset     48 refcount_table_offset                  56 refcount_table_clusters
+//! 60 nb_snapshots        64 snapshots_offset
+//! v3 only: 72 incompatible_features  80 compatible_features  88 autoclear_features
+//!          96 refcount_order  100 header_length  104 compression_type (+7 padding)
+//! then extensions: (type u32, length u32, data padded to 8) … end (type 0)
+//! ```
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub const MAGIC: u32 = 0x5146_49fb;
+pub const V2_HEADER_LEN: u32 = 72;
+pub const V3_HEADER_LEN: u32 = 112;
+
+pub const INCOMPAT_DIRTY: u64 = 1 << 0;
+pub const INCOMPAT_CORRUPT: u64 = 1 << 1;
+pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+pub const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+pub const INCOMPAT_EXTL2: u64 = 1 << 4;
+
+pub const EXT_END: u32 = 0;
+pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+pub const EXT_CRYPTO: u32 = 0x0537_be77;
+pub const EXT_DATA_FILE: u32 = 0x4441_5441;
+
+/// Largest virtual size accepted (qemu's own limit is 2^61 for 64-bit offsets with headroom).
+pub const MAX_VIRTUAL_SIZE: u64 = 1 << 55;
+const MAX_BACKING_NAME: u32 = 1023;
+
+/// How compressed clusters are encoded (header byte 104).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    #[default]
+    Zlib,
+    Zstd,
+}
+
+impl CompressionType {
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionType::Zlib => "zlib",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+}
+
+/// A parsed qcow2 header with its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    pub backing_file_offset: u64,
+    pub backing_file_size: u32,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub crypt_method: u32,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
+    pub nb_snapshots: u32,
+    pub snapshots_offset: u64,
+    pub incompatible_features: u64,
+    pub compatible_features: u64,
+    pub autoclear_features: u64,
+    pub refcount_order: u32,
+    pub header_length: u32,
+    pub compression_type: CompressionType,
+    /// The backing file name as stored, if any.
+    pub backing_file: Option<String>,
+    /// The backing format from the header extension, if any (`qcow2`, `raw`, …).
+    pub backing_format: Option<String>,
+}
+
+/// Big-endian field access on a byte slice; every read is bounds-checked by the caller's length check.
+struct Be<'a>(&'a [u8]);
+
+impl Be<'_> {
+    fn u32(&self, at: usize) -> u32 {
+        u32::from_be_bytes(self.0[at..at + 4].try_into().unwrap_or([0; 4]))
+    }
+    fn u64(&self, at: usize) -> u64 {
+        u64::from_be_bytes(self.0[at..at + 8].try_into().unwrap_or([0; 8]))
+    }
+}
+
+fn put32(buf: &mut [u8], at: usize, v: u32) {
+    buf[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+fn put64(buf: &mut [u8], at: usize, v: u64) {
+    buf[at..at + 8].copy_from_slice(&v.to_be_bytes());
+}
+
+impl Header {
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    /// Entries in one L2 table.
+    pub fn l2_entries(&self) -> u64 {
+        self.cluster_size() / 8
+    }
+
+    pub fn refcount_bits(&self) -> u32 {
+        1 << self.refcount_order
+    }
+
+    /// L1 entries needed to map `size` bytes with `cluster_bits` clusters.
+    pub fn l1_entries_for(size: u64, cluster_bits: u32) -> u64 {
+        let per_l2 = 1u64 << (cluster_bits + cluster_bits - 3);
+        size.div_ceil(per_l2)
+    }
+
+    /// Parse and validate a header from the first cluster (or first bytes) of an image.
+    pub fn parse(buf: &[u8], file_len: u64, image: &Path) -> Result<Header> {
+        let invalid = |field, value| Error::InvalidHeader {
+            image: image.to_owned(),
+            field,
+            value,
+        };
+        let unsupported = |feature: &str| Error::Unsupported {
+            image: image.to_owned(),
+            feature: feature.to_owned(),
+        };
+        if buf.len() < V2_HEADER_LEN as usize {
+            return Err(Error::HeaderTruncated {
+                image: image.to_owned(),
+                len: buf.len() as u64,
+                need: V2_HEADER_LEN as u64,
+            });
+        }
+        let be = Be(buf);
+        let magic = be.u32(0);
+        if magic != MAGIC {
+            return Err(Error::BadMagic {
+                image: image.to_owned(),
+                magic,
+            });
+        }
+        let version = be.u32(4);
+        if version != 2 && version != 3 {
+            return Err(Error::UnsupportedVersion {
+                image: image.to_owned(),
+                version,
+            });
+        }
+        let mut h = Header {
+            version,
+            backing_file_offset: be.u64(8),
+            backing_file_size: be.u32(16),
+            cluster_bits: be.u32(20),
+            size: be.u64(24),
+            crypt_method: be.u32(32),
+            l1_size: be.u32(36),
+            l1_table_offset: be.u64(40),
+            refcount_table_offset: be.u64(48),
+            refcount_table_clusters: be.u32(56),
+            nb_snapshots: be.u32(60),
+            snapshots_offset: be.u64(64),
+            incompatible_features: 0,
+            compatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: 4,
+            header_length: V2_HEADER_LEN,
+            compression_type: CompressionType::Zlib,
+            backing_file: None,
+            backing_format: None,
+        };
+        if version == 3 {
+            if buf.len() < 104 {
+                return Err(Error::HeaderTruncated {
+                    image: image.to_owned(),
+                    len: buf.len() as u64,
+                    need: 104,
+                });
+            }
+            h.incompatible_features = be.u64(72);
+            h.compatible_features = be.u64(80);
+            h.autoclear_features = be.u64(88);
+            h.refcount_order = be.u32(96);
+            h.header_length = be.u32(100);
+            if h.header_length < 104 || h.header_length % 8 != 0 {
+                return Err(invalid("header_length", h.header_length as u64));
+            }
+        }
+        if !(9..=21).contains(&h.cluster_bits) {
+            return Err(invalid("cluster_bits", h.cluster_bits as u64));
+        }
+        let cs = h.cluster_size();
+        if (h.header_length as u64) > cs || buf.len() < (h.header_length as usize).min(cs as usize)
+        {
+            return Err(invalid("header_length", h.header_length as u64));
+        }
+        if h.refcount_order > 6 {
+            return Err(invalid("refcount_order", h.refcount_order as u64));
+        }
+        if h.crypt_method != 0 {
+            return Err(unsupported("encryption (crypt_method != 0)"));
+        }
+        let inc = h.incompatible_features;
+        if inc & INCOMPAT_DIRTY != 0 {
+            return Err(unsupported(
+                "an image with the dirty bit set (refcounts may be stale; repair it with `qemu-img check -r all`)",
+            ));
+        }
+        if inc & INCOMPAT_CORRUPT != 0 {
+            return Err(unsupported(
+                "an image marked corrupt (repair it with `qemu-img check -r all`)",
+            ));
+        }
+        if inc & INCOMPAT_DATA_FILE != 0 {
+            return Err(unsupported("an external data file"));
+        }
+        if inc & INCOMPAT_EXTL2 != 0 {
+            return Err(unsupported("extended L2 entries (subclusters)"));
+        }
+        let known = INCOMPAT_DIRTY
+            | INCOMPAT_CORRUPT
+            | INCOMPAT_DATA_FILE
+            | INCOMPAT_COMPRESSION
+            | INCOMPAT_EXTL2;
+        if inc & !known != 0 {
+            return Err(unsupported(&format!(
+                "unknown incompatible features {:#x}",
+                inc & !known
+            )));
+        }
+        if inc & INCOMPAT_COMPRESSION != 0 {
+            if h.header_length < 105 {
+                return Err(invalid("header_length", h.header_length as u64));
+            }
+            h.compression_type = match buf[104] {
+                0 => CompressionType::Zlib,
+                1 => CompressionType::Zstd,
+                other => return Err(unsupported(&format!("compression type {other}"))),
+            };
+        } else if h.header_length >= 105 && buf[104] != 0 {
+            return Err(invalid("compression_type", buf[104] as u64));
+        }
+        if h.size > MAX_VIRTUAL_SIZE {
+            return Err(invalid("size", h.size));
+        }
+        let need_l1 = Self::l1_entries_for(h.size, h.cluster_bits);
+        if (h.l1_size as u64) < need_l1 {
+            return Err(invalid("l1_size", h.l1_size as u64));
+        }
+        if h.l1_size > 0 {
+            if h.l1_table_offset % cs != 0 {
+                return Err(Error::Misaligned {
+                    image: image.to_owned(),
+                    what: "L1 table",
+                    offset: h.l1_table_offset,
+                    align: cs,
+                });
+            }
+            let l1_bytes = h.l1_size as u64 * 8;
+            if h.l1_table_offset
+                .checked_add(l1_bytes)
+                .is_none_or(|end| end > file_len)
+            {
+                return Err(Error::PastEndOfFile {
+                    image: image.to_owned(),
+                    what: "L1 table",
+                    offset: h.l1_table_offset,
+                    len: l1_bytes,
+                    file_len,
+                });
+            }
+        }
+        if h.refcount_table_offset % cs != 0 {
+            return Err(Error::Misaligned {
+                image: image.to_owned(),
+                what: "refcount table",
+                offset: h.refcount_table_offset,
+                align: cs,
+            });
+        }
+        let rt_bytes = h.refcount_table_clusters as u64 * cs;
+        if h.refcount_table_offset
+            .checked_add(rt_bytes)
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(Error::PastEndOfFile {
+                image: image.to_owned(),
+                what: "refcount table",
+                offset: h.refcount_table_offset,
+                len: rt_bytes,
+                file_len,
+            });
+        }
+        // Extensions live between the header and the end of the first cluster.
+        let ext_start = if version == 2 {
+            V2_HEADER_LEN
+        } else {
+            h.header_length
+        } as usize;
+        let limit = (cs as usize).min(buf.len());
+        let mut at = ext_start;
+        while at + 8 <= limit {
+            let ty = be.u32(at);
+            let len = be.u32(at + 4) as usize;
+            at += 8;
+            if ty == EXT_END {
+                break;
+            }
+            if at + len > limit {
+                return Err(invalid("header extension length", len as u64));
+            }
+            let data = &buf[at..at + len];
+            match ty {
+                EXT_BACKING_FORMAT => {
+                    h.backing_format = Some(String::from_utf8_lossy(data).into_owned())
+                }
+                EXT_CRYPTO => return Err(unsupported("encryption (crypto header extension)")),
+                EXT_DATA_FILE => return Err(unsupported("an external data file")),
+                _ => {}
+            }
+            at += len.div_ceil(8) * 8;
+        }
+        if h.backing_file_offset != 0 {
+            let off = h.backing_file_offset as usize;
+            let len = h.backing_file_size;
+            if len == 0 || len > MAX_BACKING_NAME || off + len as usize > limit {
+                return Err(invalid("backing_file_size", len as u64));
+            }
+            let name = std::str::from_utf8(&buf[off..off + len as usize]).map_err(|_| {
+                invalid(
+                    "backing_file_offset (name is not UTF-8)",
+                    h.backing_file_offset,
+                )
+            })?;
+            h.backing_file = Some(name.to_owned());
+        }
+        Ok(h)
+    }
+
+    /// Serialize the header, its extensions and the backing file name into one cluster-sized buffer.
+    /// Only v3 headers are written (length 112, with the compression type byte).
+    pub fn encode(&self) -> Vec<u8> {
+        let cs = self.cluster_size() as usize;
+        let mut buf = vec![0u8; cs];
+        put32(&mut buf, 0, MAGIC);
+        put32(&mut buf, 4, 3);
+        put32(&mut buf, 20, self.cluster_bits);
+        put64(&mut buf, 24, self.size);
+        put32(&mut buf, 32, 0);
+        put32(&mut buf, 36, self.l1_size);
+        put64(&mut buf, 40, self.l1_table_offset);
+        put64(&mut buf, 48, self.refcount_table_offset);
+        put32(&mut buf, 56, self.refcount_table_clusters);
+        put32(&mut buf, 60, 0);
+        put64(&mut buf, 64, 0);
+        let mut incompat = self.incompatible_features & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
+        if self.compression_type != CompressionType::Zlib {
+            incompat |= INCOMPAT_COMPRESSION;
+        }
+        put64(&mut buf, 72, incompat);
+        put64(&mut buf, 80, 0);
+        put64(&mut buf, 88, 0);
+        put32(&mut buf, 96, self.refcount_order);
+        put32(&mut buf, 100, V3_HEADER_LEN);
+        buf[104] = match self.compression_type {
+            CompressionType::Zlib => 0,
+            CompressionType::Zstd => 1,
+        };
+        let mut at = V3_HEADER_LEN as usize;
+        if let Some(fmt) = &self.backing_format {
+            put32(&mut buf, at, EXT_BACKING_FORMAT);
+            put32(&mut buf, at + 4, fmt.len() as u32);
+            buf[at + 8..at + 8 + fmt.len()].copy_from_slice(fmt.as_bytes());
+            at += 8 + fmt.len().div_ceil(8) * 8;
+        }
+        at += 8; // end-of-extensions marker (type 0, length 0)
+        if let Some(name) = &self.backing_file {
+            put64(&mut buf, 8, at as u64);
+            put32(&mut buf, 16, name.len() as u32);
+            buf[at..at + name.len()].copy_from_slice(name.as_bytes());
+        }
+        buf
+    }
+
+    /// Bytes needed in cluster 0 for the header, extensions and backing name.
+    pub fn encoded_len(&self) -> usize {
+        let fmt = self
+            .backing_format
+            .as_ref()
+            .map_or(0, |f| 8 + f.len().div_ceil(8) * 8);
+        V3_HEADER_LEN as usize + fmt + 8 + self.backing_file.as_ref().map_or(0, String::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            version: 3,
+            backing_file_offset: 0,
+            backing_file_size: 0,
+            cluster_bits: 16,
+            size: 1 << 30,
+            crypt_method: 0,
+            l1_size: 2,
+            l1_table_offset: 65536,
+            refcount_table_offset: 131072,
+            refcount_table_clusters: 1,
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            incompatible_features: 0,
+            compatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: 4,
+            header_length: V3_HEADER_LEN,
+            compression_type: CompressionType::Zstd,
+            backing_file: Some("base.qcow2".into()),
+            backing_format: Some("qcow2".into()),
+        }
+    }
+
+    #[test]
+    fn encode_parse_round_trip() {
+        let h = sample();
+        let buf = h.encode();
+        let mut back = Header::parse(&buf, 1 << 20, Path::new("t")).unwrap();
+        back.backing_file_offset = 0;
+        back.backing_file_size = 0;
+        back.incompatible_features = 0;
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn dirty_and_unknown_features_are_refused() {
+        let mut buf = sample().encode();
+        buf[79] |= 1;
+        let e = Header::parse(&buf, 1 << 20, Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dirty"), "{e}");
+        let mut buf = sample().encode();
+        buf[79] |= 1 << 4;
+        let e = Header::parse(&buf, 1 << 20, Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("extended L2"), "{e}");
+        let mut buf = sample().encode();
+        buf[72] |= 0x80;
+        assert!(
+            Header::parse(&buf, 1 << 20, Path::new("t"))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown incompatible")
+        );
+    }
+
+    #[test]
+    fn truncated_and_l1_past_eof() {
+        let buf = sample().encode();
+        assert!(matches!(
+            Header::parse(&buf[..50], 1 << 20, Path::new("t")),
+            Err(Error::HeaderTruncated { .. })
+        ));
+        assert!(matches!(
+            Header::parse(&buf, 65536 + 8, Path::new("t")),
+            Err(Error::PastEndOfFile {
+                what: "L1 table",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! Helpers for the oracle tests: deterministic data, and qemu-img / qemu-io as the reference.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Run a tool and fail the test with its output if it does not succeed. A missing tool is a test
+/// failure: CI installs every oracle (see `.ci/run`).
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd} (the oracle must be installed; see .ci/run): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like `run`, returning (success, stdout + stderr).
+pub fn try_run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd} (the oracle must be installed; see .ci/run): {e}")
+    });
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A small deterministic PRNG (xorshift64*).
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Guest content with a mix of compressible text, incompressible noise and zero runs.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut v = vec![0u8; len];
+    let mut i = 0;
+    while i < len {
+        let run = (rng.below(48 * 1024) as usize + 1).min(len - i);
+        match rng.below(3) {
+            0 => {} // zeros
+            1 => {
+                for (k, b) in v[i..i + run].iter_mut().enumerate() {
+                    *b = b"kiln golden image cluster "[(k + i) % 26];
+                }
+            }
+            _ => {
+                for b in &mut v[i..i + run] {
+                    *b = rng.next() as u8;
+                }
+            }
+        }
+        i += run;
+    }
+    v
+}
+
+/// qemu-img's view of every guest byte.
+pub fn qemu_raw(img: &Path, dir: &Path) -> Vec<u8> {
+    let out: PathBuf = dir.join(format!(
+        "{}.oracle.raw",
+        img.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    run("qemu-img", &["convert", "-U", "-O", "raw", s(img), s(&out)]);
+    let data = std::fs::read(&out).expect("read oracle output");
+    let _ = std::fs::remove_file(&out);
+    data
+}
+
+pub fn qemu_check(img: &Path) {
+    let (ok, out) = try_run("qemu-img", &["check", "-U", s(img)]);
+    assert!(
+        ok && out.contains("No errors were found"),
+        "qemu-img check {}:\n{out}",
+        img.display()
+    );
+    assert!(
+        !out.contains("leaked"),
+        "qemu-img check {} reports leaks:\n{out}",
+        img.display()
+    );
+}
+
+pub fn qemu_compare(a: &Path, b: &Path) {
+    let (ok, out) = try_run("qemu-img", &["compare", "-U", s(a), s(b)]);
+    assert!(
+        ok,
+        "qemu-img compare {} {}:\n{out}",
+        a.display(),
+        b.display()
+    );
+}
+
+pub fn sha256(path: &Path) -> String {
+    run("sha256sum", &[s(path)])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Compare two byte images, reporting the first difference instead of dumping them.
+#[track_caller]
+pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        let end = (i + 16).min(got.len());
+        panic!(
+            "{what}: first difference at byte {i}: got {:02x?}, want {:02x?}",
+            &got[i..end],
+            &want[i..end]
+        );
+    }
+}
