@@ -1,0 +1,81 @@
+//! kiln-nocloud: per-node cloud-init NoCloud seeds for a k3s cluster, from one typed cluster spec.
+//!
+//! ```text
+//! cluster.yaml ──load──▶ ClusterSpec ──validate──▶ (all problems, or ok)
+//!                             │
+//!            Token::load_or_create (0600, never printed)
+//!                             │
+//!                 render_node ▼  typed docs ──serde-saphyr──▶ bytes
+//!                         NodeSeed { meta_data, user_data, network_config, vendor_data }
+//!                             │
+//!                 write_seed  ▼  dir (or an ISO/vfat volume), temp file + rename, mode 0600
+//! ```
+//!
+//! **Architecture invariant:** no YAML is produced by string formatting; every document is a serde
+//! value serialized by [`yaml`], which quotes YAML-1.1 traps (`on`, `no`, `0777`, `12:30`, …).
+//! **Architecture invariant:** the cluster token only ever flows into the `user-data` bytes; it is
+//! not in any error, `Debug` output or summary.
+
+#![forbid(unsafe_code)]
+
+pub mod docs;
+pub mod render;
+pub mod spec;
+mod token;
+mod write;
+pub mod yaml;
+
+use std::path::PathBuf;
+
+pub use docs::{CloudConfig, ConfigValue, MetaData, NetworkConfig, VendorData};
+pub use render::{NodeSeed, render_all, render_node};
+pub use spec::{ClusterSpec, NodeSpec, Problems, Role, parse_duration, parse_size};
+pub use token::Token;
+pub use write::{SeedFormat, write_seed};
+
+/// Where the golden image carries k3s' `install.sh`; the seed's runcmd runs it at first boot.
+pub const K3S_INSTALL_SCRIPT: &str = "/usr/local/lib/kiln/k3s-install.sh";
+
+/// Everything that can go wrong; each variant names the operation and the path or node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating token file {path}")]
+    CreateToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token file {path} is empty")]
+    EmptyToken { path: PathBuf },
+    #[error("{0}")]
+    Invalid(Problems),
+    #[error("parsing cluster spec {path}: {message}")]
+    ParseSpec { path: PathBuf, message: String },
+    #[error("reading cluster spec {path}")]
+    ReadSpec {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading token file {path}")]
+    ReadToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rendering the seed of node {node:?}: {message}")]
+    Render { node: String, message: String },
+    #[error("serializing {document}: {message}")]
+    Serialize {
+        document: &'static str,
+        message: String,
+    },
+    #[error("writing the {format} seed volume {path}: {message}")]
+    Volume {
+        format: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("writing seed {path}")]
+    WriteSeed {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,370 @@
+//! From a validated [`ClusterSpec`] to the four NoCloud documents of one node.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::docs::{
+    CloudConfig, Command, ConfigValue, DefaultUser, Ethernet, K3sConfig, Match, MetaData,
+    Nameservers, NetworkConfig, NetworkV2, Route, User, UserSpec, WriteFile,
+};
+use crate::spec::{ClusterSpec, MatchBy, NodeSpec, Role, normalize_mac, parse_duration};
+use crate::{Error, K3S_INSTALL_SCRIPT, Token};
+
+/// Where k3s reads its per-node settings.
+pub const K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+
+/// The documents of one node's seed, serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeSeed {
+    pub node: String,
+    pub role: Role,
+    pub instance_id: String,
+    pub meta_data: Vec<u8>,
+    /// Contains the cluster token: never print or log it.
+    pub user_data: Vec<u8>,
+    pub network_config: Vec<u8>,
+    pub vendor_data: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for NodeSeed {
+    // user-data holds the token: keep it out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSeed")
+            .field("node", &self.node)
+            .field("role", &self.role)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "user_data",
+                &format_args!("<{} bytes, redacted>", self.user_data.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSeed {
+    /// The files of the seed volume, sorted by name: `meta-data`, `network-config`, `user-data`
+    /// and, when present, `vendor-data`.
+    pub fn files(&self) -> Vec<(&'static str, &[u8])> {
+        let mut v: Vec<(&'static str, &[u8])> = vec![
+            ("meta-data", &self.meta_data),
+            ("network-config", &self.network_config),
+            ("user-data", &self.user_data),
+        ];
+        if let Some(vd) = &self.vendor_data {
+            v.push(("vendor-data", vd));
+        }
+        v
+    }
+}
+
+/// Render every node of `spec`, in spec order. `spec` must have passed [`ClusterSpec::validate`].
+pub fn render_all(spec: &ClusterSpec, token: &Token) -> Result<Vec<NodeSeed>, Error> {
+    spec.nodes
+        .iter()
+        .map(|n| render_node(spec, n, token))
+        .collect()
+}
+
+/// Render one node's seed. `spec` must have passed [`ClusterSpec::validate`].
+pub fn render_node(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<NodeSeed, Error> {
+    let user_data = user_data(spec, node, token)?.to_bytes()?;
+    let network_config = network_config(spec, node)?.to_bytes()?;
+    let vendor_data: Option<Vec<u8>> = None;
+
+    let mut h = Sha256::new();
+    for (name, part) in [
+        ("local-hostname", node.name.as_bytes()),
+        ("user-data", &user_data[..]),
+        ("network-config", &network_config[..]),
+        ("vendor-data", vendor_data.as_deref().unwrap_or(b"")),
+    ] {
+        h.update(name.as_bytes());
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    let instance_id = format!("{}-{}", node.name, hex(&digest[..8]));
+    let meta_data = MetaData {
+        instance_id: instance_id.clone(),
+        local_hostname: node.name.clone(),
+    }
+    .to_bytes()?;
+    Ok(NodeSeed {
+        node: node.name.clone(),
+        role: node.role,
+        instance_id,
+        meta_data,
+        user_data,
+        network_config,
+        vendor_data,
+    })
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn fqdn(spec: &ClusterSpec, node: &NodeSpec) -> Option<String> {
+    spec.cluster
+        .network
+        .search
+        .first()
+        .map(|d| format!("{}.{d}", node.name))
+}
+
+/// The node's `network-config`: one ethernet, static addresses, default routes, DNS.
+pub fn network_config(spec: &ClusterSpec, node: &NodeSpec) -> Result<NetworkConfig, Error> {
+    let net = &spec.cluster.network;
+    let v4 = crate::spec::parse_cidr::<std::net::Ipv4Addr>(&net.ipv4.cidr).map_err(|m| {
+        Error::Render {
+            node: node.name.clone(),
+            message: m,
+        }
+    })?;
+    let mut eth = Ethernet {
+        dhcp4: Some(false),
+        ..Default::default()
+    };
+    eth.addresses.push(format!("{}/{}", node.ipv4, v4.prefix));
+    // `0.0.0.0/0` and `::/0` rather than `default`: netplan takes either, but cloud-init before 23.x
+    // rejects `default` when it renders for networkd/ENI (seen with Debian 12's 22.4).
+    eth.routes.push(Route {
+        to: "0.0.0.0/0".into(),
+        via: net.ipv4.gateway.clone(),
+    });
+    if let (Some(sub), Some(a6)) = (&net.ipv6, &node.ipv6) {
+        let v6 = crate::spec::parse_cidr::<std::net::Ipv6Addr>(&sub.cidr).map_err(|m| {
+            Error::Render {
+                node: node.name.clone(),
+                message: m,
+            }
+        })?;
+        eth.dhcp6 = Some(false);
+        eth.accept_ra = Some(false);
+        eth.addresses.push(format!("{a6}/{}", v6.prefix));
+        eth.routes.push(Route {
+            to: "::/0".into(),
+            via: sub.gateway.clone(),
+        });
+    }
+    if !net.dns.is_empty() || !net.search.is_empty() {
+        eth.nameservers = Some(Nameservers {
+            addresses: net.dns.clone(),
+            search: net.search.clone(),
+        });
+    }
+    let ifname = node.interface.clone().or_else(|| net.interface.clone());
+    let id = match net.match_by {
+        MatchBy::Mac => {
+            let mac = node
+                .mac
+                .as_deref()
+                .and_then(normalize_mac)
+                .ok_or_else(|| Error::Render {
+                    node: node.name.clone(),
+                    message: "no valid mac".into(),
+                })?;
+            eth.match_ = Some(Match {
+                macaddress: Some(mac),
+                name: None,
+            });
+            eth.set_name = ifname.clone();
+            ifname.unwrap_or_else(|| "primary".into())
+        }
+        MatchBy::Name => {
+            let name = ifname.ok_or_else(|| Error::Render {
+                node: node.name.clone(),
+                message: "no interface name to match".into(),
+            })?;
+            eth.match_ = Some(Match {
+                macaddress: None,
+                name: Some(name.clone()),
+            });
+            name
+        }
+    };
+    Ok(NetworkConfig {
+        network: NetworkV2 {
+            version: 2,
+            ethernets: BTreeMap::from([(id, eth)]),
+        },
+    })
+}
+
+/// The k3s `config.yaml` of a node (contains the token).
+pub fn k3s_config(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> K3sConfig {
+    let k3s = &spec.cluster.k3s;
+    let mut cfg: K3sConfig = match node.role {
+        Role::Server => k3s.config.clone(),
+        Role::Agent => k3s.agent_config.clone(),
+    };
+    for (k, v) in &node.config {
+        cfg.insert(k.clone(), v.clone());
+    }
+    cfg.insert("token".into(), ConfigValue::Str(token.expose().to_owned()));
+    let first = spec.first_server();
+    let is_first = first.is_some_and(|f| f.name == node.name);
+    let multi_server = spec.servers().count() > 1;
+    if is_first {
+        if multi_server {
+            cfg.insert("cluster-init".into(), ConfigValue::Bool(true));
+        }
+    } else if let Some(f) = first {
+        cfg.insert(
+            "server".into(),
+            ConfigValue::Str(format!("https://{}:6443", f.ipv4)),
+        );
+    }
+    let mut ips = vec![node.ipv4.clone()];
+    if let Some(v6) = &node.ipv6 {
+        ips.push(v6.clone());
+    }
+    cfg.insert("node-ip".into(), ConfigValue::Str(ips.join(",")));
+    if node.role == Role::Server {
+        let mut sans = ips.clone();
+        sans.push(node.name.clone());
+        if let Some(f) = fqdn(spec, node) {
+            sans.push(f);
+        }
+        sans.extend(k3s.tls_san.iter().cloned());
+        cfg.insert("tls-san".into(), sans.into());
+    }
+    if !node.labels.is_empty() {
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        cfg.insert("node-label".into(), labels.into());
+    }
+    if !node.taints.is_empty() {
+        cfg.insert("node-taint".into(), node.taints.clone().into());
+    }
+    cfg
+}
+
+/// The node's cloud-config.
+pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<CloudConfig, Error> {
+    let c = &spec.cluster;
+    let config_yaml = crate::yaml::to_string(&k3s_config(spec, node, token), "k3s config.yaml")?;
+    let mut users = vec![User::Default(DefaultUser::Default)];
+    if let Some(name) = &c.user {
+        users.push(User::Full(UserSpec {
+            name: name.clone(),
+            groups: Some("sudo".into()),
+            shell: Some("/bin/bash".into()),
+            sudo: Some("ALL=(ALL) NOPASSWD:ALL".into()),
+            lock_passwd: Some(true),
+            ssh_authorized_keys: c.ssh_authorized_keys.clone(),
+        }));
+    }
+    let net_wait = parse_duration(&c.wait.network).map_err(|m| Error::Render {
+        node: node.name.clone(),
+        message: m,
+    })?;
+    let ready_wait = parse_duration(&c.wait.ready).map_err(|m| Error::Render {
+        node: node.name.clone(),
+        message: m,
+    })?;
+    let exec = node.role.as_str();
+    let runcmd = vec![
+        Command::Argv(vec![
+            "hostnamectl".into(),
+            "set-hostname".into(),
+            node.name.clone(),
+        ]),
+        Command::Shell(network_wait_script(spec, node, net_wait)),
+        Command::Argv(vec![
+            "env".into(),
+            "INSTALL_K3S_SKIP_DOWNLOAD=true".into(),
+            format!("INSTALL_K3S_VERSION={}", c.k3s.version),
+            format!("INSTALL_K3S_EXEC={exec}"),
+            "sh".into(),
+            K3S_INSTALL_SCRIPT.into(),
+        ]),
+        Command::Shell(ready_wait_script(node, ready_wait)),
+    ];
+    Ok(CloudConfig {
+        hostname: Some(node.name.clone()),
+        fqdn: fqdn(spec, node),
+        preserve_hostname: Some(false),
+        users,
+        write_files: vec![WriteFile {
+            path: K3S_CONFIG_PATH.into(),
+            content: config_yaml,
+            owner: Some("root:root".into()),
+            permissions: Some("0600".into()),
+            encoding: None,
+            defer: None,
+        }],
+        bootcmd: Vec::new(),
+        runcmd,
+        final_message: Some(format!(
+            "kiln: {} ({}) finished first boot after $UPTIME seconds",
+            node.name, exec
+        )),
+    })
+}
+
+const POLL_SECS: u64 = 5;
+
+/// Bounded wait for a default route and a working resolver; on timeout a clear console message and a
+/// non-zero exit, which stops the rest of runcmd (so k3s is never installed on a half-up network).
+fn network_wait_script(spec: &ClusterSpec, node: &NodeSpec, secs: u64) -> String {
+    let tries = secs.div_ceil(POLL_SECS).max(1);
+    let net = &spec.cluster.network;
+    // The address this node must reach: the first server's (or its own, on the first server).
+    let target = spec
+        .first_server()
+        .filter(|f| f.name != node.name)
+        .map(|f| f.ipv4.clone())
+        .unwrap_or_else(|| node.ipv4.clone());
+    let dns_check = if net.dns.is_empty() {
+        String::new()
+    } else {
+        " && grep -q '^nameserver' /etc/resolv.conf".to_owned()
+    };
+    let route6 = if node.ipv6.is_some() {
+        " && ip -6 route show default | grep -q ."
+    } else {
+        ""
+    };
+    format!(
+        "i=0\n\
+         until ip -4 route show default | grep -q .{route6}{dns_check} && getent hosts {target} >/dev/null; do\n\
+         \x20 i=$((i+1))\n\
+         \x20 if [ \"$i\" -ge {tries} ]; then\n\
+         \x20   echo \"kiln: {name}: no default route or DNS after {secs}s; not installing k3s\" | tee /dev/console >&2\n\
+         \x20   exit 1\n\
+         \x20 fi\n\
+         \x20 sleep {POLL_SECS}\n\
+         done\n",
+        name = node.name,
+    )
+}
+
+/// Bounded wait for k3s to come up after the install.
+fn ready_wait_script(node: &NodeSpec, secs: u64) -> String {
+    let tries = secs.div_ceil(POLL_SECS).max(1);
+    let (check, what) = match node.role {
+        Role::Server => (
+            "k3s kubectl get --raw=/readyz >/dev/null 2>&1",
+            "k3s API server",
+        ),
+        Role::Agent => ("systemctl is-active --quiet k3s-agent", "k3s-agent service"),
+    };
+    format!(
+        "i=0\n\
+         until {check}; do\n\
+         \x20 i=$((i+1))\n\
+         \x20 if [ \"$i\" -ge {tries} ]; then\n\
+         \x20   echo \"kiln: {name}: {what} not ready after {secs}s\" | tee /dev/console >&2\n\
+         \x20   exit 1\n\
+         \x20 fi\n\
+         \x20 sleep {POLL_SECS}\n\
+         done\n\
+         echo \"kiln: {name}: {what} ready\" | tee /dev/console\n",
+        name = node.name,
+    )
+}

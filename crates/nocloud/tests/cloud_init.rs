@@ -1,0 +1,370 @@
+//! Real oracles on the four scenario specs in `recipes/clusters/`:
+//! - `cloud-init schema --config-file` accepts every user-data,
+//! - `cloud-init devel net-convert … -O netplan` converts every network-config (and the result
+//!   carries the node's addresses and MAC),
+//! - PyYAML (a YAML 1.1 reader, what cloud-init itself uses) reads every document back with the
+//!   values we meant: strings stay strings, the embedded k3s config.yaml has the right keys.
+//!
+//! These need Debian's `cloud-init` package (`apt-get install -y cloud-init`, done by `.ci/run`).
+//! A missing oracle is a failure, not a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_nocloud::{ClusterSpec, NodeSeed, Token, render_all};
+
+const CLOUD_INIT: &str = "/usr/bin/cloud-init";
+/// Debian's python (has `yaml` and `cloudinit`), not whatever `python3` is first on PATH.
+const PYTHON: &str = "/usr/bin/python3";
+const TOKEN: &str = "K10-test-token-1b2c3d4e5f-must-not-leak";
+
+pub const SCENARIOS: &[&str] = &[
+    "libvirt-3node.yaml",
+    "dualstack-cilium.yaml",
+    "observability.yaml",
+    "ha-3server.yaml",
+];
+
+fn recipes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/clusters")
+}
+
+fn require(tool: &str) {
+    assert!(
+        Path::new(tool).exists(),
+        "test oracle {tool} is missing: install Debian's cloud-init (apt-get install -y cloud-init)"
+    );
+}
+
+fn load(name: &str) -> ClusterSpec {
+    let spec = ClusterSpec::load(&recipes().join(name)).expect("scenario spec loads");
+    spec.validate().expect("scenario spec is valid");
+    spec
+}
+
+fn render(name: &str) -> (ClusterSpec, Vec<NodeSeed>) {
+    let spec = load(name);
+    let seeds = render_all(&spec, &Token::new(TOKEN)).expect("render");
+    (spec, seeds)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+#[test]
+fn every_user_data_passes_cloud_init_schema() {
+    require(CLOUD_INIT);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut checked = 0;
+    for sc in SCENARIOS {
+        let (_, seeds) = render(sc);
+        for s in &seeds {
+            let f = dir.path().join(format!("{}-user-data", s.node));
+            std::fs::write(&f, &s.user_data).expect("write");
+            let out = run(Command::new(CLOUD_INIT)
+                .arg("schema")
+                .arg("--config-file")
+                .arg(&f));
+            assert!(out.contains("Valid cloud-config"), "{sc}/{}: {out}", s.node);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 + 3 + 2 + 4);
+}
+
+#[test]
+fn schema_oracle_rejects_a_broken_user_data() {
+    // The oracle can fail: a wrongly typed runcmd is refused.
+    require(CLOUD_INIT);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("bad");
+    std::fs::write(&f, "#cloud-config\nruncmd: 5\n").expect("write");
+    let out = Command::new(CLOUD_INIT)
+        .arg("schema")
+        .arg("--config-file")
+        .arg(&f)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn every_network_config_converts_to_netplan() {
+    require(CLOUD_INIT);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sc in SCENARIOS {
+        let (spec, seeds) = render(sc);
+        for s in &seeds {
+            let node = spec.node(&s.node).expect("node");
+            let f = dir.path().join(format!("{}-network-config", s.node));
+            std::fs::write(&f, &s.network_config).expect("write");
+            for kind in ["netplan", "networkd"] {
+                let out = dir.path().join(format!("{}-{kind}", s.node));
+                run(Command::new(CLOUD_INIT)
+                    .args([
+                        "devel",
+                        "net-convert",
+                        "-k",
+                        "yaml",
+                        "-D",
+                        "ubuntu",
+                        "-O",
+                        kind,
+                        "-p",
+                    ])
+                    .arg(&f)
+                    .arg("-d")
+                    .arg(&out));
+                if kind != "netplan" {
+                    continue;
+                }
+                let np = std::fs::read(out.join("etc/netplan/50-cloud-init.yaml"))
+                    .expect("net-convert wrote etc/netplan/50-cloud-init.yaml");
+                // Read netplan's file back with the YAML 1.1 reader.
+                let np = pyyaml_json(&np, false);
+                let eths = np["network"]["ethernets"].as_object().expect("ethernets");
+                assert_eq!(eths.len(), 1, "{np}");
+                let eth = eths.values().next().expect("eth");
+                let addrs = eth["addresses"].as_array().expect("addresses");
+                let has = |a: &str| {
+                    addrs
+                        .iter()
+                        .any(|x| x.as_str().is_some_and(|x| x.starts_with(&format!("{a}/"))))
+                };
+                assert!(has(&node.ipv4), "{sc}/{}: {np}", s.node);
+                if let Some(v6) = &node.ipv6 {
+                    assert!(has(v6), "{sc}/{}: {np}", s.node);
+                }
+                match &node.mac {
+                    Some(mac) => assert_eq!(eth["match"]["macaddress"], mac.as_str(), "{np}"),
+                    None => assert_eq!(
+                        eth["match"]["name"],
+                        spec.cluster.network.interface.as_deref().unwrap_or(""),
+                        "{np}"
+                    ),
+                }
+                let routes = eth["routes"].as_array().expect("routes");
+                assert!(
+                    routes
+                        .iter()
+                        .any(|r| r["via"] == spec.cluster.network.ipv4.gateway.as_str()),
+                    "{np}"
+                );
+                assert!(eth.get("gateway4").is_none(), "{np}");
+            }
+        }
+    }
+}
+
+/// Parse `text` with PyYAML (YAML 1.1) and print it back as JSON.
+fn pyyaml_json(text: &[u8], strip_header: bool) -> serde_json::Value {
+    require(PYTHON);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("doc.yaml");
+    std::fs::write(&f, text).expect("write");
+    let script = format!(
+        "import json,sys,yaml\n\
+         t=open(sys.argv[1]).read()\n\
+         assert (not {strip}) or t.startswith('#cloud-config\\n'), 'missing header'\n\
+         print(json.dumps(yaml.safe_load(t), default=str))",
+        strip = if strip_header { "True" } else { "False" }
+    );
+    let out = run(Command::new(PYTHON).arg("-c").arg(script).arg(&f));
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("json from pyyaml")
+}
+
+#[test]
+fn pyyaml_reads_back_what_we_meant() {
+    for sc in SCENARIOS {
+        let (spec, seeds) = render(sc);
+        let first = spec.first_server().expect("server");
+        let servers = spec.servers().count();
+        for s in &seeds {
+            let node = spec.node(&s.node).expect("node");
+            let md = pyyaml_json(&s.meta_data, false);
+            assert_eq!(md["instance-id"], s.instance_id.as_str());
+            assert_eq!(md["local-hostname"], s.node.as_str());
+
+            let ud = pyyaml_json(&s.user_data, true);
+            assert_eq!(ud["hostname"], s.node.as_str());
+            assert_eq!(ud["preserve_hostname"], false);
+            let wf = &ud["write_files"][0];
+            assert_eq!(wf["path"], "/etc/rancher/k3s/config.yaml");
+            assert_eq!(wf["permissions"], "0600", "permissions must stay a string");
+            assert_eq!(wf["owner"], "root:root");
+            let cfg = pyyaml_json(wf["content"].as_str().expect("content").as_bytes(), false);
+            assert_eq!(cfg["token"], TOKEN);
+            let want_ip = match &node.ipv6 {
+                Some(v6) => format!("{},{v6}", node.ipv4),
+                None => node.ipv4.clone(),
+            };
+            assert_eq!(cfg["node-ip"], want_ip.as_str());
+            if node.name == first.name {
+                assert!(cfg.get("server").is_none());
+                assert_eq!(
+                    cfg.get("cluster-init").cloned(),
+                    (servers > 1).then_some(true.into())
+                );
+            } else {
+                assert_eq!(
+                    cfg["server"],
+                    format!("https://{}:6443", first.ipv4).as_str()
+                );
+                assert!(cfg.get("cluster-init").is_none());
+            }
+            for (k, v) in &node.labels {
+                let want = format!("{k}={v}");
+                assert!(
+                    cfg["node-label"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == want.as_str())),
+                    "{cfg}"
+                );
+            }
+            for t in &node.taints {
+                assert!(
+                    cfg["node-taint"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == t.as_str()))
+                );
+            }
+            let runcmd = ud["runcmd"].as_array().expect("runcmd");
+            assert_eq!(
+                runcmd[0],
+                serde_json::json!(["hostnamectl", "set-hostname", s.node])
+            );
+            let install = runcmd[2].as_array().expect("install argv");
+            assert!(
+                install
+                    .iter()
+                    .any(|x| x == "INSTALL_K3S_SKIP_DOWNLOAD=true")
+            );
+            assert!(
+                install
+                    .iter()
+                    .any(|x| x
+                        == format!("INSTALL_K3S_VERSION={}", spec.cluster.k3s.version).as_str())
+            );
+            assert!(
+                install
+                    .iter()
+                    .any(|x| x == format!("INSTALL_K3S_EXEC={}", node.role.as_str()).as_str())
+            );
+            assert!(
+                install
+                    .iter()
+                    .any(|x| x == kiln_nocloud::K3S_INSTALL_SCRIPT)
+            );
+
+            let nc = pyyaml_json(&s.network_config, false);
+            assert_eq!(nc["network"]["version"], 2);
+            let eths = nc["network"]["ethernets"].as_object().expect("ethernets");
+            let eth = eths.values().next().expect("one ethernet");
+            for dns in &spec.cluster.network.dns {
+                assert!(
+                    eth["nameservers"]["addresses"]
+                        .as_array()
+                        .expect("dns")
+                        .iter()
+                        .any(|x| x == dns.as_str())
+                );
+            }
+        }
+    }
+    // The dual-stack scenario's extra keys arrive typed.
+    let (_, seeds) = render("dualstack-cilium.yaml");
+    let ud = pyyaml_json(&seeds[0].user_data, true);
+    let cfg = pyyaml_json(
+        ud["write_files"][0]["content"]
+            .as_str()
+            .expect("c")
+            .as_bytes(),
+        false,
+    );
+    assert_eq!(cfg["flannel-backend"], "none");
+    assert_eq!(cfg["disable-network-policy"], true);
+    assert_eq!(cfg["disable"], serde_json::json!(["traefik", "servicelb"]));
+    assert_eq!(cfg["cluster-cidr"], "10.42.0.0/16,fd22:2025:6a6a:42::/104");
+    // ha: a "0644" mode stays a string.
+    let (_, seeds) = render("ha-3server.yaml");
+    let ud = pyyaml_json(&seeds[0].user_data, true);
+    let cfg = pyyaml_json(
+        ud["write_files"][0]["content"]
+            .as_str()
+            .expect("c")
+            .as_bytes(),
+        false,
+    );
+    assert_eq!(cfg["write-kubeconfig-mode"], "0644");
+}
+
+#[test]
+fn pyyaml_reads_yaml_1_1_traps_as_strings() {
+    let traps = [
+        "on",
+        "off",
+        "yes",
+        "no",
+        "y",
+        "n",
+        "~",
+        "null",
+        "12:30",
+        "0777",
+        "1_000",
+        "2001-12-14",
+        ".inf",
+    ];
+    let m: std::collections::BTreeMap<String, String> = traps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("k{i:02}"), (*t).to_owned()))
+        .collect();
+    let text = kiln_nocloud::yaml::to_string(&m, "traps").expect("yaml");
+    let back = pyyaml_json(text.as_bytes(), false);
+    for (i, t) in traps.iter().enumerate() {
+        assert_eq!(
+            back[format!("k{i:02}")],
+            *t,
+            "PyYAML read {t:?} as something else:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_and_instance_id_tracks_content() {
+    for sc in SCENARIOS {
+        let (_, a) = render(sc);
+        let (_, b) = render(sc);
+        assert_eq!(a, b, "{sc}: two renders differ");
+        let ids: std::collections::BTreeSet<_> = a.iter().map(|s| s.instance_id.clone()).collect();
+        assert_eq!(ids.len(), a.len(), "instance ids are unique per node");
+    }
+    let spec = load("libvirt-3node.yaml");
+    let a = render_all(&spec, &Token::new(TOKEN)).expect("render");
+    let b = render_all(&spec, &Token::new("another-token")).expect("render");
+    assert_ne!(
+        a[0].instance_id, b[0].instance_id,
+        "new seed content → new instance-id"
+    );
+    assert!(a[0].instance_id.starts_with("k3s-cp-01-"));
+    let mut spec2 = spec.clone();
+    spec2.nodes[1].ipv4 = "192.168.122.21".into();
+    let c = render_all(&spec2, &Token::new(TOKEN)).expect("render");
+    assert_eq!(a[2], c[2], "unrelated node unchanged");
+    assert_ne!(a[1].instance_id, c[1].instance_id);
+}

@@ -1,0 +1,355 @@
+//! One test per validation rule: a good spec passes; each mutation yields a message naming the
+//! node/field; several problems are all reported at once.
+
+use std::path::Path;
+
+use kiln_nocloud::{ClusterSpec, Error};
+
+const GOOD: &str = r#"
+cluster:
+  name: lab
+  k3s:
+    version: v1.34.3+k3s1
+    token_file: secrets/k3s-token
+  network:
+    match: mac
+    interface: ens3
+    ipv4: { cidr: 192.168.122.0/24, gateway: 192.168.122.1 }
+    ipv6: { cidr: "fd12:3456:789a:14::/64", gateway: "fd12:3456:789a:14::1" }
+    dns: [192.168.122.1]
+    search: [lab.internal]
+  user: ubuntu
+  ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln admin@laptop"]
+  disk_size: 80G
+nodes:
+  - { name: cp-01, role: server, ipv4: 192.168.122.10, ipv6: "fd12:3456:789a:14::10", mac: "52:54:00:00:00:10" }
+  - { name: worker-01, role: agent, ipv4: 192.168.122.11, ipv6: "fd12:3456:789a:14::11", mac: "52:54:00:00:00:11",
+      labels: { role: observability }, taints: ["observability=true:NoSchedule"], disk_size: 120G }
+"#;
+
+fn spec(yaml: &str) -> (tempfile::TempDir, ClusterSpec) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("cluster.yaml");
+    std::fs::write(&p, yaml).expect("write spec");
+    let s = ClusterSpec::load(&p).expect("spec parses");
+    (dir, s)
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    let (_d, s) = spec(yaml);
+    match s.validate() {
+        Ok(()) => Vec::new(),
+        Err(Error::Invalid(p)) => p.0,
+        Err(e) => panic!("unexpected error kind: {e}"),
+    }
+}
+
+/// Assert exactly one problem mentioning every needle.
+fn expect_one(yaml: &str, needles: &[&str]) {
+    let p = problems(yaml);
+    assert_eq!(p.len(), 1, "expected one problem, got {p:#?}");
+    for n in needles {
+        assert!(p[0].contains(n), "{:?} does not mention {n:?}", p[0]);
+    }
+}
+
+#[test]
+fn good_spec_is_valid() {
+    assert_eq!(problems(GOOD), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (from, to) in [
+        ("  disk_size: 80G\n", "  disk_size: 80G\n  disksize: 80G\n"),
+        ("role: server,", "role: server, colour: red,"),
+        ("    token_file:", "    token: hunter2\n    token_file:"),
+    ] {
+        let y = GOOD.replacen(from, to, 1);
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, &y).expect("write");
+        let e = ClusterSpec::load(&p).expect_err("unknown key must fail");
+        let m = e.to_string();
+        assert!(m.contains("c.yaml"), "{m}");
+        assert!(m.contains("unknown field"), "{m}");
+    }
+}
+
+#[test]
+fn hostname_must_be_rfc1123() {
+    expect_one(
+        &GOOD.replace("name: cp-01", "name: CP_01"),
+        &["\"CP_01\"", "RFC 1123"],
+    );
+    expect_one(
+        &GOOD.replace("name: cp-01", "name: -cp"),
+        &["\"-cp\"", "RFC 1123"],
+    );
+    let long = "a".repeat(64);
+    expect_one(
+        &GOOD.replace("name: cp-01", &format!("name: {long}")),
+        &["RFC 1123"],
+    );
+}
+
+#[test]
+fn search_domain_must_be_rfc1123() {
+    expect_one(
+        &GOOD.replace("[lab.internal]", "[lab..internal]"),
+        &["cluster.network.search"],
+    );
+}
+
+#[test]
+fn ipv4_must_be_inside_cidr() {
+    expect_one(
+        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.123.11"),
+        &["worker-01", "192.168.123.11", "outside 192.168.122.0/24"],
+    );
+}
+
+#[test]
+fn ipv6_must_be_inside_cidr() {
+    expect_one(
+        &GOOD.replace("fd12:3456:789a:14::11\"", "fd12:3456:789a:15::11\""),
+        &["worker-01", "outside"],
+    );
+}
+
+#[test]
+fn address_syntax() {
+    expect_one(
+        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.122.300"),
+        &["worker-01", "not an IPv4 address"],
+    );
+}
+
+#[test]
+fn network_and_broadcast_addresses_are_rejected() {
+    expect_one(
+        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.122.255"),
+        &["worker-01", "broadcast"],
+    );
+}
+
+#[test]
+fn cidr_syntax_and_host_bits() {
+    expect_one(
+        &GOOD.replace("cidr: 192.168.122.0/24", "cidr: 192.168.122.0/33"),
+        &["cluster.network.ipv4.cidr"],
+    );
+    expect_one(
+        &GOOD.replace("cidr: 192.168.122.0/24", "cidr: 192.168.122.5/24"),
+        &["cluster.network.ipv4.cidr", "host bits"],
+    );
+}
+
+#[test]
+fn gateway_must_be_inside_subnet() {
+    expect_one(
+        &GOOD.replace("gateway: 192.168.122.1", "gateway: 10.0.0.1"),
+        &["cluster.network.ipv4.gateway", "outside"],
+    );
+    expect_one(
+        &GOOD.replace("gateway: \"fd12:3456:789a:14::1\"", "gateway: \"fd99::1\""),
+        &["cluster.network.ipv6.gateway", "outside"],
+    );
+}
+
+#[test]
+fn node_may_not_take_the_gateway_address() {
+    expect_one(
+        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.122.1"),
+        &["worker-01", "gateway"],
+    );
+}
+
+#[test]
+fn names_must_be_unique() {
+    expect_one(
+        &GOOD.replace("name: worker-01", "name: cp-01"),
+        &["duplicate node name", "cp-01"],
+    );
+}
+
+#[test]
+fn ips_must_be_unique() {
+    expect_one(
+        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.122.10"),
+        &[
+            "worker-01",
+            "192.168.122.10",
+            "already used by node \"cp-01\"",
+        ],
+    );
+    expect_one(
+        &GOOD.replace("fd12:3456:789a:14::11\"", "fd12:3456:789a:14::10\""),
+        &["worker-01", "already used"],
+    );
+}
+
+#[test]
+fn macs_must_be_unique_case_insensitively() {
+    expect_one(
+        &GOOD.replace("52:54:00:00:00:11", "52:54:00:00:00:10"),
+        &["worker-01", "mac", "already used"],
+    );
+    let y = GOOD
+        .replace("52:54:00:00:00:10", "52:54:00:00:00:aa")
+        .replace("52:54:00:00:00:11", "52-54-00-00-00-AA");
+    expect_one(&y, &["worker-01", "52:54:00:00:00:aa", "already used"]);
+}
+
+#[test]
+fn mac_syntax() {
+    expect_one(
+        &GOOD.replace("52:54:00:00:00:11", "52:54:00:00:11"),
+        &["worker-01", "not a MAC"],
+    );
+    expect_one(
+        &GOOD.replace("52:54:00:00:00:11", "52:54:00:00:00:zz"),
+        &["worker-01", "not a MAC"],
+    );
+}
+
+#[test]
+fn mac_required_when_matching_by_mac() {
+    expect_one(
+        &GOOD.replace(", mac: \"52:54:00:00:00:11\"", ""),
+        &["worker-01", "mac is required"],
+    );
+}
+
+#[test]
+fn interface_required_when_matching_by_name() {
+    expect_one(
+        &GOOD
+            .replace("match: mac", "match: name")
+            .replace("    interface: ens3\n", ""),
+        &["cluster.network.interface"],
+    );
+}
+
+#[test]
+fn at_least_one_server() {
+    expect_one(
+        &GOOD.replace("role: server", "role: agent"),
+        &["at least one", "server"],
+    );
+}
+
+#[test]
+fn ipv6_consistency() {
+    expect_one(
+        &GOOD.replace(", ipv6: \"fd12:3456:789a:14::11\"", ""),
+        &["worker-01", "ipv6 is missing"],
+    );
+}
+
+#[test]
+fn sizes_must_parse() {
+    expect_one(
+        &GOOD.replace("disk_size: 80G", "disk_size: 80X"),
+        &["cluster.disk_size", "80X"],
+    );
+    expect_one(
+        &GOOD.replace("disk_size: 120G", "disk_size: lots"),
+        &["worker-01", "disk_size"],
+    );
+    assert_eq!(kiln_nocloud::parse_size("512M"), Ok(512 << 20));
+    assert_eq!(kiln_nocloud::parse_size("80G"), Ok(80 << 30));
+    assert!(kiln_nocloud::parse_size("0G").is_err());
+}
+
+#[test]
+fn durations_must_parse() {
+    let y = GOOD.replace(
+        "  disk_size: 80G\n",
+        "  disk_size: 80G\n  wait: { network: 5x, ready: 10m }\n",
+    );
+    expect_one(&y, &["cluster.wait.network", "5x"]);
+    assert_eq!(kiln_nocloud::parse_duration("1h30m"), Ok(5400));
+    assert_eq!(kiln_nocloud::parse_duration("300"), Ok(300));
+    assert!(kiln_nocloud::parse_duration("0s").is_err());
+    assert!(kiln_nocloud::parse_duration("5").is_ok());
+}
+
+#[test]
+fn labels_and_taints_must_be_well_formed() {
+    expect_one(
+        &GOOD.replace(
+            "observability=true:NoSchedule",
+            "observability=true:Sometimes",
+        ),
+        &["worker-01", "taint"],
+    );
+    expect_one(
+        &GOOD.replace("role: observability", "role: \"bad value!\""),
+        &["worker-01", "label"],
+    );
+}
+
+#[test]
+fn reserved_k3s_keys_are_rejected() {
+    let y = GOOD.replace(
+        "    token_file: secrets/k3s-token\n",
+        "    token_file: secrets/k3s-token\n    config: { server: \"https://x:6443\" }\n",
+    );
+    expect_one(&y, &["cluster.k3s.config", "\"server\""]);
+}
+
+#[test]
+fn k3s_version_must_be_pinned() {
+    expect_one(
+        &GOOD.replace("v1.34.3+k3s1", "latest"),
+        &["cluster.k3s.version"],
+    );
+}
+
+#[test]
+fn token_file_must_be_readable_or_creatable() {
+    // Readable: a directory where a file is expected is not.
+    let (d, s) = spec(GOOD);
+    std::fs::create_dir_all(d.path().join("secrets/k3s-token")).expect("mkdir");
+    let e = s.validate().expect_err("dir as token file");
+    assert!(e.to_string().contains("token_file"), "{e}");
+    // Creatable: its would-be parent is a regular file.
+    let (d, s) = spec(&GOOD.replace("secrets/k3s-token", "blocker/k3s-token"));
+    std::fs::write(d.path().join("blocker"), b"x").expect("write");
+    let e = s.validate().expect_err("parent is a file");
+    assert!(e.to_string().contains("cannot be created"), "{e}");
+    // Missing but creatable: fine, and validation creates nothing.
+    let (d, s) = spec(GOOD);
+    s.validate().expect("creatable");
+    assert!(!d.path().join("secrets").exists());
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let y = GOOD
+        .replace("name: cp-01", "name: Cp")
+        .replace("52:54:00:00:00:11", "nope")
+        .replace("gateway: 192.168.122.1", "gateway: 10.1.1.1")
+        .replace("disk_size: 80G", "disk_size: big");
+    let p = problems(&y);
+    assert_eq!(p.len(), 4, "{p:#?}");
+}
+
+#[test]
+fn token_never_in_errors() {
+    let (d, s) = spec(GOOD);
+    std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
+    std::fs::write(d.path().join("secrets/k3s-token"), "sekrit-token-value\n").expect("write");
+    let bad = ClusterSpec {
+        nodes: Vec::new(),
+        ..s
+    };
+    let e = bad.validate().expect_err("no nodes");
+    assert!(!format!("{e} {e:?}").contains("sekrit"));
+    let t =
+        kiln_nocloud::Token::load_or_create(&d.path().join("secrets/k3s-token")).expect("token");
+    assert_eq!(t.expose(), "sekrit-token-value");
+    assert!(!format!("{t:?}").contains("sekrit"));
+    let _ = Path::new("");
+}
