@@ -1,0 +1,200 @@
+//! `kiln seed` end to end, running the built binary on the four scenario specs.
+//! Oracles: the files on disk (modes, bytes), `cloud-init schema` on what the CLI wrote, and the
+//! token file's content searched for in everything the CLI prints.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const SCENARIOS: &[&str] = &[
+    "libvirt-3node.yaml",
+    "dualstack-cilium.yaml",
+    "observability.yaml",
+    "ha-3server.yaml",
+];
+
+fn recipe(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("recipes/clusters")
+        .join(name)
+}
+
+/// Copy a scenario spec into `dir` (so its token file is created there, not in the repo).
+fn stage(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::copy(recipe(name), &p).expect("copy spec");
+    p
+}
+
+fn kiln(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(KILN)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("run kiln")
+}
+
+fn seed(spec: &Path, out: &Path, format: &str, json: bool) -> Output {
+    let mut a: Vec<&std::ffi::OsStr> = vec![
+        "seed".as_ref(),
+        spec.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--format".as_ref(),
+        format.as_ref(),
+    ];
+    if json {
+        a.push("--json".as_ref());
+    }
+    kiln(&a)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+}
+
+fn token_of(spec_dir: &Path, spec: &Path) -> String {
+    let s = kiln_nocloud::ClusterSpec::load(spec).expect("load");
+    let p = spec_dir.join(&s.cluster.k3s.token_file);
+    assert_eq!(mode(&p), 0o600, "token file {} mode", p.display());
+    std::fs::read_to_string(p).expect("token").trim().to_owned()
+}
+
+#[test]
+fn dir_seeds_for_every_scenario_never_leak_the_token_and_are_reproducible() {
+    for sc in SCENARIOS {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = stage(d.path(), sc);
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let oa = seed(&spec, &a, "dir", true);
+        assert!(oa.status.success(), "{sc}: {}", text(&oa));
+        let token = token_of(d.path(), &spec);
+        assert!(token.len() >= 32);
+        let ob = seed(&spec, &b, "dir", false);
+        assert!(ob.status.success(), "{sc}: {}", text(&ob));
+        for o in [&oa, &ob] {
+            assert!(!text(o).contains(&token), "{sc}: token printed");
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&oa.stdout).expect("--json is JSON");
+        let nodes = summary["nodes"].as_array().expect("nodes");
+        assert!(!nodes.is_empty());
+        for n in nodes {
+            let name = n["node"].as_str().expect("node");
+            assert!(
+                n["instance_id"]
+                    .as_str()
+                    .expect("id")
+                    .starts_with(&format!("{name}-"))
+            );
+            assert!(matches!(n["role"].as_str(), Some("server" | "agent")));
+            assert_eq!(n["sha256"].as_str().expect("sha").len(), 64);
+            let da = a.join(format!("{name}-seed"));
+            let db = b.join(format!("{name}-seed"));
+            assert_eq!(Path::new(n["path"].as_str().expect("path")), da);
+            let ud = std::fs::read_to_string(da.join("user-data")).expect("user-data");
+            assert!(ud.contains(&token), "the token does reach user-data");
+            for f in ["meta-data", "network-config", "user-data"] {
+                assert_eq!(mode(&da.join(f)), 0o600, "{sc}/{name}/{f}");
+                assert_eq!(
+                    std::fs::read(da.join(f)).expect("a"),
+                    std::fs::read(db.join(f)).expect("b"),
+                    "{sc}/{name}/{f} differs between runs"
+                );
+            }
+            assert!(!da.join("vendor-data").exists());
+        }
+        // No stray temporaries.
+        for e in std::fs::read_dir(&a).expect("ls") {
+            let n = e.expect("entry").file_name();
+            assert!(n.to_string_lossy().ends_with("-seed"), "{n:?}");
+        }
+    }
+}
+
+#[test]
+fn cli_user_data_passes_cloud_init_schema() {
+    let ci = Path::new("/usr/bin/cloud-init");
+    assert!(ci.exists(), "oracle missing: apt-get install -y cloud-init");
+    let d = tempfile::tempdir().expect("tempdir");
+    let spec = stage(d.path(), "ha-3server.yaml");
+    let out = d.path().join("out");
+    let o = seed(&spec, &out, "dir", false);
+    assert!(o.status.success(), "{}", text(&o));
+    let ud = out.join("k3s-server-2-seed/user-data");
+    let s = Command::new(ci)
+        .arg("schema")
+        .arg("--config-file")
+        .arg(&ud)
+        .output()
+        .expect("schema");
+    assert!(s.status.success(), "{}", text(&s));
+}
+
+#[test]
+fn bad_input_exits_2_names_every_problem_writes_nothing_and_hides_the_token() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let good = std::fs::read_to_string(recipe("libvirt-3node.yaml")).expect("read");
+    std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
+    std::fs::write(
+        d.path().join("secrets/lab-token"),
+        "TOPSECRET-abcdef0123456789\n",
+    )
+    .expect("token");
+    let bad = good
+        .replace("ipv4: 192.168.122.12", "ipv4: 10.9.9.9")
+        .replace("name: k3s-worker-01", "name: K3S_Worker")
+        .replace("\"52:54:00:00:00:12\"", "\"52:54:00:00:00:10\"");
+    let spec = d.path().join("bad.yaml");
+    std::fs::write(&spec, bad).expect("write");
+    let out = d.path().join("out");
+    let o = seed(&spec, &out, "dir", true);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("k3s-worker-02") && t.contains("10.9.9.9"), "{t}");
+    assert!(t.contains("K3S_Worker"), "{t}");
+    assert!(t.contains("already used"), "{t}");
+    assert!(!t.contains("TOPSECRET"), "{t}");
+    assert!(o.stdout.is_empty(), "nothing on stdout on error");
+    assert!(!out.exists(), "nothing written on bad input");
+
+    // Unknown key: exit 2, the file is named.
+    let spec2 = d.path().join("typo.yaml");
+    std::fs::write(&spec2, good.replace("  disk_size: 40G", "  disksize: 40G")).expect("write");
+    let o = seed(&spec2, &out, "dir", false);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("typo.yaml"), "{}", text(&o));
+    assert!(!out.exists());
+
+    // Missing spec file: exit 2.
+    let o = seed(&d.path().join("nope.yaml"), &out, "dir", false);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn existing_token_file_is_used_not_replaced() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let spec = stage(d.path(), "observability.yaml");
+    std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
+    let tp = d.path().join("secrets/sites-token");
+    std::fs::write(&tp, "K10fixedtoken0123456789abcdef\n").expect("write");
+    let out = d.path().join("out");
+    let o = seed(&spec, &out, "dir", true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("K10fixedtoken"));
+    assert_eq!(
+        std::fs::read_to_string(&tp).expect("read"),
+        "K10fixedtoken0123456789abcdef\n"
+    );
+    let ud = std::fs::read_to_string(out.join("node2-seed/user-data")).expect("ud");
+    assert!(ud.contains("token: K10fixedtoken0123456789abcdef"), "{ud}");
+}
