@@ -1,0 +1,241 @@
+//! Fixture generation and oracles (mkfs.ext4 -d, sgdisk, e2fsck, debugfs, dumpe2fs). A missing
+//! tool makes the test fail, never skip.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const EPOCH: i64 = 1_700_000_000;
+pub const FEATURES: &str =
+    "metadata_csum,64bit,extents,flex_bg,dir_index,huge_file,dir_nlink,extra_isize";
+
+/// Run a tool; panic with its output when it cannot run or fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Source tree: a few files and dirs, symlinks (fast, slow, absolute, relative) and an htree
+/// directory of `htree_entries` files.
+pub fn make_source(dir: &Path, htree_entries: usize) {
+    fs::create_dir_all(dir.join("etc/ssh")).unwrap();
+    fs::create_dir_all(dir.join("usr/lib/os")).unwrap();
+    fs::create_dir_all(dir.join("var/lib/many")).unwrap();
+    fs::write(dir.join("etc/hostname"), b"golden\n").unwrap();
+    fs::write(
+        dir.join("etc/machine-id"),
+        b"0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("usr/lib/os/os-release"),
+        b"ID=kiln\nVERSION_ID=1\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("etc/ssh/sshd_config"),
+        "PermitRootLogin no\n".repeat(500),
+    )
+    .unwrap();
+    fs::set_permissions(
+        dir.join("etc/ssh/sshd_config"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    symlink("../usr/lib/os/os-release", dir.join("etc/os-release")).unwrap();
+    symlink("/usr/lib/os", dir.join("etc/abs-os")).unwrap();
+    symlink("usr/lib", dir.join("lib")).unwrap();
+    let long = format!("/usr/lib/os/{}", "x".repeat(150));
+    symlink(&long, dir.join("etc/slow-link")).unwrap();
+    symlink("loop-b", dir.join("etc/loop-a")).unwrap();
+    symlink("loop-a", dir.join("etc/loop-b")).unwrap();
+    for i in 0..htree_entries {
+        fs::write(
+            dir.join(format!("var/lib/many/entry-{i:05}-with-a-longish-name")),
+            format!("{i}\n"),
+        )
+        .unwrap();
+    }
+}
+
+/// mkfs.ext4 -d with Ubuntu's features into `img` (created, `size_mb` MiB), deterministic.
+pub fn mkfs(img: &Path, src: &Path, size_mb: u64, label: &str) {
+    let f = fs::File::create(img).unwrap();
+    f.set_len(size_mb << 20).unwrap();
+    drop(f);
+    run(Command::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", EPOCH.to_string())
+        .args([
+            "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-L", label, "-O", FEATURES,
+        ])
+        .args(["-U", "6b1e5c1a-0000-4000-8000-000000000001"])
+        .args([
+            "-E",
+            "root_owner=0:0,hash_seed=6b1e5c1a-0000-4000-8000-000000000002,lazy_itable_init=0",
+        ])
+        .arg("-d")
+        .arg(src)
+        .arg(img));
+}
+
+/// `e2fsck -fyD`: (re)build directory indexes, so large directories become htrees as on a
+/// system where the kernel grew them (mke2fs -d writes linear directories).
+pub fn index_dirs(img: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fyD")
+        .arg(img)
+        .output()
+        .expect("cannot run e2fsck");
+    // 0 = clean, 1 = "errors corrected" (the directory optimisation counts as a change).
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "e2fsck -fyD: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A fresh rootfs image in `dir` (ext4, `cloudimg-rootfs`, htree dir of 3000 entries).
+pub fn rootfs(dir: &Path, size_mb: u64, htree_entries: usize) -> PathBuf {
+    let src = dir.join("src");
+    make_source(&src, htree_entries);
+    let img = dir.join("root.ext4");
+    mkfs(&img, &src, size_mb, "cloudimg-rootfs");
+    index_dirs(&img);
+    img
+}
+
+/// `e2fsck -fn`: must exit 0 (clean, nothing to fix).
+pub fn fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .expect("cannot run e2fsck (is e2fsprogs installed?)");
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {} is not clean ({}):\n{}\n{}",
+        img.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run debugfs commands (read-only) in one batch; returns the output of each command in order.
+pub fn debugfs(img: &Path, cmds: &[String]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("cmds");
+    fs::write(&script, cmds.join("\n") + "\n").unwrap();
+    let out = Command::new("debugfs")
+        .arg("-f")
+        .arg(&script)
+        .arg(img)
+        .output()
+        .expect("cannot run debugfs");
+    assert!(
+        out.status.success(),
+        "debugfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // debugfs echoes "debugfs: <cmd>" before each command's output (on stdout); output without a
+    // final newline runs straight into the next echo, so split on the exact echoes, in order.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut starts = Vec::new();
+    let mut from = 0;
+    for c in cmds {
+        let marker = format!("debugfs: {c}\n");
+        let at = text[from..]
+            .find(&marker)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no echo of {c:?} in:\n{text}"));
+        starts.push((at, at + marker.len()));
+        from = at + marker.len();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for (i, &(_, body)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(text.len(), |&(next, _)| next);
+        parts.push(text[body..end].to_owned());
+    }
+    assert_eq!(
+        parts.len(),
+        cmds.len(),
+        "debugfs output did not split per command:\n{text}"
+    );
+    parts
+}
+
+/// Fields of `debugfs stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DStat {
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub links: u32,
+    pub mtime: i64,
+    pub fast_link: Option<String>,
+    pub flags: u32,
+}
+
+pub fn parse_stat(out: &str) -> Option<DStat> {
+    let field = |key: &str| -> Option<String> {
+        let at = out.find(key)? + key.len();
+        Some(out[at..].split_whitespace().next()?.to_owned())
+    };
+    let kind = field("Type:")?;
+    let mode = u32::from_str_radix(&field("Mode:")?, 8).ok()?;
+    let flags = u32::from_str_radix(field("Flags:")?.trim_start_matches("0x"), 16).ok()?;
+    let uid = field("User:")?.parse().ok()?;
+    let gid = field("Group:")?.parse().ok()?;
+    let size = field("Size:")?.parse().ok()?;
+    let links = field("Links:")?.parse().ok()?;
+    let mt = field("mtime:")?;
+    let (lo, extra) = mt.split_once(':').unwrap_or((&mt, "0"));
+    let lo = u32::from_str_radix(lo.trim_start_matches("0x"), 16).ok()?;
+    let extra = u32::from_str_radix(extra, 16).ok()?;
+    let mtime = i64::from(lo as i32) + (i64::from(extra & 3) << 32);
+    let fast_link = out.find("Fast link dest: \"").map(|at| {
+        let rest = &out[at + 17..];
+        rest[..rest.rfind('"').unwrap_or(rest.len())].to_owned()
+    });
+    Some(DStat {
+        kind,
+        mode,
+        uid,
+        gid,
+        size,
+        links,
+        mtime,
+        fast_link,
+        flags,
+    })
+}
+
+/// `dumpe2fs -h` as key → value.
+pub fn dumpe2fs(img: &Path) -> BTreeMap<String, String> {
+    let out = run(Command::new("dumpe2fs").arg("-h").arg(img));
+    out.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let data = fs::read(path).unwrap();
+    format!("{:x}", sha2::Sha256::digest(&data))
+}

@@ -1,0 +1,409 @@
+//! End-to-end tests of kiln-ext4 against generated images, checked by e2fsck, debugfs and
+//! dumpe2fs.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use kiln_blockdev::{BlockDev, FileDev, SliceDev};
+use kiln_ext4::{Error, FileKind, Filesystem, NewDir, NewFile, OpenOptions, Refusal, Times};
+
+const T: i64 = 1_750_000_000;
+
+#[test]
+fn ffi_values_match_dumpe2fs() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 64, 10);
+    let dev = FileDev::open_read_only(&img).unwrap();
+    let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_only()).unwrap();
+    let info = fs.info();
+    let d = dumpe2fs(&img);
+    assert_eq!(info.label, d["Filesystem volume name"]);
+    assert_eq!(info.block_size.to_string(), d["Block size"]);
+    assert_eq!(info.blocks_count.to_string(), d["Block count"]);
+    assert_eq!(info.free_blocks.to_string(), d["Free blocks"]);
+    assert_eq!(info.inodes_count.to_string(), d["Inode count"]);
+    assert_eq!(info.free_inodes.to_string(), d["Free inodes"]);
+    assert_eq!(info.inode_size.to_string(), d["Inode size"]);
+    let uuid = info
+        .uuid
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    assert_eq!(uuid, d["Filesystem UUID"].replace('-', ""));
+    for f in [
+        "metadata_csum",
+        "64bit",
+        "extent",
+        "flex_bg",
+        "dir_index",
+        "huge_file",
+        "has_journal",
+    ] {
+        assert!(
+            d["Filesystem features"].split_whitespace().any(|x| x == f),
+            "{f}"
+        );
+    }
+    assert!(kiln_ext4::library_version().starts_with("1.47"));
+    fs.close().unwrap();
+}
+
+#[test]
+fn reads_match_debugfs_and_symlinks_resolve_inside_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 64, 3000);
+    let dev = FileDev::open_read_only(&img).unwrap();
+    let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_only()).unwrap();
+    assert_eq!(fs.read("/etc/hostname").unwrap(), b"golden\n");
+    // Relative, absolute and directory symlinks resolve inside the image, never on the host.
+    assert_eq!(
+        fs.read("/etc/os-release").unwrap(),
+        b"ID=kiln\nVERSION_ID=1\n"
+    );
+    assert_eq!(
+        fs.read("/etc/abs-os/os-release").unwrap(),
+        b"ID=kiln\nVERSION_ID=1\n"
+    );
+    assert_eq!(
+        fs.read("/lib/os/os-release").unwrap(),
+        b"ID=kiln\nVERSION_ID=1\n"
+    );
+    assert_eq!(
+        fs.read_link("/etc/slow-link").unwrap(),
+        format!("/usr/lib/os/{}", "x".repeat(150)).into_bytes()
+    );
+    assert!(matches!(
+        fs.read("/etc/loop-a"),
+        Err(Error::TooManySymlinks { .. })
+    ));
+    assert!(matches!(fs.read("/etc/nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        fs.read("etc/hostname"),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        fs.read("/etc/../etc/hostname"),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert_eq!(fs.lstat("/etc/os-release").unwrap().kind, FileKind::Symlink);
+    let st = fs.stat("/etc/ssh/sshd_config").unwrap();
+    assert_eq!(
+        (st.kind, st.perm, st.size),
+        (FileKind::File, 0o600, 19 * 500)
+    );
+    // The htree directory: all entries, sorted, and it really is indexed.
+    let many = fs.read_dir("/var/lib/many").unwrap();
+    assert_eq!(many.len(), 3000);
+    assert!(many.windows(2).all(|w| w[0].name < w[1].name));
+    assert_eq!(many[0].name_lossy(), "entry-00000-with-a-longish-name");
+    let st = fs.stat("/var/lib/many").unwrap();
+    assert_ne!(
+        st.flags & 0x1000,
+        0,
+        "expected an htree (indexed) directory"
+    );
+    let names: Vec<String> = fs
+        .read_dir("/etc")
+        .unwrap()
+        .iter()
+        .map(|e| e.name_lossy().into_owned())
+        .collect();
+    let out = debugfs(&img, &["ls -l /etc".into()]);
+    for n in &names {
+        assert!(out[0].contains(n.as_str()), "{n} not in debugfs ls");
+    }
+    fs.close().unwrap();
+}
+
+#[test]
+fn writes_are_checked_by_e2fsck_and_debugfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 256, 3000);
+    {
+        let dev = FileDev::open_read_write(&img).unwrap();
+        let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+        fs.write(
+            "/etc/machine-id",
+            b"uninitialized\n",
+            NewFile {
+                perm: 0o444,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        fs.create_dir_all("/var/lib/rancher/k3s/agent/images", NewDir::default())
+            .unwrap();
+        let big: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        fs.write(
+            "/var/lib/rancher/k3s/agent/images/big.tar",
+            &big,
+            NewFile {
+                uid: 100000,
+                gid: 70000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Grow the htree directory by another 2000 entries.
+        for i in 0..2000 {
+            fs.write(
+                &format!("/var/lib/many/new-{i:05}"),
+                format!("n{i}").as_bytes(),
+                NewFile::default(),
+            )
+            .unwrap();
+        }
+        fs.symlink("/etc/machine-id", "/var/lib/dbus-machine-id", 0, 0)
+            .unwrap();
+        fs.symlink(&"y".repeat(300), "/slow", 0, 0).unwrap();
+        fs.remove_file("/etc/hostname").unwrap();
+        fs.remove_all("/usr/lib/os").unwrap();
+        fs.truncate("/etc/ssh/sshd_config", 10).unwrap();
+        fs.set_permissions("/etc/ssh/sshd_config", 0o640).unwrap();
+        fs.set_owner("/etc/ssh/sshd_config", 1, 2, true).unwrap();
+        fs.set_times(
+            "/etc/ssh/sshd_config",
+            Times {
+                mtime: Some(5_000_000_000),
+                ..Default::default()
+            },
+            true,
+        )
+        .unwrap();
+        // Write through a final symlink replaces the link by a file.
+        fs.write("/etc/os-release", b"replaced", NewFile::default())
+            .unwrap();
+        assert!(matches!(
+            fs.write("/etc", b"x", NewFile::default()),
+            Err(Error::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            fs.write("/etc/machine-id/x", b"x", NewFile::default()),
+            Err(Error::NotADirectory { .. })
+        ));
+        assert_eq!(
+            fs.read("/var/lib/rancher/k3s/agent/images/big.tar")
+                .unwrap(),
+            big
+        );
+        fs.close().unwrap();
+    }
+    fsck_clean(&img);
+    let out = debugfs(
+        &img,
+        &[
+            "cat /etc/machine-id".into(),
+            "stat /etc/machine-id".into(),
+            "stat /var/lib/rancher/k3s/agent/images/big.tar".into(),
+            "stat /etc/ssh/sshd_config".into(),
+            "cat /etc/ssh/sshd_config".into(),
+            "stat /var/lib/dbus-machine-id".into(),
+            "stat /etc/hostname".into(),
+            "cat /var/lib/many/new-01999".into(),
+            "cat /slow".into(),
+            "stat /var/lib/many".into(),
+        ],
+    );
+    assert_eq!(out[0], "uninitialized\n");
+    let s = parse_stat(&out[1]).unwrap();
+    assert_eq!((s.mode, s.mtime, s.uid), (0o444, T, 0));
+    let s = parse_stat(&out[2]).unwrap();
+    assert_eq!((s.size, s.uid, s.gid), (5_000_000, 100000, 70000));
+    assert_ne!(s.flags & 0x80000, 0, "new files use extents");
+    let s = parse_stat(&out[3]).unwrap();
+    assert_eq!(
+        (s.mode, s.uid, s.gid, s.size, s.mtime),
+        (0o640, 1, 2, 10, 5_000_000_000)
+    );
+    assert_eq!(out[4], "PermitRoot");
+    assert_eq!(
+        parse_stat(&out[5]).unwrap().fast_link.as_deref(),
+        Some("/etc/machine-id")
+    );
+    assert!(
+        out[6].contains("not found") || out[6].is_empty(),
+        "{}",
+        out[6]
+    );
+    assert_eq!(out[7], "n1999");
+    assert_eq!(out[8], "y".repeat(300));
+    assert_ne!(
+        parse_stat(&out[9]).unwrap().flags & 0x1000,
+        0,
+        "still indexed"
+    );
+    // Large write: dump and compare with the host copy.
+    let dumped = dir.path().join("big.out");
+    debugfs(
+        &img,
+        &[format!(
+            "dump /var/lib/rancher/k3s/agent/images/big.tar {}",
+            dumped.display()
+        )],
+    );
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    assert!(std::fs::read(&dumped).unwrap() == big);
+    // The superblock write time is ours, not the wall clock's.
+    let d = dumpe2fs(&img);
+    let wtime = &d["Last write time"];
+    let expected = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", &format!("@{T}"), "+%a %b %e %H:%M:%S %Y"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        wtime.contains(expected.trim().split_whitespace().last().unwrap()),
+        "{wtime} vs {expected}"
+    );
+}
+
+fn edit_once(img: &std::path::Path) {
+    let dev = FileDev::open_read_write(img).unwrap();
+    let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+    fs.write(
+        "/etc/machine-id",
+        b"uninitialized\n",
+        NewFile {
+            perm: 0o444,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fs.create_dir_all("/opt/a/b/c", NewDir::default()).unwrap();
+    fs.write("/opt/a/b/c/data", &vec![7u8; 3 << 20], NewFile::default())
+        .unwrap();
+    fs.symlink("/opt/a", "/opt/link", 0, 0).unwrap();
+    fs.symlink(&"z".repeat(100), "/opt/slow", 0, 0).unwrap();
+    for i in 0..300 {
+        fs.write(&format!("/var/lib/many/d-{i}"), b"x", NewFile::default())
+            .unwrap();
+    }
+    fs.remove_all("/usr").unwrap();
+    fs.truncate("/etc/ssh/sshd_config", 1).unwrap();
+    fs.close().unwrap();
+}
+
+#[test]
+fn same_edits_give_identical_bytes_across_wall_clock_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = rootfs(dir.path(), 64, 1000);
+    let a = dir.path().join("a.ext4");
+    let b = dir.path().join("b.ext4");
+    std::fs::copy(&base, &a).unwrap();
+    std::fs::copy(&base, &b).unwrap();
+    edit_once(&a);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    edit_once(&b);
+    assert_ne!(sha256(&a), sha256(&base));
+    assert_eq!(sha256(&a), sha256(&b), "two runs of the same edit differ");
+    fsck_clean(&a);
+}
+
+#[test]
+fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 64, 10);
+    let cases: [(&str, &str, fn(&Refusal) -> bool); 3] = [
+        ("dirty", "feature needs_recovery", |r| {
+            matches!(r, Refusal::NeedsRecovery)
+        }),
+        ("unknown-incompat", "ssv feature_incompat 0x802c2", |r| {
+            matches!(
+                r,
+                Refusal::UnsupportedFeatures {
+                    kind: "incompat",
+                    ..
+                }
+            )
+        }),
+        ("errors", "ssv state 3", |r| {
+            matches!(r, Refusal::ErrorState { .. })
+        }),
+    ];
+    for (name, cmd, is_expected) in cases {
+        let bad = dir.path().join(format!("{name}.ext4"));
+        std::fs::copy(&img, &bad).unwrap();
+        run(Command::new("debugfs").args(["-w", "-R", cmd]).arg(&bad));
+        let before = sha256(&bad);
+        for write in [true, false] {
+            let dev = FileDev::open_read_write(&bad).unwrap();
+            let opts = if write {
+                OpenOptions::read_write(T)
+            } else {
+                OpenOptions::read_only()
+            };
+            let err = Filesystem::open(&dev, name, opts).unwrap_err();
+            match &err {
+                Error::Refused { reason, device, .. } => {
+                    assert!(is_expected(reason), "{name}: {err}");
+                    assert_eq!(device, name);
+                }
+                other => panic!("{name}: expected a refusal, got {other}"),
+            }
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        assert_eq!(sha256(&bad), before, "{name} was modified");
+    }
+    // A read-only device cannot be opened for writing; a read-only open refuses writes.
+    let dev = FileDev::open_read_only(&img).unwrap();
+    assert!(Filesystem::open(&dev, "ro", OpenOptions::read_write(T)).is_err());
+    let mut fs = Filesystem::open(&dev, "ro", OpenOptions::read_only()).unwrap();
+    assert!(matches!(
+        fs.write("/x", b"x", NewFile::default()),
+        Err(Error::ReadOnly { .. })
+    ));
+    fs.close().unwrap();
+}
+
+#[test]
+fn works_through_a_gpt_partition_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = rootfs(dir.path(), 64, 10);
+    let disk = dir.path().join("disk.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len(80 << 20).unwrap();
+    drop(f);
+    run(Command::new("sgdisk")
+        .args([
+            "-n",
+            "14:2048:+4M",
+            "-t",
+            "14:ef02",
+            "-n",
+            "1:0:+64M",
+            "-t",
+            "1:8300",
+            "-c",
+            "1:root",
+        ])
+        .arg(&disk));
+    let dev = FileDev::open_read_write(&disk).unwrap();
+    let table = kiln_partition::scan(&dev, "disk.img").unwrap();
+    let p1 = table.get(1).unwrap().clone();
+    // Copy the filesystem into partition 1.
+    let data = std::fs::read(&root).unwrap();
+    dev.write_at(&data, p1.start).unwrap();
+    let table = kiln_partition::scan(&dev, "disk.img").unwrap();
+    let root_part = table.root().unwrap();
+    assert_eq!(root_part.number, 1);
+    let win = SliceDev::new(&dev, root_part.start, root_part.len).unwrap();
+    let mut fs = Filesystem::open(&win, "disk.img#1", OpenOptions::read_write(T)).unwrap();
+    fs.write("/etc/hostname", b"node-1\n", NewFile::default())
+        .unwrap();
+    fs.close().unwrap();
+    let part = dir.path().join("p1.ext4");
+    let mut buf = vec![0u8; root_part.len as usize];
+    dev.read_at(&mut buf, root_part.start).unwrap();
+    std::fs::write(&part, &buf).unwrap();
+    fsck_clean(&part);
+    assert_eq!(debugfs(&part, &["cat /etc/hostname".into()])[0], "node-1\n");
+}
