@@ -198,3 +198,125 @@ fn existing_token_file_is_used_not_replaced() {
     let ud = std::fs::read_to_string(out.join("node2-seed/user-data")).expect("ud");
     assert!(ud.contains("token: K10fixedtoken0123456789abcdef"), "{ud}");
 }
+
+/// Read `/name` out of an ISO with isoinfo (Rock Ridge names).
+fn isoinfo_extract(iso: &Path, name: &str) -> Vec<u8> {
+    let tool = Path::new("/usr/bin/isoinfo");
+    assert!(
+        tool.exists(),
+        "oracle missing: apt-get install -y genisoimage"
+    );
+    let o = Command::new(tool)
+        .arg("-R")
+        .arg("-i")
+        .arg(iso)
+        .arg("-x")
+        .arg(format!("/{name}"))
+        .output()
+        .expect("isoinfo");
+    assert!(o.status.success(), "isoinfo -x /{name}: {}", text(&o));
+    o.stdout
+}
+
+#[test]
+fn iso_seeds_hold_the_documents_and_are_reproducible() {
+    for sc in SCENARIOS {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = stage(d.path(), sc);
+        let (dir, a, b) = (d.path().join("dir"), d.path().join("a"), d.path().join("b"));
+        for (out, fmt) in [(&dir, "dir"), (&a, "iso"), (&b, "iso")] {
+            let o = seed(&spec, out, fmt, true);
+            assert!(o.status.success(), "{sc} {fmt}: {}", text(&o));
+        }
+        let token = token_of(d.path(), &spec);
+        let o = seed(&spec, &a, "iso", true);
+        assert!(!text(&o).contains(&token));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        for n in summary["nodes"].as_array().expect("nodes") {
+            let name = n["node"].as_str().expect("node");
+            let iso_a = a.join(format!("{name}-seed.iso"));
+            let iso_b = b.join(format!("{name}-seed.iso"));
+            assert_eq!(mode(&iso_a), 0o600);
+            let bytes = std::fs::read(&iso_a).expect("iso");
+            assert_eq!(
+                bytes,
+                std::fs::read(&iso_b).expect("iso b"),
+                "{sc}/{name}: ISOs differ"
+            );
+            let sum = Command::new("/usr/bin/sha256sum")
+                .arg(&iso_a)
+                .output()
+                .expect("sha256sum");
+            let sum = String::from_utf8_lossy(&sum.stdout);
+            assert_eq!(n["sha256"], sum.split_whitespace().next().unwrap_or(""));
+            for f in ["user-data", "meta-data", "network-config"] {
+                let want =
+                    std::fs::read(dir.join(format!("{name}-seed")).join(f)).expect("dir file");
+                assert_eq!(
+                    isoinfo_extract(&iso_a, f),
+                    want,
+                    "{sc}/{name}: /{f} in the ISO"
+                );
+            }
+        }
+    }
+}
+
+fn blkid(p: &Path) -> String {
+    let tool = Path::new("/usr/sbin/blkid");
+    assert!(tool.exists(), "oracle missing: blkid (util-linux)");
+    let o = Command::new(tool).arg("-p").arg(p).output().expect("blkid");
+    assert!(o.status.success(), "blkid {}: {}", p.display(), text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn vfat_seeds_pass_fsck_and_mtools_reads_the_documents() {
+    for tool in ["/usr/sbin/fsck.vfat", "/usr/bin/mcopy"] {
+        assert!(
+            Path::new(tool).exists(),
+            "oracle missing: {tool} (dosfstools, mtools)"
+        );
+    }
+    let d = tempfile::tempdir().expect("tempdir");
+    let spec = stage(d.path(), "dualstack-cilium.yaml");
+    let (dir, a, b) = (d.path().join("dir"), d.path().join("a"), d.path().join("b"));
+    for (out, fmt) in [(&dir, "dir"), (&a, "vfat"), (&b, "vfat")] {
+        let o = seed(&spec, out, fmt, false);
+        assert!(o.status.success(), "{fmt}: {}", text(&o));
+    }
+    for name in ["ds-cp-01", "ds-worker-01", "ds-worker-02"] {
+        let img = a.join(format!("{name}-seed.img"));
+        assert_eq!(mode(&img), 0o600);
+        assert_eq!(
+            std::fs::read(&img).expect("a"),
+            std::fs::read(b.join(format!("{name}-seed.img"))).expect("b"),
+            "{name}: vfat images differ between runs"
+        );
+        let f = Command::new("/usr/sbin/fsck.vfat")
+            .arg("-n")
+            .arg(&img)
+            .output()
+            .expect("fsck");
+        assert!(f.status.success(), "fsck.vfat -n {name}: {}", text(&f));
+        let id = blkid(&img);
+        assert!(
+            id.contains("LABEL=\"CIDATA\"") && id.contains("TYPE=\"vfat\""),
+            "{id}"
+        );
+        for file in ["user-data", "meta-data", "network-config"] {
+            let o = Command::new("/usr/bin/mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-n")
+                .arg("-i")
+                .arg(&img)
+                .arg(format!("::{file}"))
+                .arg("-")
+                .output()
+                .expect("mcopy");
+            assert!(o.status.success(), "mcopy {file}: {}", text(&o));
+            let want = std::fs::read(dir.join(format!("{name}-seed")).join(file)).expect("dir");
+            assert_eq!(o.stdout, want, "{name}: {file} in the vfat image");
+        }
+    }
+}

@@ -320,10 +320,13 @@ fn network_wait_script(spec: &ClusterSpec, node: &NodeSpec, secs: u64) -> String
         .filter(|f| f.name != node.name)
         .map(|f| f.ipv4.clone())
         .unwrap_or_else(|| node.ipv4.clone());
-    let dns_check = if net.dns.is_empty() {
-        String::new()
-    } else {
-        " && grep -q '^nameserver' /etc/resolv.conf".to_owned()
+    // The configured resolver must be in effect: systemd-resolved's per-link list where it runs,
+    // /etc/resolv.conf otherwise. (Addresses are validated IPs: safe inside the script.)
+    let dns_check = match net.dns.first() {
+        None => String::new(),
+        Some(dns) => format!(
+            " && {{ resolvectl dns 2>/dev/null || cat /etc/resolv.conf; }} | grep -qF '{dns}'"
+        ),
     };
     let route6 = if node.ipv6.is_some() {
         " && ip -6 route show default | grep -q ."

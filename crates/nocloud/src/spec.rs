@@ -231,6 +231,15 @@ impl ClusterSpec {
         self.servers().next()
     }
 
+    /// The disk size of `node` in bytes: its own `disk_size`, else the cluster's (validated specs
+    /// only; `None` when neither is set).
+    pub fn disk_size_of(&self, node: &NodeSpec) -> Option<u64> {
+        node.disk_size
+            .as_deref()
+            .or(self.cluster.disk_size.as_deref())
+            .and_then(|s| parse_size(s).ok())
+    }
+
     /// Look a node up by name.
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.name == name)

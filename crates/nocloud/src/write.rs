@@ -68,24 +68,40 @@ pub fn write_seed(
     epoch: u64,
     path: &Path,
 ) -> Result<[u8; 32], Error> {
+    let tmp = temp_path(path);
+    let result = write_via(seed, format, epoch, path, &tmp);
+    if result.is_err() {
+        // Leave nothing half-written behind.
+        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_via(
+    seed: &NodeSeed,
+    format: SeedFormat,
+    epoch: u64,
+    path: &Path,
+    tmp: &Path,
+) -> Result<[u8; 32], Error> {
+    use sha2::Digest;
     let werr = |source| Error::WriteSeed {
         path: path.to_owned(),
         source,
     };
-    let tmp = temp_path(path);
     let digest = match format {
         SeedFormat::Dir => {
             if tmp.exists() {
-                fs::remove_dir_all(&tmp).map_err(werr)?;
+                fs::remove_dir_all(tmp).map_err(werr)?;
             }
             fs::DirBuilder::new()
                 .mode(0o700)
-                .create(&tmp)
+                .create(tmp)
                 .map_err(werr)?;
             let mut h = sha2::Sha256::new();
             for (name, data) in seed.files() {
                 write_file_0600(&tmp.join(name), data).map_err(werr)?;
-                use sha2::Digest;
                 h.update(name.as_bytes());
                 h.update((data.len() as u64).to_le_bytes());
                 h.update(data);
@@ -93,17 +109,15 @@ pub fn write_seed(
             if path.is_dir() {
                 fs::remove_dir_all(path).map_err(werr)?;
             }
-            use sha2::Digest;
             h.finalize().into()
         }
         SeedFormat::Iso | SeedFormat::Vfat => {
-            let bytes = crate::write::volume(seed, format, epoch, path)?;
-            write_file_0600(&tmp, &bytes).map_err(werr)?;
-            use sha2::Digest;
+            let bytes = volume(seed, format, epoch, path)?;
+            write_file_0600(tmp, &bytes).map_err(werr)?;
             sha2::Sha256::digest(&bytes).into()
         }
     };
-    fs::rename(&tmp, path).map_err(werr)?;
+    fs::rename(tmp, path).map_err(werr)?;
     Ok(digest)
 }
 
@@ -119,12 +133,41 @@ fn write_file_0600(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Build the volume image in memory (seeds are a few KiB).
+/// Build the volume image in memory (seeds are a few KiB): ISO9660 `cidata` (Joliet + Rock Ridge)
+/// or FAT `CIDATA`, files 0600, every date from `epoch`.
 fn volume(seed: &NodeSeed, format: SeedFormat, epoch: u64, path: &Path) -> Result<Vec<u8>, Error> {
-    let _ = (seed, epoch);
-    Err(Error::Volume {
+    let verr = |e: kiln_iso::Error| Error::Volume {
         format: format.as_str(),
         path: path.to_owned(),
-        message: "this build has no ISO/vfat writer yet (use --format dir)".into(),
-    })
+        message: e.to_string(),
+    };
+    let mut tree = kiln_iso::Tree::new();
+    for (name, data) in seed.files() {
+        tree.add_file(name, data.to_vec(), 0o600).map_err(verr)?;
+    }
+    match format {
+        SeedFormat::Iso => {
+            let opts = kiln_iso::IsoOptions {
+                volume_id: "cidata".into(),
+                epoch,
+            };
+            let mut out = Vec::new();
+            kiln_iso::write_iso(&tree, &opts, &mut out).map_err(verr)?;
+            Ok(out)
+        }
+        SeedFormat::Vfat => {
+            let opts = kiln_iso::VfatOptions {
+                volume_label: "CIDATA".into(),
+                epoch,
+            };
+            let mut out = std::io::Cursor::new(Vec::new());
+            kiln_iso::write_vfat(&tree, &opts, &mut out).map_err(verr)?;
+            Ok(out.into_inner())
+        }
+        SeedFormat::Dir => Err(Error::Volume {
+            format: format.as_str(),
+            path: path.to_owned(),
+            message: "a directory is not a volume".into(),
+        }),
+    }
 }

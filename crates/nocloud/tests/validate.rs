@@ -258,6 +258,17 @@ fn sizes_must_parse() {
         &["worker-01", "disk_size"],
     );
     assert_eq!(kiln_nocloud::parse_size("512M"), Ok(512 << 20));
+    let (_d, s) = spec(GOOD);
+    assert_eq!(
+        s.disk_size_of(&s.nodes[0]),
+        Some(80 << 30),
+        "cluster default"
+    );
+    assert_eq!(
+        s.disk_size_of(&s.nodes[1]),
+        Some(120 << 30),
+        "per-node override"
+    );
     assert_eq!(kiln_nocloud::parse_size("80G"), Ok(80 << 30));
     assert!(kiln_nocloud::parse_size("0G").is_err());
 }
