@@ -368,3 +368,110 @@ fn rendering_is_deterministic_and_instance_id_tracks_content() {
     assert_eq!(a[2], c[2], "unrelated node unchanged");
     assert_ne!(a[1].instance_id, c[1].instance_id);
 }
+
+/// Many generated strings built from trap-prone pieces (YAML 1.1 bools, sexagesimals, octals,
+/// floats, dates, indicators): PyYAML must read every one back as the identical string.
+#[test]
+fn pyyaml_reads_generated_trap_strings_back_unchanged() {
+    const PIECES: &[&str] = &[
+        "0",
+        "1",
+        "7",
+        "9",
+        "12",
+        "60",
+        ":",
+        ".",
+        "_",
+        "-",
+        "+",
+        "e",
+        "E",
+        "x",
+        "o",
+        "b",
+        "0x",
+        "0o",
+        "0b",
+        "on",
+        "off",
+        "yes",
+        "no",
+        "y",
+        "n",
+        "Y",
+        "N",
+        "true",
+        "false",
+        "null",
+        "~",
+        " ",
+        "#",
+        "inf",
+        "nan",
+        ".inf",
+        "-.nan",
+        "2001-12-14",
+        "t",
+        "T",
+        "Z",
+        "=",
+        "<<",
+        "!",
+        "&",
+        "*",
+        "%",
+        "@",
+        "`",
+        "'",
+        "\"",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "?",
+        "|",
+        ">",
+        "\t",
+        "é",
+        "\\",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut strings = Vec::new();
+    for _ in 0..3000 {
+        let parts = 1 + next(4);
+        let s: String = (0..parts).map(|_| PIECES[next(PIECES.len())]).collect();
+        strings.push(s);
+    }
+    let map: std::collections::BTreeMap<String, ConfigList> =
+        std::iter::once(("all".to_owned(), ConfigList(strings.clone())))
+            .chain(
+                strings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("k{i:04}"), ConfigList(vec![s.clone()]))),
+            )
+            .collect();
+    let text = kiln_nocloud::yaml::to_string(&map, "generated").expect("yaml");
+    let back = pyyaml_json(text.as_bytes(), false);
+    let all = back["all"].as_array().expect("list");
+    assert_eq!(all.len(), strings.len());
+    for (i, s) in strings.iter().enumerate() {
+        assert_eq!(
+            all[i],
+            s.as_str(),
+            "list item {i}: {s:?} read back differently"
+        );
+        assert_eq!(back[format!("k{i:04}")][0], s.as_str(), "{s:?}");
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ConfigList(Vec<String>);
