@@ -15,6 +15,34 @@
 //! value serialized by [`yaml`], which quotes YAML-1.1 traps (`on`, `no`, `0777`, `12:30`, …).
 //! **Architecture invariant:** the cluster token only ever flows into the `user-data` bytes; it is
 //! not in any error, `Debug` output or summary.
+//!
+//! # Use from another provisioner
+//!
+//! ```
+//! use kiln_nocloud::{ClusterSpec, SeedFormat, Token, render_node, write_seed};
+//!
+//! let spec = ClusterSpec::from_yaml(r#"
+//! cluster:
+//!   name: lab
+//!   k3s: { version: v1.34.3+k3s1, token_file: secrets/k3s-token }
+//!   network:
+//!     match: mac
+//!     interface: ens3
+//!     ipv4: { cidr: 192.168.122.0/24, gateway: 192.168.122.1 }
+//!     dns: [192.168.122.1]
+//! nodes:
+//!   - { name: cp-01, role: server, ipv4: 192.168.122.10, mac: "52:54:00:00:00:10" }
+//! "#, "lab.yaml".as_ref())?;
+//! spec.validate()?;                                   // every problem at once
+//! let token = Token::new("from-your-secret-store");   // or Token::load_or_create(&spec.token_path())
+//! let seed = render_node(&spec, &spec.nodes[0], &token)?;
+//! assert!(seed.instance_id.starts_with("cp-01-"));
+//! assert!(seed.user_data.starts_with(b"#cloud-config\n"));
+//! let dir = tempfile::tempdir()?;
+//! let sha256 = write_seed(&seed, SeedFormat::Iso, 0, &dir.path().join("cp-01-seed.iso"))?;
+//! # let _ = sha256;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
