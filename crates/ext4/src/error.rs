@@ -107,7 +107,7 @@ pub enum Error {
         code: i64,
         message: String,
         /// The block device's own error behind a short read/write, when there was one.
-        io: Option<kiln_blockdev::Error>,
+        io: Option<Box<kiln_blockdev::Error>>,
     },
     /// Opening was refused; nothing was written.
     #[error("{device}: refusing to open {mode}: {reason}")]
@@ -169,7 +169,7 @@ pub enum Error {
     Layout { device: String, what: String },
 }
 
-fn io_suffix(io: &Option<kiln_blockdev::Error>) -> String {
+fn io_suffix(io: &Option<Box<kiln_blockdev::Error>>) -> String {
     io.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
 }
 

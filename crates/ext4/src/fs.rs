@@ -1604,13 +1604,14 @@ fn lib_error(op: Op, device: &str, path: &str, code: errcode_t, shared: &Shared)
         op,
         device: device.to_owned(),
         path: path.to_owned(),
-        code: code as i64,
+        code,
         message: crate::error::message(code),
-        io: shared.take_error(),
+        io: shared.take_error().map(Box::new),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

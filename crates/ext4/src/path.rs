@@ -29,6 +29,7 @@ pub(crate) fn components(op: Op, path: &str) -> Result<Vec<&[u8]>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! then `e2fsck -fn` must be clean and debugfs must read back exactly the model (names, kinds,
 //! bytes, mode, owner, mtime, symlink targets).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -287,22 +289,20 @@ fn apply(fs: &mut Filesystem<'_>, m: &mut Model, op: &OpK) {
         }
         OpK::Chmod { path, perm } => {
             let gp = guest_path(path);
-            match m.nodes.get_mut(&gp) {
-                Some(Node::File { perm: p, .. } | Node::Dir { perm: p, .. }) => {
-                    fs.set_permissions(&gp, *perm).unwrap();
-                    *p = *perm;
-                }
-                _ => {}
+            if let Some(Node::File { perm: p, .. } | Node::Dir { perm: p, .. }) =
+                m.nodes.get_mut(&gp)
+            {
+                fs.set_permissions(&gp, *perm).unwrap();
+                *p = *perm;
             }
         }
         OpK::Chown { path, uid, gid } => {
             let gp = guest_path(path);
-            match m.nodes.get_mut(&gp) {
-                Some(Node::File { uid: u, gid: g, .. } | Node::Dir { uid: u, gid: g, .. }) => {
-                    fs.set_owner(&gp, *uid, *gid, true).unwrap();
-                    (*u, *g) = (*uid, *gid);
-                }
-                _ => {}
+            if let Some(Node::File { uid: u, gid: g, .. } | Node::Dir { uid: u, gid: g, .. }) =
+                m.nodes.get_mut(&gp)
+            {
+                fs.set_owner(&gp, *uid, *gid, true).unwrap();
+                (*u, *g) = (*uid, *gid);
             }
         }
         OpK::Utime { path, mtime } => {

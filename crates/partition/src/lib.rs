@@ -819,6 +819,7 @@ fn probe_partition<D: BlockDev + ?Sized>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use kiln_blockdev::MemDev;

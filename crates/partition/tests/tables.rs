@@ -1,6 +1,8 @@
 //! Partition discovery against tables made by sgdisk / sfdisk and filesystems made by mkfs.ext4,
 //! checked with `sgdisk -i`, `sfdisk -J` and `blkid -p`. Missing tools fail the tests.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

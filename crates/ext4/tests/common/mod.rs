@@ -1,7 +1,7 @@
 //! Fixture generation and oracles (mkfs.ext4 -d, sgdisk, e2fsck, debugfs, dumpe2fs). A missing
 //! tool makes the test fail, never skip.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
