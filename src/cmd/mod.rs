@@ -4,6 +4,12 @@ use clap::{Parser, Subcommand};
 
 use crate::exit::CmdResult;
 
+mod args;
+mod convert;
+mod image_args;
+mod inspect;
+mod overlay;
+mod progress;
 mod seed;
 
 /// Offline, reproducible golden VM images and per-node cloud-init seeds for k3s clusters.
@@ -16,12 +22,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show an image's format, sizes, compression, backing chain and cluster allocation.
+    Inspect(inspect::InspectArgs),
+    /// Create a qcow2 overlay backed by an image.
+    Overlay(overlay::OverlayArgs),
+    /// Flatten an image and its backing chain into one qcow2 (or raw) file.
+    Convert(convert::ConvertArgs),
     /// Write a cloud-init NoCloud seed (ISO, vfat or directory) for every node of a cluster spec.
     Seed(seed::SeedArgs),
 }
 
 pub fn run(cli: Cli) -> CmdResult {
     match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Overlay(args) => overlay::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Seed(args) => seed::run(args),
     }
 }

@@ -1,11 +1,15 @@
 //! `cargo xtask <task>`: kiln's developer tasks, one small binary (see matklad/cargo-xtask).
 
+mod bench;
+mod util;
+
 use anyhow::{Result, bail};
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  help          this text";
+  bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
+  help              this text";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,6 +18,7 @@ fn main() -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
+        Some("bench") => bench::run(&args[1..]),
         Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
 }

@@ -60,7 +60,7 @@ impl fmt::Display for Op {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A layer above the raw bytes (a disk image format) could not serve the request.
-    #[error("{op} of {len} bytes at offset {offset}: {source}")]
+    #[error("{op} of {len} bytes at offset {offset}")]
     Backend {
         op: Op,
         offset: u64,
@@ -69,7 +69,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The host rejected the I/O.
-    #[error("{op} of {len} bytes at offset {offset} of {path}: {source}", path = .path.display())]
+    #[error("{}", describe_io(*.op, .path, *.offset, *.len))]
     Io {
         op: Op,
         path: PathBuf,
@@ -92,6 +92,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn describe_io(op: Op, path: &Path, offset: u64, len: u64) -> String {
+    match op {
+        Op::Open => format!("cannot open {}", path.display()),
+        Op::Flush => format!("cannot flush {}", path.display()),
+        Op::SetLen => format!("cannot resize {} to {offset} bytes", path.display()),
+        _ => format!(
+            "{op} of {len} bytes at offset {offset} of {}",
+            path.display()
+        ),
+    }
+}
 
 /// A byte-addressed device with positional, exact I/O.
 pub trait BlockDev: Send + Sync {

@@ -162,12 +162,22 @@ pub fn flatten(
     let nclusters = size.div_ceil(cs);
     stats.clusters = nclusters;
 
-    let mut start = 0u64;
-    while start < nclusters {
-        let end = (start + BATCH).min(nclusters);
-        let outs: Vec<Result<Out>> = (start..end)
-            .into_par_iter()
-            .map(|gc| -> Result<Out> {
+    // Clusters that metadata alone shows to be zero never reach the parallel stage.
+    let mut next = 0u64;
+    let mut batch: Vec<u64> = Vec::with_capacity(BATCH as usize);
+    while next < nclusters || !batch.is_empty() {
+        while next < nclusters && batch.len() < BATCH as usize {
+            let valid = (size - next * cs).min(cs);
+            if src.range_is_zero(next * cs, valid)? {
+                stats.zero += 1;
+            } else {
+                batch.push(next);
+            }
+            next += 1;
+        }
+        let outs: Vec<Result<Out>> = batch
+            .par_iter()
+            .map(|&gc| -> Result<Out> {
                 if let Some((img, ty)) = qsrc
                     && let Some((layer, host, len)) = img.resolve_compressed(gc, ty)?
                 {
@@ -188,7 +198,7 @@ pub fn flatten(
                 Ok(Out::Raw(data))
             })
             .collect();
-        for (gc, out) in (start..end).zip(outs) {
+        for (&gc, out) in batch.iter().zip(outs) {
             let out = out?;
             if matches!(out, Out::Zero) {
                 stats.zero += 1;
@@ -229,8 +239,8 @@ pub fn flatten(
                 entries[(gc & ((1 << l2_bits) - 1)) as usize] = entry;
             }
         }
-        progress(end.saturating_mul(cs).min(size), size);
-        start = end;
+        batch.clear();
+        progress(next.saturating_mul(cs).min(size), size);
     }
     if let Some((idx, off, entries)) = group.take() {
         write_l2(&mut app, off, &entries)?;
@@ -359,7 +369,11 @@ pub fn export_raw(src: &Disk, dest: &Path, progress: &(dyn Fn(u64, u64) + Sync))
             .into_par_iter()
             .try_for_each(|c| -> Result<()> {
                 let off = c * CHUNK;
-                let mut buf = vec![0u8; (size - off).min(CHUNK) as usize];
+                let n = (size - off).min(CHUNK);
+                if src.range_is_zero(off, n)? {
+                    return Ok(());
+                }
+                let mut buf = vec![0u8; n as usize];
                 src.read(&mut buf, off)?;
                 if buf.iter().any(|&b| b != 0) {
                     file.dev()

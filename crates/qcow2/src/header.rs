@@ -128,19 +128,19 @@ impl Header {
             image: image.to_owned(),
             feature: feature.to_owned(),
         };
-        if buf.len() < V2_HEADER_LEN as usize {
-            return Err(Error::HeaderTruncated {
-                image: image.to_owned(),
-                len: buf.len() as u64,
-                need: V2_HEADER_LEN as u64,
-            });
-        }
         let be = Be(buf);
-        let magic = be.u32(0);
-        if magic != MAGIC {
+        if buf.len() >= 4 && be.u32(0) != MAGIC {
             return Err(Error::BadMagic {
                 image: image.to_owned(),
-                magic,
+                magic: be.u32(0),
+            });
+        }
+        if buf.len() < V2_HEADER_LEN as usize {
+            let (len, need) = (buf.len() as u64, V2_HEADER_LEN as u64);
+            return Err(Error::HeaderTruncated {
+                image: image.to_owned(),
+                len,
+                need,
             });
         }
         let version = be.u32(4);

@@ -681,6 +681,35 @@ impl Image {
         Ok(counts)
     }
 
+    /// Whether guest bytes `[offset, offset + len)` are known to read as zeros from metadata alone
+    /// (zero or unallocated in every image of the chain, or past the end of a backing image). Never
+    /// reads data; a raw backing file counts as data.
+    pub fn range_is_zero(&self, offset: u64, len: u64) -> Result<bool> {
+        let end = offset.saturating_add(len).min(self.len());
+        let cs = self.cluster_size();
+        let mut pos = offset;
+        while pos < end {
+            let gc = pos / cs;
+            let next = ((gc + 1) * cs).min(end);
+            match self.map_cluster(gc)? {
+                Mapping::Data { .. } | Mapping::Compressed { .. } => return Ok(false),
+                Mapping::Zero { .. } => {}
+                Mapping::Unallocated => match &self.backing {
+                    None => {}
+                    Some(b) if pos >= b.len() => {}
+                    Some(Backing::Raw { .. }) => return Ok(false),
+                    Some(Backing::Qcow2(b)) => {
+                        if !b.range_is_zero(pos, next.min(b.len()) - pos)? {
+                            return Ok(false);
+                        }
+                    }
+                },
+            }
+            pos = next;
+        }
+        Ok(true)
+    }
+
     /// If guest cluster `gc` resolves, through the chain, to a compressed cluster stored in some image
     /// with this image's cluster size and the given compression type, return that image and the
     /// stored bytes' location. Used by the flatten writer's passthrough.

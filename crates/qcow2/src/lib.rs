@@ -100,6 +100,14 @@ impl Disk {
         }
     }
 
+    /// Whether `[offset, offset + len)` reads as zeros, from metadata alone (always `false` for raw).
+    pub fn range_is_zero(&self, offset: u64, len: u64) -> Result<bool> {
+        match self {
+            Disk::Qcow2(i) => i.range_is_zero(offset, len),
+            Disk::Raw(_) => Ok(false),
+        }
+    }
+
     /// `"qcow2"` or `"raw"`.
     pub fn format(&self) -> &'static str {
         match self {

@@ -1,0 +1,110 @@
+//! `kiln inspect IMAGE [--json]`: format, sizes, compression, the whole backing chain and allocation.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use kiln_qcow2::{Backing, Disk, Image};
+use serde_json::{Value, json};
+
+use super::args::human_size;
+use super::image_args::OpenArgs;
+use crate::exit::{CmdResult, InputErr};
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image (qcow2 or raw).
+    image: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+fn layer_json(img: &Image) -> kiln_qcow2::Result<Value> {
+    let h = img.header();
+    let a = img.allocation()?;
+    Ok(json!({
+        "path": img.path(),
+        "format": "qcow2",
+        "version": h.version,
+        "virtual_size": h.size,
+        "file_size": img.file_len(),
+        "cluster_size": h.cluster_size(),
+        "compression_type": h.compression_type.name(),
+        "refcount_bits": h.refcount_bits(),
+        "backing_file": h.backing_file,
+        "backing_format": h.backing_format,
+        "clusters": { "data": a.data, "compressed": a.compressed, "zero": a.zero, "unallocated": a.unallocated },
+    }))
+}
+
+pub fn run(args: InspectArgs) -> CmdResult {
+    let disk = Disk::open(&args.image, &args.open.options()).input_err()?;
+    let mut chain = Vec::new();
+    match &disk {
+        Disk::Qcow2(top) => {
+            let mut img = top;
+            loop {
+                chain.push(layer_json(img).input_err()?);
+                match img.backing() {
+                    Some(Backing::Qcow2(b)) => img = b,
+                    Some(Backing::Raw { path, dev }) => {
+                        use kiln_blockdev::BlockDev;
+                        chain.push(json!({ "path": path, "format": "raw", "virtual_size": dev.len(), "file_size": dev.len() }));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Disk::Raw(dev) => {
+            use kiln_blockdev::BlockDev;
+            chain.push(json!({ "path": args.image, "format": "raw", "virtual_size": dev.len(), "file_size": dev.len() }));
+        }
+    }
+    if args.json {
+        let out = json!({ "image": args.image, "format": disk.format(), "chain": chain });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (depth, layer) in chain.iter().enumerate() {
+        let indent = "  ".repeat(depth);
+        let get = |k: &str| layer.get(k).cloned().unwrap_or(Value::Null);
+        let path = get("path");
+        println!("{indent}{}", path.as_str().unwrap_or("?"));
+        let vs = get("virtual_size").as_u64().unwrap_or(0);
+        println!(
+            "{indent}  format:        {}",
+            get("format").as_str().unwrap_or("?")
+        );
+        println!("{indent}  virtual size:  {} ({vs} bytes)", human_size(vs));
+        println!(
+            "{indent}  file size:     {}",
+            human_size(get("file_size").as_u64().unwrap_or(0))
+        );
+        if get("format") == "qcow2" {
+            println!("{indent}  version:       {}", get("version"));
+            println!(
+                "{indent}  cluster size:  {}",
+                human_size(get("cluster_size").as_u64().unwrap_or(0))
+            );
+            println!(
+                "{indent}  compression:   {}",
+                get("compression_type").as_str().unwrap_or("?")
+            );
+            if let Some(b) = get("backing_file").as_str() {
+                println!(
+                    "{indent}  backing file:  {b} ({})",
+                    get("backing_format").as_str().unwrap_or("probed")
+                );
+            }
+            let c = get("clusters");
+            println!(
+                "{indent}  clusters:      {} data, {} compressed, {} zero, {} unallocated",
+                c["data"], c["compressed"], c["zero"], c["unallocated"]
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `cargo xtask bench`: kiln and the reference tools doing the same work, timed side by side in one
+//! run (best of N), printed as ratios (> 1.0 means kiln is faster). Nothing here asserts a time.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use kiln_blockdev::BlockDev;
+use kiln_qcow2::{OpenOptions, begin_overlay};
+
+use crate::util::{Rng, best_of, root, run as sh, s};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+struct Row {
+    name: String,
+    kiln: f64,
+    reference: f64,
+    reference_name: String,
+    target: f64,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let reps = if quick { 1 } else { 3 };
+    println!("building kiln (release)…");
+    sh(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "kiln",
+    ]))?;
+    let kiln = root().join("target/release/kiln");
+    let dir = root().join("target/bench-work");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    let data_mib = if quick { 128 } else { 768 };
+    println!("generating a 3.5 GiB-virtual zstd-compressed base with {data_mib} MiB of data…");
+    let base = make_base(&dir, data_mib)?;
+    let top = dir.join("top.qcow2");
+    make_overlay_changing_ten_percent(&base, &top, data_mib)?;
+
+    let mut rows = Vec::new();
+
+    // 1. Read every guest byte through the chain into a raw file.
+    let out = dir.join("out.raw");
+    let q = best_of(reps, || {
+        let _ = std::fs::remove_file(&out);
+        sh(Command::new("qemu-img").args(["convert", "-O", "raw", s(&top), s(&out)])).map(drop)
+    })?;
+    let k = best_of(reps, || {
+        let _ = std::fs::remove_file(&out);
+        sh(Command::new(&kiln).args(["convert", "-q", "--format", "raw", s(&top), s(&out)]))
+            .map(drop)
+    })?;
+    rows.push(Row {
+        name: "read chain → raw (3.5 GiB virtual)".into(),
+        kiln: k,
+        reference: q,
+        reference_name: "qemu-img convert -O raw".into(),
+        target: 1.0,
+    });
+
+    // 2. Writes into a fresh overlay over the compressed base.
+    for (label, count, len, random) in [
+        ("4 KiB random writes ×2000", 2000u64, 4096u64, true),
+        ("1 MiB sequential writes ×256", 256, MIB, false),
+    ] {
+        let offsets: Vec<u64> = {
+            let mut rng = Rng(17);
+            (0..count)
+                .map(|i| {
+                    if random {
+                        rng.below((data_mib * MIB - len) / 4096) * 4096
+                    } else {
+                        i * len
+                    }
+                })
+                .collect()
+        };
+        let ov = dir.join("w.qcow2");
+        let script = dir.join("qemu-io.cmds");
+        {
+            let mut f = File::create(&script)?;
+            for &o in &offsets {
+                writeln!(f, "write -P 0x5a {o} {len}")?;
+            }
+        }
+        let fresh = |ov: &Path| -> Result<()> {
+            let _ = std::fs::remove_file(ov);
+            sh(Command::new("qemu-img").args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                s(&base),
+                "-F",
+                "qcow2",
+                s(ov),
+            ]))
+            .map(drop)
+        };
+        // qemu-io reads commands from stdin; its start-up and open cost is measured separately and
+        // subtracted, so the ratio compares the writes themselves.
+        let qemu_io = |ov: &Path, cmds: &Path| -> Result<()> {
+            let status = Command::new("qemu-io")
+                .arg(s(ov))
+                .stdin(File::open(cmds)?)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .context("run qemu-io")?;
+            anyhow::ensure!(status.success(), "qemu-io failed");
+            Ok(())
+        };
+        let empty = dir.join("empty.cmds");
+        std::fs::write(&empty, "")?;
+        let mut q = f64::INFINITY;
+        let mut startup = f64::INFINITY;
+        for _ in 0..reps {
+            fresh(&ov)?;
+            startup = startup.min(best_of(1, || qemu_io(&ov, &empty))?);
+            fresh(&ov)?;
+            q = q.min(best_of(1, || qemu_io(&ov, &script))?);
+        }
+        let q = (q - startup).max(1e-6);
+        let mut k = f64::INFINITY;
+        for _ in 0..reps {
+            let _ = std::fs::remove_file(&ov);
+            let buf = vec![0x5au8; len as usize];
+            k = k.min(best_of(1, || {
+                let p = begin_overlay(&ov, &base, None, &OpenOptions::default())?;
+                for &o in &offsets {
+                    p.image().write_at(&buf, o)?;
+                }
+                p.commit()?;
+                Ok(())
+            })?);
+        }
+        rows.push(Row {
+            name: format!("overlay: {label}"),
+            kiln: k,
+            reference: q,
+            reference_name: "qemu-io write (start-up subtracted)".into(),
+            target: 1.0,
+        });
+    }
+
+    // 3. Flatten the overlay (10 % changed) into one zstd-compressed qcow2.
+    let flat = dir.join("flat.qcow2");
+    let q = best_of(reps, || {
+        let _ = std::fs::remove_file(&flat);
+        sh(Command::new("qemu-img").args([
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            "compression_type=zstd",
+            s(&top),
+            s(&flat),
+        ]))
+        .map(drop)
+    })?;
+    let k = best_of(reps, || {
+        let _ = std::fs::remove_file(&flat);
+        sh(Command::new(&kiln).args(["convert", "-q", "--compress", "zstd", s(&top), s(&flat)]))
+            .map(drop)
+    })?;
+    sh(Command::new("qemu-img").args(["compare", s(&flat), s(&top)]))?;
+    rows.push(Row {
+        name: "flatten overlay (10 % changed) → zstd qcow2".into(),
+        kiln: k,
+        reference: q,
+        reference_name: "qemu-img convert -c zstd".into(),
+        target: 10.0,
+    });
+
+    print_table(&rows, reps);
+    Ok(())
+}
+
+fn print_table(rows: &[Row], reps: usize) {
+    println!();
+    println!("| work | kiln | reference | reference tool | ratio (ref/kiln) | target |");
+    println!("|---|---:|---:|---|---:|---:|");
+    for r in rows {
+        let ratio = r.reference / r.kiln;
+        let mark = if ratio >= r.target { "met" } else { "MISSED" };
+        println!(
+            "| {} | {:.3} s | {:.3} s | {} | {:.2}× | ≥ {:.1}× {mark} |",
+            r.name, r.kiln, r.reference, r.reference_name, ratio, r.target
+        );
+    }
+    println!(
+        "\nbest of {reps} run(s) each, on this machine ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
+/// A raw 3.5 GiB sparse file whose first `data_mib` MiB hold a mix of text-like and random data,
+/// compressed by qemu-img into a zstd qcow2 (like a vendor cloud image, but zstd).
+fn make_base(dir: &Path, data_mib: u64) -> Result<PathBuf> {
+    let raw = dir.join("base.raw");
+    {
+        let f = File::create(&raw)?;
+        f.set_len(3 * GIB + GIB / 2)?;
+        let mut rng = Rng(99);
+        let mut chunk = vec![0u8; MIB as usize];
+        for m in 0..data_mib {
+            for (i, b) in chunk.iter_mut().enumerate() {
+                *b = if (m + i as u64 / 65536) % 3 == 0 {
+                    rng.next() as u8
+                } else {
+                    b"usr/lib/x86_64-linux-gnu "[i % 25]
+                };
+            }
+            std::os::unix::fs::FileExt::write_all_at(&f, &chunk, m * MIB)?;
+        }
+    }
+    let base = dir.join("base.qcow2");
+    sh(Command::new("qemu-img").args([
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "compression_type=zstd",
+        s(&raw),
+        s(&base),
+    ]))?;
+    std::fs::remove_file(&raw)?;
+    Ok(base)
+}
+
+/// Write ~10 % of the base's data as new content into an overlay (with kiln; checked by qemu-img).
+fn make_overlay_changing_ten_percent(base: &Path, top: &Path, data_mib: u64) -> Result<()> {
+    let p = begin_overlay(top, base, None, &OpenOptions::default())?;
+    let mut rng = Rng(5);
+    let buf: Vec<u8> = (0..MIB).map(|i| (i * 31 % 253) as u8).collect();
+    for _ in 0..data_mib / 10 {
+        let o = rng.below(data_mib) * MIB;
+        p.image().write_at(&buf, o)?;
+    }
+    p.commit()?;
+    sh(Command::new("qemu-img").args(["check", s(top)]))?;
+    Ok(())
+}
