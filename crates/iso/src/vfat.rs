@@ -164,7 +164,7 @@ fn vfat_err(op: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> Erro
 }
 
 /// Writes `tree` as a FAT12/16/32 image (type and size chosen from the contents) to `out`,
-/// starting at offset 0. Modes are not recorded (FAT has none) except that files without any
+/// starting at offset 0. `out` should be empty: bytes past the image's end are left alone. Modes are not recorded (FAT has none) except that files without any
 /// write bit get the read-only attribute.
 pub fn write_vfat(
     tree: &Tree,
@@ -200,7 +200,7 @@ pub fn write_vfat(
                 max: MAX_IMAGE,
             });
         }
-        match write_once(tree, out, size, root_entries, label, serial, now) {
+        match write_once(tree, size, root_entries, label, serial, now) {
             // Out of space (or a root directory too small): retry with a larger volume.
             Err(Error::Vfat {
                 op: "creating file" | "creating directory" | "writing file",
@@ -212,30 +212,31 @@ pub fn write_vfat(
         }
     };
     NOW.with(|n| n.set(previous));
-    result
+    let image = result?;
+    let err = || vfat_err("writing vfat image", "");
+    out.seek(SeekFrom::Start(0)).map_err(err())?;
+    out.write_all(&image).map_err(err())?;
+    out.flush().map_err(err())?;
+    Ok(())
 }
 
+/// Builds the image in memory (fatfs does many small positioned I/Os; a `File` would turn each
+/// into a system call) and returns it.
 fn write_once(
     tree: &Tree,
-    out: &mut (impl Read + Write + Seek),
     size: u64,
     root_entries: u16,
     label: [u8; 11],
     serial: u32,
     now: fatfs::DateTime,
-) -> Result<()> {
-    out.seek(SeekFrom::Start(0))
-        .map_err(vfat_err("writing zeros", ""))?;
-    let zeros = vec![0u8; 64 << 10];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        out.write_all(&zeros[..n])
-            .map_err(vfat_err("writing zeros", ""))?;
-        left -= n as u64;
-    }
-    out.seek(SeekFrom::Start(0))
-        .map_err(vfat_err("writing zeros", ""))?;
+) -> Result<Vec<u8>> {
+    let len = usize::try_from(size).map_err(|_| Error::ImageTooLarge {
+        what: "vfat image bytes (address space)",
+        value: size,
+        max: usize::MAX as u64,
+    })?;
+    let mut img = std::io::Cursor::new(vec![0u8; len]);
+    let out = &mut img;
     let fmt = fatfs::FormatVolumeOptions::new()
         .total_sectors((size / 512) as u32)
         .bytes_per_sector(512)
@@ -256,7 +257,7 @@ fn write_once(
     populate(&fs.root_dir(), &tree.root, "")?;
     fs.unmount().map_err(vfat_err("unmounting", ""))?;
     fix_dot_entries(out)?;
-    Ok(())
+    Ok(img.into_inner())
 }
 
 /// The geometry of a formatted FAT volume, read back from its boot sector.

@@ -188,6 +188,18 @@ fn isoinfo_reports_volume_and_extensions() {
 }
 
 #[test]
+fn isovfy_finds_no_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let iso = sample_iso(tmp.path());
+    let out = run("isovfy", &[iso.to_str().unwrap()]);
+    // isovfy flags problems with "***" lines even when it ends with its summary line.
+    assert!(
+        out.contains("No errors found") && !out.contains("**"),
+        "{out}"
+    );
+}
+
+#[test]
 fn isoinfo_rock_ridge_listing_and_contents() {
     let tmp = tempfile::tempdir().unwrap();
     let iso = sample_iso(tmp.path());
@@ -380,8 +392,7 @@ fn two_writes_are_identical_and_epoch_matters() {
     assert_eq!(a, v);
 }
 
-#[test]
-fn two_thousand_files_in_nested_directories_round_trip() {
+fn two_thousand_files() -> Vec<Spec> {
     let mut files: Vec<Spec> = Vec::new();
     for i in 0..2000u32 {
         let path = match i % 4 {
@@ -398,6 +409,12 @@ fn two_thousand_files_in_nested_directories_round_trip() {
             0o644,
         ));
     }
+    files
+}
+
+#[test]
+fn two_thousand_files_in_nested_directories_round_trip() {
+    let files = two_thousand_files();
     let tmp = tempfile::tempdir().unwrap();
     let iso = write_iso_file(&tree_of(&files, &[]), tmp.path(), "big.iso");
     let iso_s = iso.to_str().unwrap();
@@ -416,6 +433,11 @@ fn two_thousand_files_in_nested_directories_round_trip() {
         let got = run("isoinfo", &["-R", "-i", iso_s, "-x", &format!("/{p}")]);
         assert_eq!(got.as_bytes(), &data[..], "{p}");
     }
+    let vfy = run("isovfy", &[iso_s]);
+    assert!(
+        vfy.contains("No errors found") && !vfy.contains("**"),
+        "{vfy}"
+    );
     let expected = tmp.path().join("expected");
     mirror(&files, &[], &expected);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_iso.py");
@@ -435,7 +457,11 @@ fn vfat_files() -> Vec<Spec> {
 }
 
 fn sample_vfat(dir: &Path) -> PathBuf {
-    let path = dir.join("seed.img");
+    vfat_of(&tree_of(&vfat_files(), SAMPLE_DIRS), dir, "seed.img")
+}
+
+fn vfat_of(tree: &Tree, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -447,7 +473,7 @@ fn sample_vfat(dir: &Path) -> PathBuf {
         volume_label: "CIDATA".into(),
         epoch: EPOCH,
     };
-    write_vfat(&tree_of(&vfat_files(), SAMPLE_DIRS), &opts, &mut f).unwrap();
+    write_vfat(tree, &opts, &mut f).unwrap();
     path
 }
 
@@ -487,4 +513,21 @@ fn vfat_passes_fsck_and_mtools_and_blkid() {
     let other = tempfile::tempdir().unwrap();
     let third = sample_vfat(other.path());
     assert_eq!(fs::read(&img).unwrap(), fs::read(&third).unwrap());
+}
+
+#[test]
+fn vfat_with_two_thousand_files_passes_fsck() {
+    let files = two_thousand_files();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = vfat_of(&tree_of(&files, &[]), tmp.path(), "big.img");
+    let img_s = img.to_str().unwrap();
+    run("fsck.vfat", &["-n", img_s]);
+    let listing = run("mdir", &["-/", "-b", "-i", img_s, "::/"]);
+    let n = listing.lines().filter(|l| !l.ends_with('/')).count();
+    assert!(n >= 2000, "{n} entries:\n{listing}");
+    for i in [0usize, 1, 2, 3, 1999] {
+        let (p, data, _) = &files[i];
+        let out = run("mtype", &["-i", img_s, &format!("::/{p}")]);
+        assert_eq!(out.as_bytes(), &data[..], "{p}");
+    }
 }
