@@ -40,6 +40,9 @@ pub struct CloudConfig {
     pub preserve_hostname: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub users: Vec<User>,
+    /// Keys for the image's default user (when `users` does not name one).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub ssh_authorized_keys: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub write_files: Vec<WriteFile>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]

@@ -248,17 +248,25 @@ pub fn k3s_config(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> K3sConf
 pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<CloudConfig, Error> {
     let c = &spec.cluster;
     let config_yaml = crate::yaml::to_string(&k3s_config(spec, node, token), "k3s config.yaml")?;
-    let mut users = vec![User::Default(DefaultUser::Default)];
-    if let Some(name) = &c.user {
-        users.push(User::Full(UserSpec {
-            name: name.clone(),
-            groups: Some("sudo".into()),
-            shell: Some("/bin/bash".into()),
-            sudo: Some("ALL=(ALL) NOPASSWD:ALL".into()),
-            lock_passwd: Some(true),
-            ssh_authorized_keys: c.ssh_authorized_keys.clone(),
-        }));
-    }
+    // A named user replaces the image's default user (listing both would make cloud-init merge
+    // two entries when the names coincide, e.g. `ubuntu`); without one, keys go to the default user.
+    let (users, default_user_keys) = match &c.user {
+        Some(name) => (
+            vec![User::Full(UserSpec {
+                name: name.clone(),
+                groups: Some("sudo".into()),
+                shell: Some("/bin/bash".into()),
+                sudo: Some("ALL=(ALL) NOPASSWD:ALL".into()),
+                lock_passwd: Some(true),
+                ssh_authorized_keys: c.ssh_authorized_keys.clone(),
+            })],
+            Vec::new(),
+        ),
+        None => (
+            vec![User::Default(DefaultUser::Default)],
+            c.ssh_authorized_keys.clone(),
+        ),
+    };
     let net_wait = parse_duration(&c.wait.network).map_err(|m| Error::Render {
         node: node.name.clone(),
         message: m,
@@ -290,6 +298,7 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
         fqdn: fqdn(spec, node),
         preserve_hostname: Some(false),
         users,
+        ssh_authorized_keys: default_user_keys,
         write_files: vec![WriteFile {
             path: K3S_CONFIG_PATH.into(),
             content: config_yaml,

@@ -475,3 +475,26 @@ fn pyyaml_reads_generated_trap_strings_back_unchanged() {
 
 #[derive(serde::Serialize)]
 struct ConfigList(Vec<String>);
+
+#[test]
+fn without_a_named_user_keys_go_to_the_default_user() {
+    require(CLOUD_INIT);
+    let text = std::fs::read_to_string(recipes().join("libvirt-3node.yaml")).expect("read");
+    let text = text.replace("  user: ubuntu\n", "");
+    let spec = ClusterSpec::from_yaml(&text, "nouser.yaml".as_ref()).expect("parse");
+    let seeds = render_all(&spec, &Token::new(TOKEN)).expect("render");
+    let ud = pyyaml_json(&seeds[0].user_data, true);
+    assert_eq!(ud["users"], serde_json::json!(["default"]));
+    assert_eq!(ud["ssh_authorized_keys"].as_array().map(Vec::len), Some(1));
+    let with_user = render("libvirt-3node.yaml").1;
+    let ud2 = pyyaml_json(&with_user[0].user_data, true);
+    assert_eq!(ud2["users"][0]["name"], "ubuntu");
+    assert!(ud2.get("ssh_authorized_keys").is_none());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("ud");
+    std::fs::write(&f, &seeds[0].user_data).expect("write");
+    run(Command::new(CLOUD_INIT)
+        .arg("schema")
+        .arg("--config-file")
+        .arg(&f));
+}
