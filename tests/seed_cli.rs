@@ -320,3 +320,63 @@ fn vfat_seeds_pass_fsck_and_mtools_reads_the_documents() {
         }
     }
 }
+
+/// cloud-init's own NoCloud datasource (Debian's python) reads a seed directory.
+const NOCLOUD_PY: &str = r#"
+import json, sys
+from cloudinit import helpers
+from cloudinit.sources.DataSourceNoCloud import DataSourceNoCloud
+root = sys.argv[1]
+ds = DataSourceNoCloud(sys_cfg={}, distro=None,
+                       paths=helpers.Paths({'cloud_dir': root, 'run_dir': root + '/run'}))
+assert ds._get_data(), 'NoCloud found no seed'
+parts = [p.get_content_type() for p in ds.get_userdata().walk()]
+print(json.dumps({'instance_id': ds.get_instance_id(),
+                  'hostname': ds.get_hostname().hostname,
+                  'network': ds.network_config,
+                  'parts': parts}))
+"#;
+
+#[test]
+fn cloud_init_nocloud_datasource_reads_every_iso_seed() {
+    let py = Path::new("/usr/bin/python3");
+    assert!(
+        Path::new("/usr/bin/cloud-init").exists() && py.exists(),
+        "oracle missing: apt-get install -y cloud-init"
+    );
+    for sc in SCENARIOS {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = stage(d.path(), sc);
+        let out = d.path().join("out");
+        let o = seed(&spec, &out, "iso", true);
+        assert!(o.status.success(), "{sc}: {}", text(&o));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        for n in summary["nodes"].as_array().expect("nodes") {
+            let name = n["node"].as_str().expect("node");
+            let iso = out.join(format!("{name}-seed.iso"));
+            // What a VM would see: the files of the ISO, as cloud-init's seed directory.
+            let root = d.path().join(format!("cloud-{name}"));
+            let seed_dir = root.join("seed/nocloud");
+            std::fs::create_dir_all(&seed_dir).expect("mkdir");
+            for f in ["user-data", "meta-data", "network-config"] {
+                std::fs::write(seed_dir.join(f), isoinfo_extract(&iso, f)).expect("write");
+            }
+            let o = Command::new(py)
+                .arg("-c")
+                .arg(NOCLOUD_PY)
+                .arg(&root)
+                .output()
+                .expect("python");
+            assert!(o.status.success(), "{sc}/{name}: {}", text(&o));
+            let got: serde_json::Value =
+                serde_json::from_slice(o.stdout.trim_ascii()).expect("datasource json");
+            assert_eq!(got["instance_id"], n["instance_id"], "{sc}/{name}");
+            assert_eq!(got["hostname"], name);
+            assert_eq!(got["network"]["network"]["version"], 2);
+            assert_eq!(
+                got["parts"],
+                serde_json::json!(["multipart/mixed", "text/cloud-config"])
+            );
+        }
+    }
+}
