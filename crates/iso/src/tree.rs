@@ -326,6 +326,12 @@ mod tests {
             t.add_file("f", vec![], 0o040_755),
             Err(Error::InvalidMode { .. })
         ));
+        // Zeroed allocations are lazy: this does not touch 4 GiB of memory.
+        let huge = vec![0u8; u32::MAX as usize + 1];
+        assert!(matches!(
+            t.add_file("big.img", huge, 0o644),
+            Err(Error::FileTooLarge { ref path, size, .. }) if path == "big.img" && size == 1 << 32
+        ));
         assert!(t.is_empty());
         t.add_file("/user-data", vec![], 0o100_644).unwrap();
         assert_eq!(t.len(), 1);

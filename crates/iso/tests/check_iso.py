@@ -5,7 +5,8 @@ usage: check_iso.py IMAGE EXPECTED_DIR VOLUME_ID
 
 Every file and directory below EXPECTED_DIR must appear under the same path both through
 Rock Ridge and through Joliet, with the same contents (files) and, through Rock Ridge, the same
-permission bits; no extra entries may exist. Prints "ok N files M dirs" and exits 0 on success,
+permission bits; no extra entries may exist. The plain ISO 9660 hierarchy must hold the same
+files under their mangled names. Prints "ok N files M dirs" and exits 0 on success,
 prints the first mismatch and exits 1 otherwise.
 """
 
@@ -82,6 +83,25 @@ def main():
             want_mode = os.stat(os.path.join(root, f)).st_mode
             if not stat.S_ISREG(mode) or stat.S_IMODE(mode) != stat.S_IMODE(want_mode):
                 fail("%s: mode %o != %o" % (path, mode, want_mode))
+    # The plain ISO 9660 hierarchy (level-1 names) must hold the same files: walk it, map each
+    # identifier to its Rock Ridge name, and compare contents.
+    rr_of = {"/": "/"}
+    plain_files = 0
+    for dirpath, dnames, fnames in iso.walk(iso_path="/"):
+        base = rr_of[dirpath]
+        for name in dnames + fnames:
+            ipath = dirpath.rstrip("/") + "/" + name
+            rec = iso.get_record(iso_path=ipath)
+            rpath = base.rstrip("/") + "/" + rec.rock_ridge.name().decode("utf-8")
+            if name in dnames:
+                rr_of[ipath] = rpath
+                continue
+            plain_files += 1
+            with open(os.path.join(expected, rpath.lstrip("/")), "rb") as fh:
+                if read(iso, iso_path=ipath) != fh.read():
+                    fail("iso9660 %s (%s): contents differ" % (ipath, rpath))
+    if plain_files != files:
+        fail("iso9660 hierarchy has %d files, expected %d" % (plain_files, files))
     iso.close()
     print("ok %d files %d dirs" % (files, dirs))
 
