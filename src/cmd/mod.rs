@@ -5,9 +5,12 @@ use clap::{Parser, Subcommand};
 use crate::exit::CmdResult;
 
 mod args;
+mod cat;
 mod convert;
+mod guest;
 mod image_args;
 mod inspect;
+mod ls;
 mod overlay;
 mod progress;
 mod seed;
@@ -24,6 +27,10 @@ pub struct Cli {
 enum Command {
     /// Show an image's format, sizes, compression, backing chain and cluster allocation.
     Inspect(inspect::InspectArgs),
+    /// List a directory inside an image (IMAGE:/path), without mounting it.
+    Ls(ls::LsArgs),
+    /// Print a file from inside an image (IMAGE:/path), without mounting it.
+    Cat(cat::CatArgs),
     /// Create a qcow2 overlay backed by an image.
     Overlay(overlay::OverlayArgs),
     /// Flatten an image and its backing chain into one qcow2 (or raw) file.
@@ -35,6 +42,8 @@ enum Command {
 pub fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Cat(args) => cat::run(args),
         Command::Overlay(args) => overlay::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Seed(args) => seed::run(args),

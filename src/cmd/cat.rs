@@ -1,0 +1,27 @@
+//! `kiln cat IMAGE:/path`: write a file from inside an image to stdout, without mounting it.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::guest::{FsArgs, GuestSpec, parse_spec, with_fs};
+use crate::exit::{CmdResult, InputErr};
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// IMAGE:/path of a regular file (symlinks are followed inside the guest).
+    #[arg(value_parser = parse_spec, value_name = "IMAGE:/PATH")]
+    target: GuestSpec,
+    #[command(flatten)]
+    fs: FsArgs,
+}
+
+pub fn run(args: CatArgs) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    with_fs(&args.target, &args.fs, |fs| {
+        fs.read_to(&args.target.path, &mut out).input_err()?;
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(())
+}

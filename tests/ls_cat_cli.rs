@@ -1,0 +1,158 @@
+//! `kiln ls` / `kiln cat` on a zlib-compressed qcow2 of a GPT disk (made by mkfs.ext4 -d, sgdisk and
+//! qemu-img convert -c), checked against debugfs on the raw partition.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Returns (qcow2 path, raw root partition path).
+fn fixture(dir: &Path) -> (String, String) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::create_dir_all(src.join("var/many")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "golden\n").unwrap();
+    std::os::unix::fs::symlink("../etc/hostname", src.join("etc/hn-link")).unwrap();
+    for i in 0..500 {
+        std::fs::write(src.join(format!("var/many/f{i:03}")), format!("{i}\n")).unwrap();
+    }
+    let root = dir.join("root.ext4");
+    std::fs::File::create(&root)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "cloudimg-rootfs", "-d"])
+        .arg(&src)
+        .arg(&root));
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    run(Command::new("sgdisk")
+        .args([
+            "-n",
+            "14:2048:+4M",
+            "-t",
+            "14:ef02",
+            "-n",
+            "1:0:0",
+            "-t",
+            "1:8300",
+        ])
+        .arg(&disk));
+    let first: u64 = run(Command::new("sgdisk").args(["-i", "1"]).arg(&disk))
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let data = std::fs::read(&root).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &data, first * 512).unwrap();
+    let qcow = dir.join("disk.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-c", "-O", "qcow2"])
+        .arg(&disk)
+        .arg(&qcow));
+    (qcow.display().to_string(), root.display().to_string())
+}
+
+#[test]
+fn ls_and_cat_agree_with_debugfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (qcow, root) = fixture(dir.path());
+    let out = kiln(&["cat", &format!("{qcow}:/etc/hn-link")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        run(Command::new("debugfs")
+            .args(["-R", "cat /etc/hostname"])
+            .arg(&root))
+        .into_bytes()
+    );
+
+    let out = kiln(&["ls", "--json", &format!("{qcow}:/var/many")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut theirs: Vec<String> = run(Command::new("debugfs")
+        .args(["-R", "ls -p /var/many"])
+        .arg(&root))
+    .lines()
+    .filter_map(|l| l.split('/').nth(5).map(str::to_owned))
+    .filter(|n| !n.is_empty() && n != "." && n != "..")
+    .collect();
+    theirs.sort();
+    assert_eq!(ours.len(), 500);
+    assert_eq!(ours, theirs);
+
+    let out = kiln(&["ls", &format!("{qcow}:/etc")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hn-link -> ../etc/hostname"), "{text}");
+
+    // Bad input exits 2 with a message naming the problem.
+    for (args, needle) in [
+        (
+            vec!["cat".to_owned(), format!("{qcow}:/nope")],
+            "no such file",
+        ),
+        (vec!["ls".to_owned(), format!("{qcow}:/etc/../x")], ".."),
+        (
+            vec![
+                "ls".to_owned(),
+                format!("{qcow}:/"),
+                "--partition".into(),
+                "14".into(),
+            ],
+            "not an ext2/3/4",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
