@@ -175,6 +175,22 @@ fn bad_input_exits_2_names_every_problem_writes_nothing_and_hides_the_token() {
     assert!(text(&o).contains("typo.yaml"), "{}", text(&o));
     assert!(!out.exists());
 
+    // A token pasted inline is refused without being echoed back.
+    let spec3 = d.path().join("inline.yaml");
+    std::fs::write(
+        &spec3,
+        good.replace(
+            "    token_file:",
+            "    token: INLINESECRET-42\n    token_file:",
+        ),
+    )
+    .expect("write");
+    let o = seed(&spec3, &out, "dir", true);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unknown field `token`"), "{}", text(&o));
+    assert!(!text(&o).contains("INLINESECRET"), "{}", text(&o));
+    assert!(!out.exists());
+
     // Missing spec file: exit 2.
     let o = seed(&d.path().join("nope.yaml"), &out, "dir", false);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -205,9 +205,17 @@ impl ClusterSpec {
 
     /// Parse spec text; `path` is only used in error messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, Error> {
+        // Only the first line (position + reason): the parser's source excerpt could echo a
+        // secret someone pasted into the spec by mistake.
         serde_saphyr::from_str(text).map_err(|e| Error::ParseSpec {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .trim_start_matches("error: ")
+                .to_owned(),
         })
     }
 

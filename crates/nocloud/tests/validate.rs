@@ -73,6 +73,8 @@ fn unknown_keys_are_errors() {
         let m = e.to_string();
         assert!(m.contains("c.yaml"), "{m}");
         assert!(m.contains("unknown field"), "{m}");
+        assert!(!m.contains("hunter2"), "no source excerpt in errors: {m}");
+        assert!(!m.contains("AAAAC3"), "no source excerpt in errors: {m}");
     }
 }
 
