@@ -455,33 +455,80 @@ fn verify(img: &std::path::Path, m: &Model) {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, max_shrink_iters: 40, ..ProptestConfig::default() })]
+fn run_ops(dev: &dyn kiln_blockdev::BlockDev, ops: &[OpK]) -> Model {
+    let mut m = Model {
+        nodes: BTreeMap::new(),
+    };
+    let mut fs = Filesystem::open(dev, "model.ext4", OpenOptions::read_write(T)).unwrap();
+    fs.create_dir_all("/t", NewDir::default()).unwrap();
+    for op in ops {
+        apply(&mut fs, &mut m, op);
+    }
+    // Read back through kiln too.
+    for (p, n) in &m.nodes {
+        if let Node::File { data, .. } = n {
+            assert!(fs.read(p).unwrap() == *data, "kiln read-back of {p}");
+        }
+    }
+    fs.close().unwrap();
+    let files = m
+        .nodes
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count();
+    let bytes: usize = m
+        .nodes
+        .values()
+        .map(|n| {
+            if let Node::File { data, .. } = n {
+                data.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    eprintln!(
+        "{} ops -> {} nodes ({files} files, {bytes} bytes)",
+        ops.len(),
+        m.nodes.len()
+    );
+    m
+}
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, max_shrink_iters: 40, ..ProptestConfig::default() })]
+
+    /// Raw filesystem image.
     #[test]
     fn random_ops_match_the_model(ops in prop::collection::vec(op_strategy(), 60..90)) {
         let dir = tempfile::tempdir().unwrap();
         let img = rootfs(dir.path(), 256, 300);
-        let mut m = Model { nodes: BTreeMap::new() };
-        {
-            let dev = FileDev::open_read_write(&img).unwrap();
-            let mut fs = Filesystem::open(&dev, "model.ext4", OpenOptions::read_write(T)).unwrap();
-            fs.create_dir_all("/t", NewDir::default()).unwrap();
-            for op in &ops {
-                apply(&mut fs, &mut m, op);
-            }
-            // Read back through kiln too.
-            for (p, n) in &m.nodes {
-                if let Node::File { data, .. } = n {
-                    prop_assert!(fs.read(p).unwrap() == *data, "kiln read-back of {}", p);
-                }
-            }
-            fs.close().unwrap();
-        }
-        let files = m.nodes.values().filter(|n| matches!(n, Node::File { .. })).count();
-        let bytes: usize = m.nodes.values().map(|n| if let Node::File { data, .. } = n { data.len() } else { 0 }).sum();
-        eprintln!("{} ops -> {} nodes ({files} files, {bytes} bytes)", ops.len(), m.nodes.len());
+        let dev = FileDev::open_read_write(&img).unwrap();
+        let m = run_ops(&dev, &ops);
+        drop(dev);
         verify(&img, &m);
+    }
+
+    /// The same through a qcow2 overlay on a compressed GPT base: qemu-img check clean too.
+    #[test]
+    fn random_ops_through_a_qcow2_overlay_match_the_model(ops in prop::collection::vec(op_strategy(), 60..90)) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = rootfs(dir.path(), 128, 300);
+        let (base, start, len) = gpt_qcow2(dir.path(), &root);
+        let overlay_path = dir.path().join("node.qcow2");
+        let pending = kiln_qcow2::begin_overlay(&overlay_path, &base, None, &kiln_qcow2::OpenOptions::default()).unwrap();
+        let m = {
+            let table = kiln_partition::scan(pending.image(), "node.qcow2").unwrap();
+            let part = table.root().unwrap();
+            prop_assert_eq!((part.start, part.number), (start, 1));
+            let win = kiln_partition::window(pending.image(), "node.qcow2", part).unwrap();
+            run_ops(&win, &ops)
+        };
+        pending.commit().unwrap();
+        qemu_img_check(&overlay_path);
+        let part = dir.path().join("part.ext4");
+        extract_partition(&overlay_path, start, len, &part);
+        verify(&part, &m);
     }
 }
 

@@ -239,3 +239,69 @@ pub fn sha256(path: &Path) -> String {
     let data = fs::read(path).unwrap();
     format!("{:x}", sha2::Sha256::digest(&data))
 }
+
+/// Put `root` into partition 1 of a GPT disk (14 = BIOS boot, 1 = root, like Ubuntu's) and
+/// convert it to a zlib-compressed qcow2. Returns (qcow2 path, partition start, partition length).
+pub fn gpt_qcow2(dir: &Path, root: &Path) -> (PathBuf, u64, u64) {
+    let root_len = fs::metadata(root).unwrap().len();
+    let disk = dir.join("disk.img");
+    fs::File::create(&disk)
+        .unwrap()
+        .set_len(root_len + (8 << 20))
+        .unwrap();
+    run(Command::new("sgdisk")
+        .args([
+            "-n",
+            "14:2048:+4M",
+            "-t",
+            "14:ef02",
+            "-n",
+            "1:0:0",
+            "-t",
+            "1:8300",
+        ])
+        .arg(&disk));
+    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&disk));
+    let num = |k: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (start, len) = (num("First sector:") * 512, num("Partition size:") * 512);
+    assert!(len >= root_len);
+    let data = fs::read(root).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &data, start).unwrap();
+    drop(f);
+    let qcow = dir.join("base.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-c", "-O", "qcow2"])
+        .arg(&disk)
+        .arg(&qcow));
+    fs::remove_file(&disk).unwrap();
+    (qcow, start, root_len)
+}
+
+/// `qemu-img check` must report no errors and no leaks (exit 0).
+pub fn qemu_img_check(img: &Path) {
+    run(Command::new("qemu-img").arg("check").arg(img));
+}
+
+/// The bytes of one partition of a qcow2 chain, as a raw file (via `qemu-img convert`).
+pub fn extract_partition(qcow: &Path, start: u64, len: u64, out: &Path) {
+    let raw = out.with_extension("whole.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(qcow)
+        .arg(&raw));
+    let f = fs::File::open(&raw).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, start).unwrap();
+    fs::write(out, &buf).unwrap();
+    fs::remove_file(&raw).unwrap();
+}
