@@ -62,8 +62,10 @@ pub enum Error {
         kind: &'static str,
     },
     /// A path component cannot be recorded (empty, `.`/`..`, NUL, non-UCS-2, Joliet-forbidden).
-    #[error("adding {path:?}: invalid name {name:?}: {reason}")]
+    #[error("{op} {path:?}: invalid name {name:?}: {reason}")]
     InvalidName {
+        /// What was being done ("adding", "writing vfat").
+        op: &'static str,
         /// The full path given.
         path: String,
         /// The offending component.

@@ -166,6 +166,7 @@ impl Tree {
             validate_name(path, c)?;
         }
         let (last, parents) = comps.split_last().ok_or_else(|| Error::InvalidName {
+            op: "adding",
             path: path.to_owned(),
             name: String::new(),
             reason: "empty path",
@@ -209,6 +210,7 @@ fn check_mode(path: &str, mode: u32, want_type: u32, kind: &'static str) -> Resu
 fn validate_name(path: &str, name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
+            op: "adding",
             path: path.to_owned(),
             name: name.to_owned(),
             reason,

@@ -188,7 +188,7 @@ pub fn write_vfat(
             max: u64::from(u32::MAX),
         });
     }
-    check_case_collisions(&tree.root, "")?;
+    check_fat_names(&tree.root, "")?;
     let serial = volume_serial(tree, opts);
     let (mut size, root_entries) = estimate_size(tree);
     let previous = NOW.with(|n| n.replace(now));
@@ -202,10 +202,10 @@ pub fn write_vfat(
         }
         match write_once(tree, size, root_entries, label, serial, now) {
             // Out of space (or a root directory too small): retry with a larger volume.
-            Err(Error::Vfat {
-                op: "creating file" | "creating directory" | "writing file",
-                ..
-            }) => {
+            // Out of space: retry with a larger volume. (fatfs 0.3 reports it only as a message.)
+            Err(Error::Vfat { ref source, .. })
+                if source.to_string().contains("No space left on device") =>
+            {
                 size *= 2;
             }
             other => break other,
@@ -426,8 +426,13 @@ fn fix_dot_entries(out: &mut (impl Read + Write + Seek)) -> Result<()> {
     Ok(())
 }
 
-/// FAT looks names up without regard to case: refuse trees whose names would merge.
-fn check_case_collisions(dir: &Dir, prefix: &str) -> Result<()> {
+/// Characters a FAT long name may hold besides letters, digits and U+0080..U+FFFF.
+const FAT_NAME_PUNCT: &str = "$%'-_@~`!(){}. +,;=[]^#&";
+
+/// Refuses names FAT cannot record faithfully: characters outside the long-name set, names
+/// ending in a dot or space (readers strip those), and names in one directory that differ only
+/// in case (FAT looks names up without regard to case).
+fn check_fat_names(dir: &Dir, prefix: &str) -> Result<()> {
     let mut seen: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
     let join = |n: &str| {
         if prefix.is_empty() {
@@ -437,6 +442,23 @@ fn check_case_collisions(dir: &Dir, prefix: &str) -> Result<()> {
         }
     };
     for (name, node) in &dir.children {
+        let bad = |reason| Error::InvalidName {
+            op: "writing vfat",
+            path: join(name),
+            name: name.clone(),
+            reason,
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || !c.is_ascii() || FAT_NAME_PUNCT.contains(c))
+        {
+            return Err(bad(
+                "FAT long names cannot hold control characters or \" * / : < > ? \\ |",
+            ));
+        }
+        if name.ends_with('.') || name.ends_with(' ') {
+            return Err(bad("FAT names cannot end in a dot or a space"));
+        }
         if let Some(other) = seen.insert(name.to_uppercase(), name) {
             return Err(Error::CaseCollision {
                 path: join(name),
@@ -444,7 +466,7 @@ fn check_case_collisions(dir: &Dir, prefix: &str) -> Result<()> {
             });
         }
         if let Node::Dir(d) = node {
-            check_case_collisions(d, &join(name))?;
+            check_fat_names(d, &join(name))?;
         }
     }
     Ok(())
@@ -603,6 +625,18 @@ mod tests {
         assert!(matches!(
             write_vfat(&clash, &opts(), &mut Cursor::new(Vec::new())),
             Err(Error::CaseCollision { ref path, .. }) if path == "d/user-data"
+        ));
+        let mut odd = Tree::new();
+        odd.add_file("a<b", vec![], 0o644).unwrap();
+        assert!(matches!(
+            write_vfat(&odd, &opts(), &mut Cursor::new(Vec::new())),
+            Err(Error::InvalidName { .. })
+        ));
+        let mut dot = Tree::new();
+        dot.add_file("sub/trailing.", vec![], 0o644).unwrap();
+        assert!(matches!(
+            write_vfat(&dot, &opts(), &mut Cursor::new(Vec::new())),
+            Err(Error::InvalidName { ref path, .. }) if path == "sub/trailing."
         ));
         let bad = VfatOptions {
             volume_label: "cidata".into(),

@@ -105,17 +105,28 @@ fn tree_of(files: &[Spec], dirs: &[(&str, u32)]) -> Tree {
 
 const SAMPLE_DIRS: &[(&str, u32)] = &[("scripts", 0o750), ("empty-dir", 0o700)];
 
-/// Writes the same tree as plain files (for pycdlib's comparison).
+/// Writes the same tree as plain files (for pycdlib's comparison). Implicit parents get 0755
+/// like in [`Tree`], whatever the umask.
 fn mirror(files: &[Spec], dirs: &[(&str, u32)], root: &Path) {
     for (p, data, mode) in files {
         let path = root.join(p);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for parent in Path::new(p).ancestors().skip(1) {
+            if !parent.as_os_str().is_empty() {
+                fs::set_permissions(root.join(parent), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         fs::write(&path, data).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
     }
     for (p, mode) in dirs {
         let path = root.join(p);
         fs::create_dir_all(&path).unwrap();
+        for parent in Path::new(p).ancestors().skip(1) {
+            if !parent.as_os_str().is_empty() && !dirs.iter().any(|(d, _)| Path::new(d) == parent) {
+                fs::set_permissions(root.join(parent), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
     }
 }
