@@ -365,3 +365,66 @@ fn a_partition_past_the_end_of_a_truncated_image_is_refused() {
     let e = window(&dev, "cut.img", p1).unwrap_err();
     assert!(matches!(e, Error::OutOfBounds { number: 1, .. }), "{e}");
 }
+
+mod mutation {
+    use super::*;
+    use kiln_blockdev::MemDev;
+    use proptest::prelude::*;
+
+    fn base_disks() -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let gpt = dir.path().join("gpt.img");
+        sparse_file(&gpt, 1 << 20);
+        run(Command::new("sgdisk")
+            .args(["-n", "1:34:+200K", "-n", "2:0:+300K", "-n", "3:0:0"])
+            .arg(&gpt));
+        let mbr = dir.path().join("mbr.img");
+        sparse_file(&mbr, 1 << 20);
+        let mut child = Command::new("sfdisk")
+            .arg("-q")
+            .arg(&mbr)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot run sfdisk");
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            b"label: dos\nstart=64, size=256, type=83\nstart=512, type=5\nstart=600, size=100, type=83\nstart=800, size=100, type=83\n",
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        vec![std::fs::read(&gpt).unwrap(), std::fs::read(&mbr).unwrap()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Corrupt bytes of real tables (headers, entry arrays, EBR chains, the backup GPT):
+        /// discovery returns Ok or an error naming the device, and gptman/mbrman never panic.
+        #[test]
+        fn mutated_tables_never_panic(
+            which in 0usize..2,
+            edits in prop::collection::vec((prop_oneof![0usize..34 * 512, (1usize << 20) - 33 * 512..(1usize << 20), 0usize..1 << 20], any::<u8>()), 1..12),
+            shrink_to in prop_oneof![Just(1usize << 20), 512usize..(1 << 20)],
+        ) {
+            thread_local!(static BASES: Vec<Vec<u8>> = base_disks());
+            let mut disk = BASES.with(|b| b[which].clone());
+            for (at, v) in edits {
+                disk[at] = v;
+            }
+            disk.truncate(shrink_to);
+            let dev = MemDev::from_vec(disk);
+            match scan(&dev, "mutant") {
+                Ok(t) => {
+                    let _ = t.root();
+                    for p in &t.partitions {
+                        let _ = window(&dev, "mutant", p);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!matches!(e, Error::ParserPanic { .. }), "parser panicked: {}", e);
+                    prop_assert!(e.to_string().contains("mutant"), "{}", e);
+                }
+            }
+        }
+    }
+}
