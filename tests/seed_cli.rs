@@ -111,7 +111,12 @@ fn dir_seeds_for_every_scenario_never_leak_the_token_and_are_reproducible() {
                     "{sc}/{name}/{f} differs between runs"
                 );
             }
-            assert!(!da.join("vendor-data").exists());
+            // Only the observability scenario ships vendor-data.
+            assert_eq!(
+                da.join("vendor-data").exists(),
+                *sc == "observability.yaml",
+                "{sc}"
+            );
         }
         // No stray temporaries.
         for e in std::fs::read_dir(&a).expect("ls") {
@@ -350,7 +355,8 @@ parts = [p.get_content_type() for p in ds.get_userdata().walk()]
 print(json.dumps({'instance_id': ds.get_instance_id(),
                   'hostname': ds.get_hostname().hostname,
                   'network': ds.network_config,
-                  'parts': parts}))
+                  'parts': parts,
+                  'vendor': bool(ds.vendordata_raw)}))
 "#;
 
 #[test]
@@ -377,6 +383,11 @@ fn cloud_init_nocloud_datasource_reads_every_iso_seed() {
             for f in ["user-data", "meta-data", "network-config"] {
                 std::fs::write(seed_dir.join(f), isoinfo_extract(&iso, f)).expect("write");
             }
+            let has_vendor = *sc == "observability.yaml";
+            if has_vendor {
+                let vd = isoinfo_extract(&iso, "vendor-data");
+                std::fs::write(seed_dir.join("vendor-data"), vd).expect("write");
+            }
             let o = Command::new(py)
                 .arg("-c")
                 .arg(NOCLOUD_PY)
@@ -392,6 +403,10 @@ fn cloud_init_nocloud_datasource_reads_every_iso_seed() {
             assert_eq!(
                 got["parts"],
                 serde_json::json!(["multipart/mixed", "text/cloud-config"])
+            );
+            assert_eq!(
+                got["vendor"], has_vendor,
+                "{sc}/{name}: vendor-data seen by NoCloud"
             );
         }
     }

@@ -70,7 +70,10 @@ pub fn render_all(spec: &ClusterSpec, token: &Token) -> Result<Vec<NodeSeed>, Er
 pub fn render_node(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<NodeSeed, Error> {
     let user_data = user_data(spec, node, token)?.to_bytes()?;
     let network_config = network_config(spec, node)?.to_bytes()?;
-    let vendor_data: Option<Vec<u8>> = None;
+    let vendor_data: Option<Vec<u8>> = match &spec.cluster.vendor_data {
+        Some(v) => Some(v.to_bytes()?),
+        None => None,
+    };
 
     let mut h = Sha256::new();
     for (name, part) in [

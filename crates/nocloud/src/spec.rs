@@ -41,6 +41,10 @@ pub struct Cluster {
     /// Bounds of the first-boot waits (durations such as `300s`, `5m`).
     #[serde(default)]
     pub wait: Wait,
+    /// Optional cloud-config shipped as every node's `vendor-data` (same typed subset as
+    /// user-data; user-data wins where both set a key).
+    #[serde(default)]
+    pub vendor_data: Option<crate::docs::VendorData>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -70,6 +70,7 @@ fn every_user_data_passes_cloud_init_schema() {
     require(CLOUD_INIT);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut checked = 0;
+    let mut vendor = 0;
     for sc in SCENARIOS {
         let (_, seeds) = render(sc);
         for s in &seeds {
@@ -81,9 +82,20 @@ fn every_user_data_passes_cloud_init_schema() {
                 .arg(&f));
             assert!(out.contains("Valid cloud-config"), "{sc}/{}: {out}", s.node);
             checked += 1;
+            if let Some(vd) = &s.vendor_data {
+                let f = dir.path().join(format!("{}-vendor-data", s.node));
+                std::fs::write(&f, vd).expect("write");
+                let out = run(Command::new(CLOUD_INIT)
+                    .arg("schema")
+                    .arg("--config-file")
+                    .arg(&f));
+                assert!(out.contains("Valid cloud-config"), "{sc}/{}: {out}", s.node);
+                vendor += 1;
+            }
         }
     }
     assert_eq!(checked, 3 + 3 + 2 + 4);
+    assert_eq!(vendor, 2, "observability ships vendor-data on both nodes");
 }
 
 #[test]
