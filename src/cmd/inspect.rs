@@ -63,10 +63,48 @@ pub fn run(args: InspectArgs) -> CmdResult {
             chain.push(json!({ "path": args.image, "format": "raw", "virtual_size": dev.len(), "file_size": dev.len() }));
         }
     }
+    // The partition table, when the guest disk has one (or a whole-disk filesystem).
+    let table = kiln_partition::scan(&disk, &args.image.display().to_string()).ok();
+    let partitions: Value = match &table {
+        Some(t) => json!({
+            "kind": format!("{:?}", t.kind).to_lowercase(),
+            "partitions": t.partitions.iter().map(|p| json!({
+                "number": p.number,
+                "start": p.start,
+                "size": p.len,
+                "type": match p.part_type {
+                    kiln_partition::PartType::Gpt(g) => g.to_string(),
+                    kiln_partition::PartType::Mbr(b) => format!("{b:#04x}"),
+                    kiln_partition::PartType::None => "none".to_owned(),
+                },
+                "name": p.name,
+                "fs": p.fs.as_str(),
+                "label": p.label,
+            })).collect::<Vec<_>>(),
+        }),
+        None => Value::Null,
+    };
     if args.json {
-        let out = json!({ "image": args.image, "format": disk.format(), "chain": chain });
+        let out = json!({ "image": args.image, "format": disk.format(), "chain": chain, "partition_table": partitions });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
+    }
+    if let Some(parts) = partitions.get("partitions").and_then(Value::as_array) {
+        println!(
+            "partition table: {}",
+            partitions["kind"].as_str().unwrap_or("?")
+        );
+        for p in parts {
+            println!(
+                "  {:>3}  {:>12}  {:>10}  {:<6} {:<18} {}",
+                p["number"],
+                p["start"],
+                human_size(p["size"].as_u64().unwrap_or(0)),
+                p["fs"].as_str().unwrap_or(""),
+                p["label"].as_str().unwrap_or("-"),
+                p["name"].as_str().unwrap_or("")
+            );
+        }
     }
     for (depth, layer) in chain.iter().enumerate() {
         let indent = "  ".repeat(depth);

@@ -670,11 +670,12 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Flush the file to disk and rename it to its final name.
+    /// Rename the file to its final name. Like a compiler's outputs, the data is not forced to
+    /// stable storage first (call [`BlockDev::flush`] on [`AtomicFile::dev`] for that): the rename
+    /// guarantees that the final name only ever holds a complete file.
     #[must_use = "an uncommitted output is deleted"]
     pub fn commit(mut self) -> Result<PathBuf> {
         let dev = self.dev.take().expect("AtomicFile committed twice");
-        dev.flush()?;
         drop(dev);
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::Io {
             op: Op::Write,

@@ -4,11 +4,25 @@
 
 use crate::header::CompressionType;
 
+use std::cell::RefCell;
+
+thread_local! {
+    /// Decoder contexts are costly to create; each thread keeps one of each kind.
+    static INFLATE: RefCell<Option<flate2::Decompress>> = const { RefCell::new(None) };
+    static ZSTD: RefCell<Option<zstd::stream::raw::Decoder<'static>>> = const { RefCell::new(None) };
+}
+
 /// Decompress `input` into exactly `out.len()` bytes.
 pub fn decompress(ty: CompressionType, input: &[u8], out: &mut [u8]) -> Result<(), String> {
     match ty {
-        CompressionType::Zlib => {
-            let mut d = flate2::Decompress::new_with_window_bits(false, 12);
+        CompressionType::Zlib => INFLATE.with_borrow_mut(|slot| {
+            let d = match slot {
+                Some(d) => {
+                    d.reset(false);
+                    d
+                }
+                None => slot.insert(flate2::Decompress::new_with_window_bits(false, 12)),
+            };
             let status = d
                 .decompress(input, out, flate2::FlushDecompress::Finish)
                 .map_err(|e| format!("deflate: {e}"))?;
@@ -20,12 +34,18 @@ pub fn decompress(ty: CompressionType, input: &[u8], out: &mut [u8]) -> Result<(
                 ));
             }
             Ok(())
-        }
-        CompressionType::Zstd => {
+        }),
+        CompressionType::Zstd => ZSTD.with_borrow_mut(|slot| {
             use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-            let mut d = Decoder::new().map_err(|e| format!("zstd: {e}"))?;
-            let mut inb = InBuffer::around(input);
+            let d = match slot {
+                Some(d) => {
+                    d.reinit().map_err(|e| format!("zstd: {e}"))?;
+                    d
+                }
+                None => slot.insert(Decoder::new().map_err(|e| format!("zstd: {e}"))?),
+            };
             let want = out.len();
+            let mut inb = InBuffer::around(input);
             let mut outb = OutBuffer::around(out);
             loop {
                 let (in_before, out_before) = (inb.pos(), outb.pos());
@@ -40,23 +60,36 @@ pub fn decompress(ty: CompressionType, input: &[u8], out: &mut [u8]) -> Result<(
                 }
                 if hint == 0 || (inb.pos() == in_before && outb.pos() == out_before) {
                     return Err(format!(
-                        "zstd frame ended after {} bytes, expected {}",
-                        outb.pos(),
-                        want
+                        "zstd frame ended after {} bytes, expected {want}",
+                        outb.pos()
                     ));
                 }
             }
-        }
+        }),
     }
+}
+
+thread_local! {
+    static DEFLATE: RefCell<Option<flate2::Compress>> = const { RefCell::new(None) };
+    static ZSTD_C: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Compress one cluster. Deterministic: the same input always gives the same bytes. `None` when the
 /// encoder fails; the caller then stores the cluster uncompressed.
 pub fn compress(ty: CompressionType, input: &[u8]) -> Option<Vec<u8>> {
     match ty {
-        CompressionType::Zlib => {
-            let mut c =
-                flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, 12);
+        CompressionType::Zlib => DEFLATE.with_borrow_mut(|slot| {
+            let c = match slot {
+                Some(c) => {
+                    c.reset();
+                    c
+                }
+                None => slot.insert(flate2::Compress::new_with_window_bits(
+                    flate2::Compression::default(),
+                    false,
+                    12,
+                )),
+            };
             let mut out = Vec::with_capacity(input.len() + 64);
             loop {
                 let before = c.total_in() as usize;
@@ -68,8 +101,14 @@ pub fn compress(ty: CompressionType, input: &[u8]) -> Option<Vec<u8>> {
                 }
                 out.reserve(out.capacity().max(4096));
             }
-        }
-        CompressionType::Zstd => zstd::bulk::compress(input, 3).ok(),
+        }),
+        CompressionType::Zstd => ZSTD_C.with_borrow_mut(|slot| {
+            let c = match slot {
+                Some(c) => c,
+                None => slot.insert(zstd::bulk::Compressor::new(3).ok()?),
+            };
+            c.compress(input).ok()
+        }),
     }
 }
 

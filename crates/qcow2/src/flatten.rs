@@ -13,6 +13,7 @@
 //! output's compression type and cluster size (and not overridden above) is copied byte for byte —
 //! **passthrough** — never decompressed and recompressed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use kiln_blockdev::{AtomicFile, BlockDev};
@@ -156,16 +157,19 @@ pub fn flatten(
         buf: vec![0u8; (cs * (1 + l1_clusters)) as usize],
     };
     let mut l1 = vec![0u64; l1_size as usize];
-    // The L2 group being filled: its index, where its table lives, its entries.
-    let mut group: Option<(u64, u64, Vec<u64>)> = None;
-    let mut stats = FlattenStats::default();
-    let nclusters = size.div_ceil(cs);
-    stats.clusters = nclusters;
+    // L2 tables still being filled, by L2 group: where the table lives and its entries.
+    let mut open: BTreeMap<u64, (u64, Vec<u64>)> = BTreeMap::new();
+    let mut stats = FlattenStats {
+        clusters: size.div_ceil(cs),
+        ..FlattenStats::default()
+    };
+    let nclusters = stats.clusters;
+    let l2_index = |gc: u64| (gc & ((1 << l2_bits) - 1)) as usize;
 
     // Clusters that metadata alone shows to be zero never reach the parallel stage.
     let mut next = 0u64;
     let mut batch: Vec<u64> = Vec::with_capacity(BATCH as usize);
-    while next < nclusters || !batch.is_empty() {
+    while next < nclusters {
         while next < nclusters && batch.len() < BATCH as usize {
             let valid = (size - next * cs).min(cs);
             if src.range_is_zero(next * cs, valid)? {
@@ -175,7 +179,7 @@ pub fn flatten(
             }
             next += 1;
         }
-        let outs: Vec<Result<Out>> = batch
+        let outs = batch
             .par_iter()
             .map(|&gc| -> Result<Out> {
                 if let Some((img, ty)) = qsrc
@@ -197,54 +201,69 @@ pub fn flatten(
                 }
                 Ok(Out::Raw(data))
             })
-            .collect();
-        for (&gc, out) in batch.iter().zip(outs) {
-            let out = out?;
-            if matches!(out, Out::Zero) {
-                stats.zero += 1;
-                continue;
-            }
+            .collect::<Result<Vec<Out>>>()?;
+        // Lay the batch out as: new L2 tables, raw clusters (cluster-aligned, contiguous), then the
+        // compressed clusters packed byte by byte, so there is at most one padding gap per batch.
+        for (&gc, out) in batch.iter().zip(&outs) {
             let g = gc >> l2_bits;
-            if group.as_ref().is_none_or(|(idx, _, _)| *idx != g) {
-                if let Some((idx, off, entries)) = group.take() {
-                    write_l2(&mut app, off, &entries)?;
-                    l1[idx as usize] = off | COPIED;
-                }
+            if !matches!(out, Out::Zero) && !open.contains_key(&g) {
                 app.align(cs)?;
                 let off = app.pos();
                 rc.incr_range(off, cs, out_name)?;
                 app.push(&vec![0u8; cs as usize])?;
-                group = Some((g, off, vec![0u64; 1 << l2_bits]));
+                open.insert(g, (off, vec![0u64; 1 << l2_bits]));
             }
+        }
+        for (&gc, out) in batch.iter().zip(&outs) {
             let entry = match out {
-                Out::Zero => continue,
+                Out::Zero => {
+                    stats.zero += 1;
+                    continue;
+                }
                 Out::Raw(data) => {
                     stats.raw += 1;
                     app.align(cs)?;
                     let off = app.pos();
                     rc.incr_range(off, cs, out_name)?;
-                    app.push(&data)?;
+                    app.push(data)?;
                     off | COPIED
                 }
-                Out::Compressed(bytes) => {
-                    stats.compressed += 1;
-                    compressed_entry(&mut app, &mut rc, cb, &bytes, out_name)?
-                }
-                Out::Passthrough(bytes) => {
-                    stats.passthrough += 1;
-                    compressed_entry(&mut app, &mut rc, cb, &bytes, out_name)?
-                }
+                Out::Compressed(_) | Out::Passthrough(_) => continue,
             };
-            if let Some((_, _, entries)) = group.as_mut() {
-                entries[(gc & ((1 << l2_bits) - 1)) as usize] = entry;
+            if let Some((_, entries)) = open.get_mut(&(gc >> l2_bits)) {
+                entries[l2_index(gc)] = entry;
+            }
+        }
+        for (&gc, out) in batch.iter().zip(&outs) {
+            let bytes = match out {
+                Out::Compressed(b) => {
+                    stats.compressed += 1;
+                    b
+                }
+                Out::Passthrough(b) => {
+                    stats.passthrough += 1;
+                    b
+                }
+                Out::Zero | Out::Raw(_) => continue,
+            };
+            let entry = compressed_entry(&mut app, &mut rc, cb, bytes, out_name)?;
+            if let Some((_, entries)) = open.get_mut(&(gc >> l2_bits)) {
+                entries[l2_index(gc)] = entry;
             }
         }
         batch.clear();
+        // Groups wholly before the next unvisited cluster are complete.
+        let done_below = next >> l2_bits;
+        let rest = open.split_off(&done_below);
+        for (g, (off, entries)) in std::mem::replace(&mut open, rest) {
+            write_l2(&mut app, off, &entries)?;
+            l1[g as usize] = off | COPIED;
+        }
         progress(next.saturating_mul(cs).min(size), size);
     }
-    if let Some((idx, off, entries)) = group.take() {
+    for (g, (off, entries)) in std::mem::take(&mut open) {
         write_l2(&mut app, off, &entries)?;
-        l1[idx as usize] = off | COPIED;
+        l1[g as usize] = off | COPIED;
     }
     app.align(cs)?;
     app.flush()?;

@@ -814,6 +814,18 @@ impl Image {
                     })?;
                 buf[avail..].fill(0);
             }
+            Mapping::Compressed { host, len } if in_off == 0 && buf.len() as u64 == cs => {
+                // A whole cluster: decompress straight into the caller's buffer.
+                let stored = self.read_stored(host, len)?;
+                codec::decompress(self.header.compression_type, &stored, buf).map_err(
+                    |reason| Error::Decompress {
+                        image: self.path.clone(),
+                        guest_offset: gc * cs,
+                        host_offset: host,
+                        reason,
+                    },
+                )?;
+            }
             Mapping::Compressed { host, len } => {
                 let data = self.decompressed(gc, host, len)?;
                 buf.copy_from_slice(&data[in_off as usize..in_off as usize + buf.len()]);

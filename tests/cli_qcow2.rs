@@ -1,0 +1,170 @@
+//! The qcow2 verbs through the real binary: outputs, JSON, exit codes, nothing left on failure.
+
+use std::path::Path;
+use std::process::Command;
+
+fn kiln(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("run kiln");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} must be installed (.ci/run): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn compressed_base(dir: &Path) -> std::path::PathBuf {
+    let raw = dir.join("base.raw");
+    let mut data = vec![0u8; 8 << 20];
+    for (i, b) in data.iter_mut().enumerate().take(3 << 20) {
+        *b = (i % 251) as u8 ^ (i >> 13) as u8;
+    }
+    std::fs::write(&raw, data).unwrap();
+    let base = dir.join("base.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            "compression_type=zstd",
+            p(&raw),
+            p(&base),
+        ],
+    );
+    base
+}
+
+#[test]
+fn overlay_inspect_convert_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = compressed_base(dir.path());
+    let ov = dir.path().join("node.qcow2");
+    let (code, _, err) = kiln(&["overlay", p(&base), p(&ov), "--size", "16M"]);
+    assert_eq!(code, 0, "{err}");
+    tool("qemu-img", &["check", p(&ov)]);
+    tool("qemu-io", &["-c", "write -P 0x42 1M 64k", p(&ov)]);
+
+    let (code, out, err) = kiln(&["inspect", "--json", p(&ov)]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect --json is JSON");
+    assert_eq!(v["format"], "qcow2");
+    let chain = v["chain"].as_array().expect("chain");
+    assert_eq!(chain.len(), 2, "{out}");
+    assert_eq!(chain[0]["virtual_size"], 16 << 20);
+    assert_eq!(chain[0]["backing_file"], "base.qcow2");
+    assert_eq!(chain[0]["clusters"]["data"], 1);
+    assert_eq!(chain[1]["compression_type"], "zstd");
+    assert!(chain[1]["clusters"]["compressed"].as_u64().unwrap() > 0);
+
+    let (code, table, _) = kiln(&["inspect", p(&ov)]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("backing file:  base.qcow2") && table.contains("compression:   zstd"),
+        "{table}"
+    );
+
+    let flat = dir.path().join("flat.qcow2");
+    let (code, out, err) = kiln(&["convert", "--json", p(&ov), p(&flat)]);
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(s["clusters"]["passthrough"].as_u64().unwrap() > 0, "{out}");
+    tool("qemu-img", &["check", p(&flat)]);
+    tool("qemu-img", &["compare", p(&flat), p(&ov)]);
+    let raw = dir.path().join("flat.raw");
+    let (code, _, err) = kiln(&["convert", "--format", "raw", p(&ov), p(&raw)]);
+    assert_eq!(code, 0, "{err}");
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&raw), p(&ov)],
+    );
+}
+
+#[test]
+fn bad_input_exits_2_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = compressed_base(dir.path());
+    let broken = dir.path().join("broken.qcow2");
+    let mut d = std::fs::read(&base).unwrap();
+    d[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes()); // L1 table far past the end
+    std::fs::write(&broken, &d).unwrap();
+    let out = dir.path().join("out.qcow2");
+    let (code, _, err) = kiln(&["convert", p(&broken), p(&out)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("L1 table") && err.contains("broken.qcow2"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("kiln-tmp")),
+        "{leftovers:?}"
+    );
+
+    let (code, _, err) = kiln(&["inspect", p(&dir.path().join("missing.qcow2"))]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("missing.qcow2"),
+        "{err}"
+    );
+
+    let (code, _, err) = kiln(&["overlay", p(&base), p(&base)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+
+    let (code, _, err) = kiln(&["overlay", p(&base), p(&out), "--size", "12Q"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("12Q"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn convert_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = compressed_base(dir.path());
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.qcow2");
+    for (out, compress) in [(&a, "zlib"), (&b, "zlib")] {
+        let (code, _, err) = kiln(&[
+            "convert",
+            "--compress",
+            compress,
+            "--no-passthrough",
+            p(&base),
+            p(out),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "two converts differ"
+    );
+}
