@@ -13,7 +13,10 @@ pub struct Failure {
 impl Failure {
     /// Bad input: the user can fix it by changing what they pass in. Exit code 2.
     pub fn input(error: impl Into<anyhow::Error>) -> Self {
-        Self { code: 2, error: error.into() }
+        Self {
+            code: 2,
+            error: error.into(),
+        }
     }
 
     /// Print `kiln: error: …` with the whole cause chain and return the exit code.
@@ -31,7 +34,10 @@ impl fmt::Debug for Failure {
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
-        Self { code: 1, error: error.into() }
+        Self {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 
