@@ -82,7 +82,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// An I/O error while writing the output.
-    #[error("{op}: {source}")]
+    #[error("{op} failed")]
     Io {
         /// What was being written.
         op: &'static str,
@@ -125,7 +125,7 @@ pub enum Error {
         max: usize,
     },
     /// The FAT library refused an operation.
-    #[error("{op} {path:?} in vfat image: {source}")]
+    #[error("{op} {path:?} in vfat image failed")]
     Vfat {
         /// What was being done ("formatting", "creating file", ...).
         op: &'static str,
