@@ -51,6 +51,8 @@ pub const EXT2_FLAG_SKIP_MMP: c_int = 0x100000;
 pub const EXT2_FLAG_FLUSH_NO_SYNC: c_int = 1;
 pub const IO_FLAG_RW: c_int = 0x0001;
 pub const EXT2_FILE_WRITE: c_int = 0x0001;
+pub const EXT2_FALLOCATE_FORCE_INIT: c_int = 0x2;
+pub const EXT2_FALLOCATE_INIT_BEYOND_EOF: c_int = 0x8;
 pub const DIRENT_ABORT: c_int = 2;
 pub const EXT2_FT_REG_FILE: c_int = 1;
 pub const EXT2_FT_DIR: c_int = 2;
@@ -485,6 +487,15 @@ unsafe extern "C" {
         handle: *mut ext2_extent_handle_t,
     ) -> errcode_t;
     pub fn ext2fs_extent_free(handle: ext2_extent_handle_t);
+    pub fn ext2fs_fallocate(
+        fs: ext2_filsys,
+        flags: c_int,
+        ino: ext2_ino_t,
+        inode: *mut ext2_inode_large,
+        goal: blk64_t,
+        start: blk64_t,
+        len: blk64_t,
+    ) -> errcode_t;
     pub fn ext2fs_free_ext_attr(
         fs: ext2_filsys,
         ino: ext2_ino_t,

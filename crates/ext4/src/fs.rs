@@ -1167,6 +1167,18 @@ impl<'d> Filesystem<'d> {
     /// permissions, owner and mtime. An existing symlink, device, fifo or socket at `path` is
     /// replaced by a regular file (the final component is not followed); a directory is an error.
     pub fn write_file(&mut self, path: &str, src: &mut dyn Read, attrs: NewFile) -> Result<()> {
+        self.write_impl(path, src, attrs, None)
+    }
+
+    /// `size_hint`: the exact content length when known; the blocks are then allocated in one
+    /// go (contiguous extents) before the data is written.
+    fn write_impl(
+        &mut self,
+        path: &str,
+        src: &mut dyn Read,
+        attrs: NewFile,
+        size_hint: Option<u64>,
+    ) -> Result<()> {
         let op = Op::Write;
         self.require_writable(op, path)?;
         let (dir, name) = self.resolve_parent(op, path)?;
@@ -1228,7 +1240,25 @@ impl<'d> Filesystem<'d> {
                 ino
             }
         };
-        self.write_content(op, path, ino, src)?;
+        if let Some(len) = size_hint.filter(|&l| l > 0 && self.has_extents()) {
+            let bs = u64::from(self.info().block_size);
+            let mut inode = self.read_inode(op, path, ino)?;
+            // SAFETY: live handle; allocates initialised extents for blocks [0, n) of the (empty)
+            // file and writes the inode back; every allocated block is then written below.
+            let code = unsafe {
+                ffi::ext2fs_fallocate(
+                    self.raw(),
+                    ffi::EXT2_FALLOCATE_FORCE_INIT | ffi::EXT2_FALLOCATE_INIT_BEYOND_EOF,
+                    ino,
+                    &mut inode,
+                    !0,
+                    0,
+                    len.div_ceil(bs),
+                )
+            };
+            self.check(op, path, code)?;
+        }
+        self.write_content(op, path, ino, src, size_hint.is_some_and(|l| l > 0))?;
         let mut inode = self.read_inode(op, path, ino)?;
         inode.i_mode = S_IFREG | (attrs.perm & 0o7777);
         Self::set_owner_fields(&mut inode, attrs.uid, attrs.gid);
@@ -1240,7 +1270,7 @@ impl<'d> Filesystem<'d> {
 
     /// Convenience: [`Filesystem::write_file`] from a byte slice.
     pub fn write(&mut self, path: &str, data: &[u8], attrs: NewFile) -> Result<()> {
-        self.write_file(path, &mut &data[..], attrs)
+        self.write_impl(path, &mut &data[..], attrs, Some(data.len() as u64))
     }
 
     fn new_inode(&self, op: Op, path: &str, dir: ext2_ino_t, mode: u16) -> Result<ext2_ino_t> {
@@ -1259,44 +1289,69 @@ impl<'d> Filesystem<'d> {
         Ok(ino)
     }
 
-    fn write_content(&self, op: Op, path: &str, ino: ext2_ino_t, src: &mut dyn Read) -> Result<()> {
+    /// Write all of `bytes` at the file position.
+    fn put(&self, op: Op, path: &str, file: ffi::ext2_file_t, bytes: &[u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let mut written: c_uint = 0;
+            let want = (bytes.len() - done).min(1 << 30) as c_uint;
+            // SAFETY: live file handle; `bytes[done..]` holds at least `want` initialised bytes.
+            let code = unsafe {
+                ffi::ext2fs_file_write(file, bytes[done..].as_ptr().cast(), want, &mut written)
+            };
+            self.check(op, path, code)?;
+            if written == 0 {
+                return Err(Error::Unsupported {
+                    op,
+                    path: path.to_owned(),
+                    what: "libext2fs wrote 0 bytes".into(),
+                });
+            }
+            done += written as usize;
+        }
+        Ok(())
+    }
+
+    /// Stream `src` into the file from offset 0. With `zero_tail` (blocks were preallocated, so
+    /// the last block holds whatever was on disk), the rest of the last block is zeroed, as the
+    /// kernel guarantees: a later size increase must read zeros there.
+    fn write_content(
+        &self,
+        op: Op,
+        path: &str,
+        ino: ext2_ino_t,
+        src: &mut dyn Read,
+        zero_tail: bool,
+    ) -> Result<()> {
         let file = self.open_file(op, path, ino, ffi::EXT2_FILE_WRITE)?;
         let mut buf = vec![0u8; IO_CHUNK];
-        let result = (|| loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(Error::Source {
-                        op,
-                        path: path.to_owned(),
-                        source,
-                    });
-                }
-            };
-            let mut done = 0usize;
-            while done < n {
-                let mut written: c_uint = 0;
-                // SAFETY: live file handle; `buf[done..n]` is initialised.
-                let code = unsafe {
-                    ffi::ext2fs_file_write(
-                        file,
-                        buf[done..].as_ptr().cast(),
-                        (n - done) as c_uint,
-                        &mut written,
-                    )
+        let mut total = 0u64;
+        let result = (|| {
+            loop {
+                let n = match src.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(Error::Source {
+                            op,
+                            path: path.to_owned(),
+                            source,
+                        });
+                    }
                 };
-                self.check(op, path, code)?;
-                if written == 0 {
-                    return Err(Error::Unsupported {
-                        op,
-                        path: path.to_owned(),
-                        what: "libext2fs wrote 0 bytes".into(),
-                    });
-                }
-                done += written as usize;
+                self.put(op, path, file, &buf[..n])?;
+                total += n as u64;
             }
+            let bs = u64::from(self.info().block_size);
+            if zero_tail && total % bs != 0 {
+                let pad = vec![0u8; (bs - total % bs) as usize];
+                self.put(op, path, file, &pad)?;
+                // SAFETY: live file handle; shrinks back to the content length within the block.
+                let code = unsafe { ffi::ext2fs_file_set_size2(file, total) };
+                self.check(op, path, code)?;
+            }
+            Ok(())
         })();
         let closed = self.close_file(op, path, file);
         result?;

@@ -190,17 +190,19 @@ fn apply(fs: &mut Filesystem<'_>, m: &mut Model, op: &OpK) {
                 m.mkdirs(&path[..path.len() - 1]);
             }
             let data = content(*len, *seed);
-            fs.write(
-                &gp,
-                &data,
-                NewFile {
-                    perm: *perm,
-                    uid: *uid,
-                    gid: *gid,
-                    mtime: Some(*mtime),
-                },
-            )
-            .unwrap();
+            let attrs = NewFile {
+                perm: *perm,
+                uid: *uid,
+                gid: *gid,
+                mtime: Some(*mtime),
+            };
+            // Both paths: a known length (blocks preallocated) and a plain reader.
+            if seed % 2 == 0 {
+                fs.write(&gp, &data, attrs).unwrap();
+            } else {
+                fs.write_file(&gp, &mut std::io::Cursor::new(&data), attrs)
+                    .unwrap();
+            }
             m.nodes.insert(
                 gp,
                 Node::File {
