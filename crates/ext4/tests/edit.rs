@@ -483,3 +483,36 @@ fn growing_a_file_after_a_preallocated_write_reads_zeros() {
     fs.close().unwrap();
     fsck_clean(&img);
 }
+
+/// Open read-write and close without edits: not one byte changes. Dropped without `close`, a
+/// handle flushes nothing: the superblock and bitmaps stay as they were (the edit is incomplete
+/// by design, see the crate docs).
+#[test]
+fn close_without_edits_changes_nothing_and_drop_does_not_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 64, 10);
+    let before = sha256(&img);
+    {
+        let dev = FileDev::open_read_write(&img).unwrap();
+        let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+        assert_eq!(fs.bytes_written(), 0);
+        fs.close().unwrap();
+    }
+    assert_eq!(
+        sha256(&img),
+        before,
+        "open + close without edits modified the image"
+    );
+    let free_before = dumpe2fs(&img)["Free blocks"].clone();
+    {
+        let dev = FileDev::open_read_write(&img).unwrap();
+        let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+        fs.write("/x", &[5u8; 100_000], NewFile::default()).unwrap();
+        drop(fs);
+    }
+    assert_eq!(
+        dumpe2fs(&img)["Free blocks"],
+        free_before,
+        "Drop flushed the superblock"
+    );
+}
