@@ -181,6 +181,9 @@ pub fn run(args: &[String]) -> Result<()> {
         target: 10.0,
     });
 
+    // 4. NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
+    rows.push(seeds_row(&kiln, &dir, reps)?);
+
     print_table(&rows, reps);
     Ok(())
 }
@@ -257,4 +260,58 @@ fn make_overlay_changing_ten_percent(base: &Path, top: &Path, data_mib: u64) -> 
     p.commit()?;
     sh(Command::new("qemu-img").args(["check", s(top)]))?;
     Ok(())
+}
+
+/// 1000 nodes: `kiln seed --format iso` for all of them in one run, against `cloud-localds` (Ubuntu's
+/// cloud-image-utils, genisoimage underneath) run once per node over the very same documents.
+fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
+    const NODES: usize = 1000;
+    let spec_dir = dir.join("seeds");
+    std::fs::create_dir_all(&spec_dir)?;
+    let spec = spec_dir.join("cluster.yaml");
+    let mut yaml = String::from(
+        "cluster:\n  name: big\n  k3s:\n    version: v1.34.3+k3s1\n    token_file: token\n  network:\n    match: mac\n    interface: ens3\n    ipv4: { cidr: 10.20.0.0/16, gateway: 10.20.0.1 }\n    dns: [10.20.0.1]\n  user: ubuntu\n  ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKeyBenchKeyBenchKeyBenchKeyBenchKey00 bench\"]\nnodes:\n",
+    );
+    for i in 0..NODES {
+        let role = if i < 3 { "server" } else { "agent" };
+        yaml.push_str(&format!(
+            "  - {{ name: node-{i:04}, role: {role}, ipv4: 10.20.{}.{}, mac: \"52:54:00:00:{:02x}:{:02x}\" }}\n",
+            i / 200 + 1,
+            i % 200 + 10,
+            i / 256,
+            i % 256
+        ));
+    }
+    std::fs::write(&spec, yaml)?;
+    let docs = spec_dir.join("docs");
+    sh(Command::new(kiln).args(["seed", s(&spec), "-o", s(&docs), "--format", "dir"]))?;
+    let iso = spec_dir.join("iso");
+    let k = best_of(reps, || {
+        let _ = std::fs::remove_dir_all(&iso);
+        sh(Command::new(kiln).env("SOURCE_DATE_EPOCH", "1700000000").args(["seed", s(&spec), "-o", s(&iso), "--format", "iso"])).map(drop)
+    })?;
+    let localds = spec_dir.join("localds");
+    let q = best_of(1, || {
+        let _ = std::fs::remove_dir_all(&localds);
+        std::fs::create_dir_all(&localds)?;
+        for i in 0..NODES {
+            let d = docs.join(format!("node-{i:04}-seed"));
+            let out = localds.join(format!("node-{i:04}-seed.iso"));
+            sh(Command::new("cloud-localds").args([
+                "-N",
+                s(&d.join("network-config")),
+                s(&out),
+                s(&d.join("user-data")),
+                s(&d.join("meta-data")),
+            ]))?;
+        }
+        Ok(())
+    })?;
+    Ok(Row {
+        name: format!("{NODES} NoCloud seed ISOs"),
+        kiln: k,
+        reference: q,
+        reference_name: "cloud-localds per node".into(),
+        target: 50.0,
+    })
 }
