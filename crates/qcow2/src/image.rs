@@ -698,11 +698,12 @@ impl Image {
                     None => {}
                     Some(b) if pos >= b.len() => {}
                     Some(Backing::Raw { .. }) => return Ok(false),
-                    Some(Backing::Qcow2(b)) => {
-                        if !b.range_is_zero(pos, next.min(b.len()) - pos)? {
-                            return Ok(false);
-                        }
+                    Some(Backing::Qcow2(b))
+                        if !b.range_is_zero(pos, next.min(b.len()) - pos)? =>
+                    {
+                        return Ok(false);
                     }
+                    Some(Backing::Qcow2(_)) => {}
                 },
             }
             pos = next;

@@ -58,6 +58,7 @@ pub mod codec_api {
 
 /// Any disk image kiln reads: qcow2 (with its chain) or raw.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per open image, never stored in bulk
 pub enum Disk {
     Qcow2(Image),
     Raw(FileDev),

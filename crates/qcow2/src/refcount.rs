@@ -209,7 +209,7 @@ mod tests {
     fn entries_round_trip_every_width() {
         for order in 0..=6u32 {
             let mut block = vec![0u8; 512];
-            let entries = 512 * 8 >> order;
+            let entries = (512 * 8) >> order;
             let max = if order == 6 {
                 u64::MAX
             } else {
