@@ -66,6 +66,14 @@ pub enum Error {
         source: gptman::Error,
     },
     /// mbrman rejected the MBR.
+    #[error(
+        "{device}: corrupt MBR: primary partition {number} (type {kind:#04x}) starts at LBA 0, on the table itself"
+    )]
+    CorruptMbr {
+        device: String,
+        number: u32,
+        kind: u8,
+    },
     #[error("{device}: reading the MBR failed: {source}")]
     Mbr {
         device: String,
@@ -742,6 +750,28 @@ fn scan_gpt<D: BlockDev + ?Sized>(
 
 fn scan_mbr<D: BlockDev + ?Sized>(dev: &D, device: &str) -> Result<PartitionTable> {
     let size = dev.len();
+    // A used entry starting at LBA 0 overlaps the MBR itself; mbrman 0.6 panics on it (its
+    // alignment search finds no divisor), so refuse it here. Found by fuzz/partition_scan.
+    let sector0 = read_upto(dev, device, 0, 512)?;
+    for number in 0..4u32 {
+        let e = 446 + 16 * number as usize;
+        let (kind, lba) = (
+            sector0[e + 4],
+            u32::from_le_bytes([
+                sector0[e + 8],
+                sector0[e + 9],
+                sector0[e + 10],
+                sector0[e + 11],
+            ]),
+        );
+        if kind != 0 && lba == 0 {
+            return Err(Error::CorruptMbr {
+                device: device.to_owned(),
+                number: number + 1,
+                kind,
+            });
+        }
+    }
     let mut reader = DevReader::new(dev);
     let parsed = catch_unwind(AssertUnwindSafe(|| {
         mbrman::MBR::read_from(&mut reader, 512)

@@ -428,3 +428,25 @@ mod mutation {
         }
     }
 }
+
+/// fuzz/partition_scan found this: an MBR whose used entries start at LBA 0 made mbrman panic.
+/// It must be a clear error, before any third-party parser runs.
+#[test]
+fn fuzz_regression_mbr_entry_at_lba0() {
+    let mut disk = include_bytes!("fuzz-regressions/mbr-entry-at-lba0.bin").to_vec();
+    disk.resize(64 * 1024, 0);
+    let dev = kiln_blockdev::MemDev::from_vec(disk);
+    let err = kiln_partition::scan(&dev, "crash").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kiln_partition::Error::CorruptMbr {
+                number: 4,
+                kind: 0x2b,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("starts at LBA 0"), "{err}");
+}
