@@ -1,0 +1,133 @@
+//! kiln's golden-image pipeline: a typed recipe names a pinned base cloud image, the scrub ops, the
+//! pinned k3s release and the prerequisites; [`build`] turns it into a scrubbed, k3s-ready qcow2
+//! and a JSON manifest — offline, without a VM, byte-for-byte reproducible.
+//!
+//! ```text
+//!  Recipe::load ─► build(): named steps over one context
+//!    open-base (sha256 pin) → overlay → find-rootfs → scrub → k3s → prerequisites
+//!    → normalise-times → close → output (temp name) → manifest → commit (rename both)
+//! ```
+//!
+//! Nothing appears under the output names unless every step succeeded: the image and the manifest
+//! are written under temporary names and renamed at the very end; inputs are opened read-only.
+
+pub mod inject;
+pub mod manifest;
+pub mod pipeline;
+pub mod recipe;
+pub mod scrub;
+
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+
+use std::path::PathBuf;
+
+pub use manifest::Manifest;
+pub use pipeline::{BuildOptions, BuildOutput, StepReport, build, build_file};
+pub use recipe::{MachineIdMode, Problems, Recipe};
+pub use scrub::{CATALOG, ScrubOp};
+
+/// Everything a build can fail with; each variant names the operation and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("k3s asset {path} is missing")]
+    AssetMissing { path: PathBuf },
+    #[error("k3s asset {name} is not pinned: {sums} has no line for it{hint}")]
+    AssetNotPinned {
+        name: String,
+        sums: PathBuf,
+        hint: &'static str,
+    },
+    #[error("{op} {path}: sha256 is {actual}, the pin says {expected}")]
+    ChecksumMismatch {
+        op: &'static str,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{op} (root filesystem of {image})")]
+    Ext4 {
+        op: &'static str,
+        image: PathBuf,
+        source: kiln_ext4::Error,
+    },
+    #[error("injecting {path}")]
+    Inject {
+        path: String,
+        source: kiln_ext4::Error,
+    },
+    #[error("{0}")]
+    Invalid(Problems),
+    #[error("{op} {path}")]
+    Output {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing recipe {path}: {message}")]
+    ParseRecipe { path: PathBuf, message: String },
+    #[error("finding the root filesystem of {image}")]
+    Partition {
+        image: PathBuf,
+        source: kiln_partition::Error,
+    },
+    #[error("prerequisites[{index}] ({path}): {message}")]
+    Prereq {
+        index: usize,
+        path: String,
+        message: String,
+    },
+    #[error("{op} {image}")]
+    Qcow2 {
+        op: &'static str,
+        image: PathBuf,
+        source: kiln_qcow2::Error,
+    },
+    #[error("reading {what} {path}")]
+    ReadInput {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("scrub op {op} on {path}")]
+    Scrub {
+        op: &'static str,
+        path: String,
+        source: kiln_ext4::Error,
+    },
+    #[error("{path} line {line}: {reason}")]
+    SumsFile {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether the user's input (recipe, base image, assets) is at fault rather than the machine.
+    pub fn is_input(&self) -> bool {
+        match self {
+            Error::AssetMissing { .. }
+            | Error::AssetNotPinned { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::Invalid(_)
+            | Error::ParseRecipe { .. }
+            | Error::Partition { .. }
+            | Error::Prereq { .. }
+            | Error::ReadInput { .. }
+            | Error::SumsFile { .. } => true,
+            Error::Ext4 { source, .. } => matches!(source, kiln_ext4::Error::Refused { .. }),
+            Error::Qcow2 { op, .. } => *op == "open base image",
+            Error::Inject { .. } | Error::Output { .. } | Error::Scrub { .. } => false,
+        }
+    }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,479 @@
+//! End-to-end golden builds on a generated Ubuntu-like base (GPT, zlib qcow2, booted-once root fs),
+//! checked with independent oracles: `qemu-img check`, `e2fsck -fn` and `debugfs` on the root
+//! partition extracted by `qemu-img convert` + `sgdisk -i`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_golden::fixtures::{self, BaseFixture, BaseSpec, K3sAssets};
+use kiln_golden::{BuildOptions, Error, build_file};
+
+const VERSION: &str = "v1.34.3+k3s1";
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    base: BaseFixture,
+    assets: K3sAssets,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let base = fixtures::make_base(&root.join("in"), "base.qcow2", &BaseSpec::small()).unwrap();
+    let assets =
+        fixtures::make_k3s_assets(&root.join("in/k3s"), VERSION, "amd64", 256 << 10).unwrap();
+    Env {
+        _tmp: tmp,
+        root,
+        base,
+        assets,
+    }
+}
+
+const PREREQS: &str = r#"prerequisites:
+  - file: { path: /etc/rancher/k3s/registries.yaml, content: "mirrors: {}\n", mode: "0600", owner: "0:0" }
+  - file: { path: /home/ubuntu/notes.txt, content: "hello\n", mode: "0640", owner: "1000:1000" }
+  - directory: { path: /var/lib/rancher/k3s/server/manifests, mode: "0700" }
+  - symlink: { path: /usr/local/bin/kubectl, target: k3s }
+  - modules_load: { name: k3s, modules: [overlay, br_netfilter] }
+  - sysctl: { name: 90-k3s, settings: { net.ipv4.ip_forward: "1", net.bridge.bridge-nf-call-iptables: "1" } }
+  - systemd_enable: { unit: iscsid.service }
+  - cloud_init_datasource: { list: [NoCloud, None] }
+"#;
+
+fn write_recipe(env: &Env, file: &str, extra: &str) -> PathBuf {
+    let p = env.root.join(file);
+    std::fs::write(
+        &p,
+        fixtures::recipe_yaml("golden", &env.base, &env.assets, extra),
+    )
+    .unwrap();
+    p
+}
+
+fn opts(dir: &Path) -> BuildOptions<'static> {
+    BuildOptions {
+        out_dir: dir.to_owned(),
+        progress: None,
+    }
+}
+
+/// Extract the root partition (GPT 1) of `image` as a raw file.
+fn root_partition(image: &Path, work: &Path) -> PathBuf {
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw));
+    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&raw));
+    let field = |k: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector:"), field("Last sector:"));
+    let part = work.join("root.ext4");
+    run(Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=512", "conv=sparse", "status=none"])
+        .arg(format!("skip={first}"))
+        .arg(format!("count={}", last - first + 1)));
+    std::fs::remove_file(raw).unwrap();
+    part
+}
+
+fn debugfs(part: &Path, req: &str) -> (String, String) {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(part)
+        .output()
+        .expect("debugfs (e2fsprogs) must be installed");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn debugfs_cat(part: &Path, path: &str) -> Vec<u8> {
+    Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(part)
+        .output()
+        .unwrap()
+        .stdout
+}
+
+/// (mode bits, uid, gid, type) from `debugfs stat`.
+fn debugfs_stat(part: &Path, path: &str) -> Option<(u32, u32, u32, String)> {
+    let (out, err) = debugfs(part, &format!("stat {path}"));
+    if err.contains("File not found") || out.is_empty() {
+        return None;
+    }
+    let word_after = |k: &str| -> String {
+        let i = out.find(k).unwrap_or_else(|| panic!("{k} in {out}")) + k.len();
+        out[i..].split_whitespace().next().unwrap().to_owned()
+    };
+    let mode = u32::from_str_radix(&word_after("Mode:"), 8).unwrap();
+    let uid = word_after("User:").parse().unwrap();
+    let gid = word_after("Group:").parse().unwrap();
+    Some((mode, uid, gid, word_after("Type:")))
+}
+
+#[test]
+fn golden_build_passes_oracles() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let out_dir = env.root.join("out");
+    let built = build_file(&recipe, &opts(&out_dir)).unwrap();
+    assert_eq!(
+        built.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
+        kiln_golden::pipeline::STEPS
+    );
+
+    // qemu-img: a clean, standalone qcow2 of the base's virtual size.
+    run(Command::new("qemu-img").arg("check").arg(&built.image));
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&built.image));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(info.get("backing-filename").is_none());
+    assert_eq!(
+        info["virtual-size"].as_u64().unwrap(),
+        BaseSpec::small().virtual_size
+    );
+
+    let work = env.root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let part = root_partition(&built.image, &work);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
+
+    // Scrubbed: gone or reset.
+    let reset = [
+        "/etc/machine-id",
+        "/var/lib/dbus/machine-id",
+        "/etc/hostname",
+        "/var/log/syslog",
+    ];
+    for p in fixtures::DIRTY {
+        if reset.contains(p) {
+            continue;
+        }
+        assert!(debugfs_stat(&part, p).is_none(), "{p} survived the scrub");
+    }
+    assert_eq!(debugfs_cat(&part, "/etc/machine-id"), b"uninitialized\n");
+    assert_eq!(
+        debugfs_stat(&part, "/etc/machine-id").unwrap(),
+        (0o444, 0, 0, "regular".into())
+    );
+    let (dbus, _) = debugfs(&part, "stat /var/lib/dbus/machine-id");
+    assert!(dbus.contains("Type: symlink"), "{dbus}");
+    assert!(
+        dbus.contains("Fast link dest: \"/etc/machine-id\""),
+        "{dbus}"
+    );
+    assert_eq!(debugfs_cat(&part, "/etc/hostname"), b"");
+    assert_eq!(debugfs_cat(&part, "/var/log/syslog"), b"");
+    // Kept: the directories themselves and unrelated files.
+    for keep in [
+        "/var/lib/cloud",
+        "/var/log/journal",
+        "/tmp",
+        "/etc/netplan",
+        "/etc/ssh/sshd_config",
+        "/home/ubuntu/.profile",
+    ] {
+        assert!(debugfs_stat(&part, keep).is_some(), "{keep} was removed");
+    }
+    let (ls, _) = debugfs(&part, "ls -l /var/lib/cloud");
+    assert_eq!(
+        ls.lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "only . and .. left: {ls}"
+    );
+
+    // Injected: bytes, mode, owner as the recipe says.
+    let k3s = std::fs::read(env.assets.dir.join("k3s")).unwrap();
+    assert_eq!(debugfs_cat(&part, "/usr/local/bin/k3s"), k3s);
+    assert_eq!(
+        debugfs_stat(&part, "/usr/local/bin/k3s").unwrap(),
+        (0o755, 0, 0, "regular".into())
+    );
+    let images = "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst";
+    assert_eq!(
+        debugfs_cat(&part, images),
+        std::fs::read(env.assets.dir.join("k3s-airgap-images-amd64.tar.zst")).unwrap()
+    );
+    assert_eq!(
+        debugfs_cat(&part, kiln_nocloud::K3S_INSTALL_SCRIPT),
+        std::fs::read(env.assets.dir.join("install.sh")).unwrap()
+    );
+    assert_eq!(
+        debugfs_stat(&part, kiln_nocloud::K3S_INSTALL_SCRIPT).unwrap(),
+        (0o755, 0, 0, "regular".into())
+    );
+    assert_eq!(
+        debugfs_stat(&part, "/etc/rancher/k3s/registries.yaml").unwrap(),
+        (0o600, 0, 0, "regular".into())
+    );
+    assert_eq!(
+        debugfs_stat(&part, "/home/ubuntu/notes.txt").unwrap(),
+        (0o640, 1000, 1000, "regular".into())
+    );
+    assert_eq!(
+        debugfs_stat(&part, "/var/lib/rancher/k3s/server/manifests").unwrap(),
+        (0o700, 0, 0, "directory".into())
+    );
+    assert_eq!(
+        debugfs_cat(&part, "/etc/modules-load.d/k3s.conf"),
+        b"overlay\nbr_netfilter\n"
+    );
+    assert_eq!(
+        debugfs_cat(&part, "/etc/sysctl.d/90-k3s.conf"),
+        b"net.bridge.bridge-nf-call-iptables = 1\nnet.ipv4.ip_forward = 1\n"
+    );
+    assert_eq!(
+        debugfs_cat(&part, "/etc/cloud/cloud.cfg.d/90-kiln-datasource.cfg"),
+        b"datasource_list: [NoCloud, None]\n"
+    );
+    let (wants, _) = debugfs(
+        &part,
+        "stat /etc/systemd/system/multi-user.target.wants/iscsid.service",
+    );
+    assert!(
+        wants.contains("Fast link dest: \"/usr/lib/systemd/system/iscsid.service\""),
+        "{wants}"
+    );
+
+    // No wall-clock time on anything kiln touched: every changed inode carries SOURCE_DATE_EPOCH.
+    let (st, _) = debugfs(&part, "stat /usr/local/bin/k3s");
+    assert!(st.contains("ctime: 0x6955b900"), "{st}"); // 1767225600
+    let (st, _) = debugfs(&part, "stat /var/lib/cloud");
+    assert!(st.contains("mtime: 0x6955b900"), "{st}");
+
+    // The manifest lists every scrubbed and injected path, with hashes that match the image.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&built.manifest_path).unwrap()).unwrap();
+    let scrubbed: Vec<&str> = m["scrub"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["changed"].as_array().unwrap())
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    for p in fixtures::DIRTY {
+        let covered = scrubbed
+            .iter()
+            .any(|s| p == s || p.starts_with(&format!("{s}/")));
+        assert!(covered, "{p} not in the manifest's scrub records");
+    }
+    let injected = m["injected"].as_array().unwrap();
+    let k3s_entry = injected
+        .iter()
+        .find(|e| e["path"] == "/usr/local/bin/k3s")
+        .unwrap();
+    assert_eq!(k3s_entry["mode"], "0755");
+    assert_eq!(
+        k3s_entry["sha256"].as_str().unwrap(),
+        fixtures::sha256_of(&env.assets.dir.join("k3s")).unwrap()
+    );
+    assert_eq!(
+        m["output"]["sha256"].as_str().unwrap(),
+        fixtures::sha256_of(&built.image).unwrap()
+    );
+    assert_eq!(m["base"]["sha256"].as_str().unwrap(), env.base.sha256);
+    let text = std::fs::read_to_string(&built.manifest_path).unwrap();
+    assert!(!text.contains("hunter2"), "manifest leaks file content");
+    // Inputs untouched.
+    assert_eq!(
+        fixtures::sha256_of(&env.base.path).unwrap(),
+        env.base.sha256
+    );
+}
+
+#[test]
+fn two_builds_are_identical() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let a = build_file(&recipe, &opts(&env.root.join("a"))).unwrap();
+    let b = build_file(&recipe, &opts(&env.root.join("deeper/b"))).unwrap();
+    assert_eq!(
+        fixtures::sha256_of(&a.image).unwrap(),
+        fixtures::sha256_of(&b.image).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&a.manifest_path).unwrap(),
+        std::fs::read(&b.manifest_path).unwrap()
+    );
+}
+
+#[test]
+fn overlay_output_is_a_clean_overlay_of_the_base() {
+    let env = env();
+    let recipe = env.root.join("in/recipe.yaml");
+    let text = fixtures::recipe_yaml("golden", &env.base, &env.assets, "")
+        .replace("kind: qcow2", "kind: overlay")
+        .replace(&env.base.path.display().to_string(), "base.qcow2");
+    std::fs::write(&recipe, text).unwrap();
+    let built = build_file(&recipe, &opts(&env.root.join("in"))).unwrap();
+    run(Command::new("qemu-img").arg("check").arg(&built.image));
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&built.image));
+    assert!(
+        info.contains("\"backing-filename\": \"base.qcow2\""),
+        "{info}"
+    );
+    assert_eq!(built.manifest.output.backing.as_deref(), Some("base.qcow2"));
+    let work = env.root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let part = root_partition(&built.image, &work);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
+    assert_eq!(
+        debugfs_cat(&part, "/usr/local/bin/k3s"),
+        std::fs::read(env.assets.dir.join("k3s")).unwrap()
+    );
+}
+
+fn assert_no_output(dir: &Path) {
+    let left: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(left.is_empty(), "output left behind: {left:?}");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_with_nothing_left() {
+    let env = env();
+    let out = env.root.join("out");
+
+    // Wrong base pin.
+    let wrong = "0".repeat(64);
+    let p = env.root.join("wrong-base.yaml");
+    std::fs::write(
+        &p,
+        fixtures::recipe_yaml("golden", &env.base, &env.assets, "")
+            .replace(&env.base.sha256, &wrong),
+    )
+    .unwrap();
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(e.is_input());
+    assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&wrong), "{e}");
+    assert_no_output(&out);
+
+    // Tampered asset (after the sums file was written).
+    let k3s = env.assets.dir.join("k3s");
+    let orig = std::fs::read(&k3s).unwrap();
+    std::fs::write(&k3s, b"#!/bin/sh\necho evil\n").unwrap();
+    let p = write_recipe(&env, "r.yaml", "");
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(e.is_input() && e.to_string().contains("k3s"), "{e}");
+    assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    assert_no_output(&out);
+
+    // Missing asset.
+    std::fs::remove_file(&k3s).unwrap();
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(matches!(e, Error::AssetMissing { .. }), "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
+    assert_no_output(&out);
+    std::fs::write(&k3s, orig).unwrap();
+
+    // Unknown scrub op, bad values: all reported at once.
+    let p = write_recipe(
+        &env,
+        "r2.yaml",
+        "scrub:\n  disable: [no-such-op]\nprerequisites:\n  - file: { path: relative/x, content: x }\n",
+    );
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+    assert!(msg.contains("unknown scrub op \"no-such-op\""), "{msg}");
+    assert!(msg.contains("must be absolute"), "{msg}");
+    assert_no_output(&out);
+
+    // Unknown recipe key.
+    let p = write_recipe(&env, "r3.yaml", "colour: blue\n");
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(matches!(e, Error::ParseRecipe { .. }), "{e}");
+    assert!(e.to_string().contains("colour"), "{e}");
+    assert_no_output(&out);
+
+    // A systemd unit that does not exist in the image: fails mid-build, nothing left.
+    let p = write_recipe(
+        &env,
+        "r4.yaml",
+        "prerequisites:\n  - systemd_enable: { unit: nope.service }\n",
+    );
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(matches!(e, Error::Prereq { .. }), "{e}");
+    assert_no_output(&out);
+    assert_eq!(
+        fixtures::sha256_of(&env.base.path).unwrap(),
+        env.base.sha256
+    );
+}
+
+#[test]
+fn fixture_is_deterministic_and_ubuntu_shaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = BaseSpec::small();
+    let a = fixtures::make_base(&tmp.path().join("a"), "base.qcow2", &spec).unwrap();
+    let b = fixtures::make_base(&tmp.path().join("b"), "base.qcow2", &spec).unwrap();
+    assert_eq!(a.sha256, b.sha256);
+    let raw = tmp.path().join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&a.path)
+        .arg(&raw));
+    let table = run(Command::new("sgdisk").arg("-p").arg(&raw));
+    for (n, code) in [(1, "8300"), (14, "EF02"), (15, "EF00"), (16, "EA00")] {
+        assert!(
+            table.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&n.to_string().as_str()) && w.contains(&code)
+            }),
+            "partition {n} ({code}) missing:\n{table}"
+        );
+    }
+    let blkid = run(Command::new("blkid")
+        .arg("-p")
+        .arg("-o")
+        .arg("export")
+        .arg("--offset")
+        .arg((10240u64 * 512).to_string())
+        .arg(&raw));
+    assert!(
+        blkid.contains("LABEL=UEFI") && blkid.contains("TYPE=vfat"),
+        "{blkid}"
+    );
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&a.path));
+    assert!(info.contains("\"compression-type\": \"zlib\""), "{info}");
+}
