@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::exit::CmdResult;
 
 mod args;
+mod build;
 mod cat;
 mod convert;
 mod guest;
@@ -13,6 +14,7 @@ mod inspect;
 mod ls;
 mod overlay;
 mod progress;
+mod scrub;
 mod seed;
 
 /// Offline, reproducible golden VM images and per-node cloud-init seeds for k3s clusters.
@@ -37,6 +39,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Write a cloud-init NoCloud seed (ISO, vfat or directory) for every node of a cluster spec.
     Seed(seed::SeedArgs),
+    /// Build a golden image (base + scrub + k3s + prerequisites) and its manifest from a recipe.
+    Build(build::BuildArgs),
+    /// Show the scrub-op catalog (`--list`).
+    Scrub(scrub::ScrubArgs),
 }
 
 pub fn run(cli: Cli) -> CmdResult {
@@ -47,5 +53,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Overlay(args) => overlay::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Seed(args) => seed::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Scrub(args) => scrub::run(args),
     }
 }

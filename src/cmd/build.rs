@@ -1,0 +1,84 @@
+//! `kiln build RECIPE [-o DIR] [--json]`: the golden image — base + scrub + k3s + prerequisites —
+//! as `<name>.qcow2` and `<name>.manifest.json` in DIR, reproducibly, without a VM.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_golden::pipeline::{STEPS, StepEvent};
+use kiln_golden::{BuildOptions, build_file};
+
+use crate::exit::{CmdResult, Failure};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe (YAML): base image + sha256 pin, arch, output, scrub ops, k3s, prerequisites.
+    recipe: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(short, long, default_value = ".")]
+    out: PathBuf,
+    /// Print a JSON report (steps with what they changed and their durations, output hashes).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: BuildArgs) -> CmdResult {
+    let bar = ProgressBar::with_draw_target(
+        Some(STEPS.len() as u64),
+        if args.quiet || args.json {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("build [{bar:20}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let show = !args.quiet && !args.json;
+    let progress = |ev: StepEvent<'_>| match ev {
+        StepEvent::Start(name) => bar.set_message(name),
+        StepEvent::Done(r) => {
+            bar.inc(1);
+            if show {
+                bar.println(format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary));
+            }
+        }
+    };
+    let opts = BuildOptions {
+        out_dir: args.out.clone(),
+        progress: Some(&progress),
+    };
+    let out = match build_file(&args.recipe, &opts) {
+        Ok(o) => o,
+        Err(e) if e.is_input() => return Err(Failure::input(e)),
+        Err(e) => return Err(e.into()),
+    };
+    bar.finish_and_clear();
+    let total: u64 = out.steps.iter().map(|s| s.millis).sum();
+    if args.json {
+        let report = serde_json::json!({
+            "image": out.image,
+            "manifest": out.manifest_path,
+            "sha256": out.manifest.output.sha256,
+            "size": out.manifest.output.size,
+            "virtual_size": out.manifest.output.virtual_size,
+            "millis": total,
+            "steps": out.steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "built {} (sha256 {}) and {} in {:.2} s",
+            out.image.display(),
+            out.manifest.output.sha256,
+            out.manifest_path.display(),
+            total as f64 / 1000.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! `kiln build` and `kiln scrub --list` end to end on a generated Ubuntu-like base (GPT, zlib qcow2,
+//! booted-once root fs) and stand-in k3s assets; oracles: qemu-img check, e2fsck -fn, debugfs.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_golden::fixtures::{self, BaseFixture, BaseSpec, K3sAssets};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    base: BaseFixture,
+    assets: K3sAssets,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let base = fixtures::make_base(&root.join("in"), "base.qcow2", &BaseSpec::small()).unwrap();
+    let assets =
+        fixtures::make_k3s_assets(&root.join("in/k3s"), "v1.34.3+k3s1", "amd64", 64 << 10).unwrap();
+    Env {
+        _tmp: tmp,
+        root,
+        base,
+        assets,
+    }
+}
+
+fn recipe(env: &Env, name: &str, text: String) -> String {
+    let p = env.root.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn default_recipe(env: &Env) -> String {
+    recipe(
+        env,
+        "recipe.yaml",
+        fixtures::recipe_yaml(
+            "node",
+            &env.base,
+            &env.assets,
+            "prerequisites:\n  - modules_load: { name: k3s, modules: [overlay, br_netfilter] }\n",
+        ),
+    )
+}
+
+fn root_partition(image: &Path, work: &Path) -> PathBuf {
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw));
+    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&raw));
+    let field = |k: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (first, last) = (field("First sector:"), field("Last sector:"));
+    let part = work.join("root.ext4");
+    run(Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=512", "conv=sparse", "status=none"])
+        .arg(format!("skip={first}"))
+        .arg(format!("count={}", last - first + 1)));
+    part
+}
+
+fn sha256(p: &Path) -> String {
+    fixtures::sha256_of(p).unwrap()
+}
+
+#[test]
+fn build_json_then_oracles() {
+    let env = env();
+    let r = default_recipe(&env);
+    let out_dir = env.root.join("out");
+    let out = kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, kiln_golden::pipeline::STEPS);
+    assert!(report["steps"][0]["millis"].is_u64());
+    let image = out_dir.join("node.qcow2");
+    assert_eq!(report["sha256"].as_str().unwrap(), sha256(&image));
+    run(Command::new("qemu-img").arg("check").arg(&image));
+
+    let part = root_partition(&image, &env.root);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
+    let cat = |p: &str| {
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {p}"))
+            .arg(&part)
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(cat("/etc/machine-id"), b"uninitialized\n");
+    assert_eq!(
+        cat("/etc/modules-load.d/k3s.conf"),
+        b"overlay\nbr_netfilter\n"
+    );
+    assert_eq!(
+        cat("/usr/local/bin/k3s"),
+        std::fs::read(env.assets.dir.join("k3s")).unwrap()
+    );
+    let stat = Command::new("debugfs")
+        .args(["-R", "stat /etc/netplan/50-cloud-init.yaml"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&stat.stderr).contains("File not found"),
+        "netplan config survived"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("node.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["output"]["sha256"], report["sha256"]);
+}
+
+#[test]
+fn rebuild_elsewhere_later_is_identical() {
+    let env = env();
+    let r = default_recipe(&env);
+    let a = env.root.join("a");
+    let b = env.root.join("x/y/b");
+    assert!(
+        kiln(&["build", &r, "-o", a.to_str().unwrap(), "-q"])
+            .status
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(
+        kiln(&["build", &r, "-o", b.to_str().unwrap(), "-q"])
+            .status
+            .success()
+    );
+    for f in ["node.qcow2", "node.manifest.json"] {
+        assert_eq!(sha256(&a.join(f)), sha256(&b.join(f)), "{f} differs");
+    }
+}
+
+#[test]
+fn bad_inputs_exit_2_and_leave_nothing() {
+    let env = env();
+    let good = fixtures::recipe_yaml("node", &env.base, &env.assets, "");
+    let out_dir = env.root.join("out");
+    let cases = [
+        (
+            "wrong-sha.yaml",
+            good.replace(&env.base.sha256, &"a".repeat(64)),
+            "sha256",
+        ),
+        (
+            "unknown-key.yaml",
+            format!("{good}colour: blue\n"),
+            "colour",
+        ),
+        (
+            "unknown-op.yaml",
+            format!("{good}scrub:\n  enable: [defrag]\n"),
+            "unknown scrub op \"defrag\"",
+        ),
+        (
+            "missing-asset.yaml",
+            good.replace(
+                &env.assets.dir.display().to_string(),
+                &env.root.join("nowhere").display().to_string(),
+            ),
+            "missing",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let r = recipe(&env, name, text);
+        let out = kiln(&["build", &r, "-o", out_dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{name}: left {left:?}");
+    }
+    assert_eq!(sha256(&env.base.path), env.base.sha256);
+}
+
+#[test]
+fn scrub_list_prints_the_catalog() {
+    let out = kiln(&["scrub", "--list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "machine-id",
+        "dbus-machine-id",
+        "cloud-init-state",
+        "cloud-init-network",
+        "ssh-hostkeys",
+        "udev-persistent-net",
+        "random-seed",
+        "logfiles",
+        "tmp-files",
+        "shell-history",
+        "apt-cache",
+        "dhcp-leases",
+        "hostname",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} missing from:\n{text}"
+        );
+    }
+    let out = kiln(&["scrub", "--list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), kiln_golden::CATALOG.len());
+    assert_eq!(kiln(&["scrub"]).status.code(), Some(2));
+}
