@@ -375,7 +375,11 @@ fn flatten_at_extreme_cluster_sizes() {
         let stats = flatten_to_path(&src, &out, &FlattenOptions::default(), &|_, _| {}).unwrap();
         qemu_check(&out);
         qemu_compare(&out, &top);
-        assert_same(&qemu_raw(&out, dir.path()), &expect, &format!("{cluster}: flattened guest bytes"));
+        assert_same(
+            &qemu_raw(&out, dir.path()),
+            &expect,
+            &format!("{cluster}: flattened guest bytes"),
+        );
         // With 2 MiB clusters every cluster of this small chain has been written over, so there is
         // nothing to pass through; with 512 B clusters most are untouched.
         if cluster == 512 {
@@ -391,9 +395,19 @@ fn overlay_over_a_raw_backing_file() {
     let mut model = pattern(2 * MIB + 3 * 512, 31);
     write_raw(&raw, &model);
     let ov_path = dir.path().join("ov.qcow2");
-    let ov = begin_overlay(&ov_path, &raw, Some(4 * MIB as u64), &OpenOptions::default()).unwrap();
+    let ov = begin_overlay(
+        &ov_path,
+        &raw,
+        Some(4 * MIB as u64),
+        &OpenOptions::default(),
+    )
+    .unwrap();
     model.resize(4 * MIB, 0);
-    for (off, len) in [(100usize, 70_000usize), (2 * MIB - 10, 5000), (3 * MIB, 65536)] {
+    for (off, len) in [
+        (100usize, 70_000usize),
+        (2 * MIB - 10, 5000),
+        (3 * MIB, 65536),
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i % 13) as u8 + 1).collect();
         ov.image().write_at(&data, off as u64).unwrap();
         model[off..off + len].copy_from_slice(&data);
@@ -403,5 +417,9 @@ fn overlay_over_a_raw_backing_file() {
     let info = run("qemu-img", &["info", "-U", s(&ov_path)]);
     assert!(info.contains("backing file format: raw"), "{info}");
     assert_same(&qemu_raw(&ov_path, dir.path()), &model, "overlay over raw");
-    assert_same(&kiln_read_all(&ov_path), &model, "kiln reads overlay over raw");
+    assert_same(
+        &kiln_read_all(&ov_path),
+        &model,
+        "kiln reads overlay over raw",
+    );
 }
