@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: kiln's developer tasks, one small binary (see matklad/cargo-xtask).
 
 mod bench;
+mod fixtures;
 mod util;
 
 use anyhow::{Result, bail};
@@ -9,6 +10,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
+  fixtures [--force]  generate the Ubuntu-like base image and stand-in k3s assets in target/fixtures/
   help              this text";
 
 fn main() -> Result<()> {
@@ -19,6 +21,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("fixtures") => fixtures::run(&args[1..]),
         Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
 }

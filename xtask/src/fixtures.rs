@@ -1,0 +1,72 @@
+//! `cargo xtask fixtures [--force]`: the large generated inputs, under `target/fixtures/` (never
+//! committed): an Ubuntu-24.04-like base cloud image that looks booted once
+//! (`ubuntu-24.04-base.qcow2`: GPT 1 = ext4 `cloudimg-rootfs`, 14 = BIOS boot, 15 = vfat `UEFI`,
+//! 16 = ext4 `BOOT`; 3.5 GiB virtual; zlib-compressed) and stand-in k3s release assets
+//! (`k3s/`: `k3s`, `k3s-airgap-images-amd64.tar.zst`, `install.sh`, `sha256sum-amd64.txt`).
+//!
+//! Both are deterministic, so `recipes/k3s-node-ubuntu-24.04.yaml` can pin their hashes.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use kiln_golden::fixtures::{self, BaseSpec};
+
+use crate::util::root;
+
+/// The k3s release the fixtures stand in for.
+pub const K3S_VERSION: &str = "v1.34.3+k3s1";
+/// Size of the layer data in the stand-in air-gap tarball.
+pub const AIRGAP_BYTES: usize = 200 << 20;
+pub const BASE_NAME: &str = "ubuntu-24.04-base.qcow2";
+
+pub fn dir() -> PathBuf {
+    root().join("target/fixtures")
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let force = match args {
+        [] => false,
+        [f] if f == "--force" => true,
+        other => bail!("usage: cargo xtask fixtures [--force] (got {other:?})"),
+    };
+    ensure(force)
+}
+
+/// Make the fixtures unless they are already there (or `force`).
+pub fn ensure(force: bool) -> Result<()> {
+    let dir = dir();
+    let base = dir.join(BASE_NAME);
+    let assets = dir.join("k3s");
+    if force || !base.exists() {
+        let t = Instant::now();
+        let b = fixtures::make_base(&dir, BASE_NAME, &BaseSpec::ubuntu())
+            .with_context(|| format!("making {}", base.display()))?;
+        println!(
+            "{}  sha256 {}  ({:.1} s)",
+            b.path.display(),
+            b.sha256,
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "{} exists (sha256 {})",
+            base.display(),
+            fixtures::sha256_of(&base)?
+        );
+    }
+    if force || !assets.join("sha256sum-amd64.txt").exists() {
+        let t = Instant::now();
+        let a = fixtures::make_k3s_assets(&assets, K3S_VERSION, "amd64", AIRGAP_BYTES)
+            .with_context(|| format!("making {}", assets.display()))?;
+        println!(
+            "{}  install.sh sha256 {}  ({:.1} s)",
+            a.dir.display(),
+            a.install_sh_sha256,
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("{} exists", assets.display());
+    }
+    Ok(())
+}
