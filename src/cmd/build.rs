@@ -45,7 +45,12 @@ pub fn run(args: BuildArgs) -> CmdResult {
         StepEvent::Done(r) => {
             bar.inc(1);
             if show {
-                bar.println(format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary));
+                let line = format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary);
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
             }
         }
     };
