@@ -29,6 +29,9 @@ pub struct BaseSpec {
     pub filler: usize,
     /// All times in the image.
     pub time: i64,
+    /// Leave the root filesystem's journal needing recovery (as after a crash), which kiln must
+    /// refuse to edit.
+    pub dirty_journal: bool,
 }
 
 impl BaseSpec {
@@ -41,6 +44,7 @@ impl BaseSpec {
             many_files: 3000,
             filler: 64 << 20,
             time: 1_735_689_600,
+            dirty_journal: false,
         }
     }
 
@@ -53,6 +57,7 @@ impl BaseSpec {
             many_files: 1500,
             filler: 1 << 20,
             time: 1_735_689_600,
+            dirty_journal: false,
         }
     }
 }
@@ -459,6 +464,11 @@ fn make_base_in(work: &Path, dir: &Path, name: &str, spec: &BaseSpec) -> io::Res
         &tree,
         spec.time,
     )?;
+    if spec.dirty_journal {
+        run(Command::new("debugfs")
+            .args(["-w", "-R", "feature needs_recovery"])
+            .arg(&root_img))?;
+    }
     let boot_img = work.join("boot.ext4");
     mkfs_ext4(
         &boot_img,

@@ -239,7 +239,7 @@ impl Writer<'_, '_> {
             Err(kiln_ext4::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(Error::Inject {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -255,7 +255,7 @@ impl Writer<'_, '_> {
                 .create_dir_all(path, NewDir::default())
                 .map_err(|source| Error::Inject {
                     path: path.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
             self.out.push(Injected {
                 path: path.to_owned(),
@@ -290,7 +290,7 @@ impl Writer<'_, '_> {
             .write_file(path, &mut h, attrs)
             .map_err(|source| Error::Inject {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         // write_file keeps an existing file's inode; make mode/owner exactly what was asked.
         self.fs
@@ -298,7 +298,7 @@ impl Writer<'_, '_> {
             .and_then(|()| self.fs.set_owner(path, attrs.uid, attrs.gid, false))
             .map_err(|source| Error::Inject {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let sha = hex(&h.hash.finalize());
         self.out.push(Injected {
@@ -327,16 +327,16 @@ impl Writer<'_, '_> {
         self.mkdir_p(parent(path), from)?;
         let e = |source| Error::Inject {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         };
         if let Some(m) = self.exists(path)? {
             if m.kind == FileKind::Dir {
                 return Err(Error::Inject {
                     path: path.to_owned(),
-                    source: kiln_ext4::Error::IsADirectory {
+                    source: Box::new(kiln_ext4::Error::IsADirectory {
                         op: kiln_ext4::Op::Symlink,
                         path: path.to_owned(),
-                    },
+                    }),
                 });
             }
             self.fs.remove_file(path).map_err(e)?;
@@ -453,7 +453,7 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
                 w.mkdir_p(&d.path, &from)?;
                 let e = |source| Error::Inject {
                     path: d.path.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 w.fs.set_permissions(&d.path, d.mode.0).map_err(e)?;
                 w.fs.set_owner(&d.path, d.owner.uid, d.owner.gid, false)

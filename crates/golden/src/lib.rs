@@ -49,12 +49,12 @@ pub enum Error {
     Ext4 {
         op: &'static str,
         image: PathBuf,
-        source: kiln_ext4::Error,
+        source: Box<kiln_ext4::Error>,
     },
     #[error("injecting {path}")]
     Inject {
         path: String,
-        source: kiln_ext4::Error,
+        source: Box<kiln_ext4::Error>,
     },
     #[error("{0}")]
     Invalid(Problems),
@@ -69,7 +69,7 @@ pub enum Error {
     #[error("finding the root filesystem of {image}")]
     Partition {
         image: PathBuf,
-        source: kiln_partition::Error,
+        source: Box<kiln_partition::Error>,
     },
     #[error("prerequisites[{index}] ({path}): {message}")]
     Prereq {
@@ -81,7 +81,7 @@ pub enum Error {
     Qcow2 {
         op: &'static str,
         image: PathBuf,
-        source: kiln_qcow2::Error,
+        source: Box<kiln_qcow2::Error>,
     },
     #[error("reading {what} {path}")]
     ReadInput {
@@ -93,7 +93,7 @@ pub enum Error {
     Scrub {
         op: &'static str,
         path: String,
-        source: kiln_ext4::Error,
+        source: Box<kiln_ext4::Error>,
     },
     #[error("{path} line {line}: {reason}")]
     SumsFile {
@@ -116,7 +116,7 @@ impl Error {
             | Error::Prereq { .. }
             | Error::ReadInput { .. }
             | Error::SumsFile { .. } => true,
-            Error::Ext4 { source, .. } => matches!(source, kiln_ext4::Error::Refused { .. }),
+            Error::Ext4 { source, .. } => matches!(**source, kiln_ext4::Error::Refused { .. }),
             Error::Qcow2 { op, .. } => *op == "open base image",
             Error::Inject { .. } | Error::Output { .. } | Error::Scrub { .. } => false,
         }

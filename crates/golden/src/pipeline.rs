@@ -134,7 +134,11 @@ pub fn build_file(path: &Path, opts: &BuildOptions<'_>) -> Result<BuildOutput, E
 
 fn qerr(op: &'static str, image: &Path) -> impl FnOnce(kiln_qcow2::Error) -> Error {
     let image = image.to_owned();
-    move |source| Error::Qcow2 { op, image, source }
+    move |source| Error::Qcow2 {
+        op,
+        image,
+        source: Box::new(source),
+    }
 }
 
 fn out_err(op: &'static str, path: &Path) -> impl FnOnce(kiln_blockdev::Error) -> Error {
@@ -245,7 +249,7 @@ pub fn build(
         let part = steps.run("find-rootfs", || {
             let perr = |source| Error::Partition {
                 image: base_path.clone(),
-                source,
+                source: Box::new(source),
             };
             let table = kiln_partition::scan(&image, "base").map_err(perr)?;
             let part = table.root().map_err(perr)?.clone();
@@ -260,7 +264,7 @@ pub fn build(
         let win =
             kiln_partition::window(&image, "base", &part).map_err(|source| Error::Partition {
                 image: base_path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let mut fs = Filesystem::open(
             &win,
@@ -270,7 +274,7 @@ pub fn build(
         .map_err(|source| Error::Ext4 {
             op: "opening the root filesystem",
             image: base_path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let part_no = part.number;
         root_partition = part_no;
@@ -379,7 +383,7 @@ pub fn build(
                         fs.set_times(p, times, false)
                             .map_err(|source| Error::Inject {
                                 path: p.clone(),
-                                source,
+                                source: Box::new(source),
                             })?;
                         changed.push(p.clone());
                     }
@@ -387,7 +391,7 @@ pub fn build(
                     Err(source) => {
                         return Err(Error::Inject {
                             path: p.clone(),
-                            source,
+                            source: Box::new(source),
                         });
                     }
                 }
@@ -404,7 +408,7 @@ pub fn build(
             fs.close().map_err(|source| Error::Ext4 {
                 op: "closing the root filesystem",
                 image: image_path.clone(),
-                source,
+                source: Box::new(source),
             })?;
             Ok(((), "root filesystem flushed".into(), Vec::new()))
         })?;

@@ -165,7 +165,11 @@ pub fn find(name: &str) -> Option<&'static ScrubOp> {
 
 fn err(op: &'static str, path: &str) -> impl FnOnce(kiln_ext4::Error) -> Error {
     let path = path.to_owned();
-    move |source| Error::Scrub { op, path, source }
+    move |source| Error::Scrub {
+        op,
+        path,
+        source: Box::new(source),
+    }
 }
 
 fn lstat(

@@ -477,3 +477,27 @@ fn fixture_is_deterministic_and_ubuntu_shaped() {
         .arg(&a.path));
     assert!(info.contains("\"compression-type\": \"zlib\""), "{info}");
 }
+
+#[test]
+fn dirty_journal_is_refused_with_nothing_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let spec = BaseSpec {
+        dirty_journal: true,
+        ..BaseSpec::small()
+    };
+    let base = fixtures::make_base(&root.join("in"), "base.qcow2", &spec).unwrap();
+    let assets = fixtures::make_k3s_assets(&root.join("in/k3s"), VERSION, "amd64", 4096).unwrap();
+    let p = root.join("r.yaml");
+    std::fs::write(&p, fixtures::recipe_yaml("golden", &base, &assets, "")).unwrap();
+    let out = root.join("out");
+    let e = build_file(&p, &opts(&out)).unwrap_err();
+    assert!(e.is_input(), "{e}");
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        chain.contains("recovery") || chain.contains("journal"),
+        "{chain}"
+    );
+    assert_no_output(&out);
+    assert_eq!(fixtures::sha256_of(&base.path).unwrap(), base.sha256);
+}
