@@ -256,3 +256,93 @@ fn scrub_list_prints_the_catalog() {
     assert_eq!(v.as_array().unwrap().len(), kiln_golden::CATALOG.len());
     assert_eq!(kiln(&["scrub"]).status.code(), Some(2));
 }
+
+/// The committed recipe builds from freshly generated full-size fixtures (so its pins are right and
+/// the fixtures are reproducible), the result passes the oracles, and a build killed midway leaves
+/// nothing under the final names.
+#[test]
+fn committed_recipe_builds_from_fresh_full_size_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fx = root.join("target/fixtures");
+    fixtures::make_base(&fx, "ubuntu-24.04-base.qcow2", &BaseSpec::ubuntu()).unwrap();
+    fixtures::make_k3s_assets(&fx.join("k3s"), "v1.34.3+k3s1", "amd64", 8 << 20).unwrap();
+    std::fs::create_dir_all(root.join("recipes")).unwrap();
+    let recipe = root.join("recipes/k3s-node-ubuntu-24.04.yaml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/k3s-node-ubuntu-24.04.yaml"),
+        &recipe,
+    )
+    .unwrap();
+    let out_dir = root.join("out");
+    let out = kiln(&[
+        "build",
+        recipe.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "the committed recipe's pins do not match freshly generated fixtures: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = out_dir.join("k3s-node-ubuntu-24.04.qcow2");
+    run(Command::new("qemu-img").arg("check").arg(&image));
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&image));
+    assert!(info.contains("\"virtual-size\": 3758096384"), "{info}");
+    let part = root_partition(&image, root);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
+    let features = run(Command::new("dumpe2fs").arg("-h").arg(&part));
+    for f in [
+        "has_journal",
+        "extent",
+        "huge_file",
+        "flex_bg",
+        "metadata_csum",
+        "64bit",
+        "dir_nlink",
+        "extra_isize",
+        "dir_index",
+    ] {
+        assert!(features.contains(f), "{f} missing:\n{features}");
+    }
+    std::fs::remove_file(&part).unwrap();
+
+    // Kill a build midway: as soon as its temporary output exists, SIGKILL it.
+    let killed = root.join("killed");
+    std::fs::create_dir_all(&killed).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            recipe.to_str().unwrap(),
+            "-o",
+            killed.to_str().unwrap(),
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    let tmp_name = killed.join(".k3s-node-ubuntu-24.04.qcow2.kiln-tmp");
+    let t0 = std::time::Instant::now();
+    while !tmp_name.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its temporary output was seen"
+        );
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "no temporary output after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for f in [
+        "k3s-node-ubuntu-24.04.qcow2",
+        "k3s-node-ubuntu-24.04.manifest.json",
+    ] {
+        assert!(!killed.join(f).exists(), "{f} exists after a killed build");
+    }
+}
