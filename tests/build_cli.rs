@@ -346,3 +346,53 @@ fn committed_recipe_builds_from_fresh_full_size_fixtures() {
         assert!(!killed.join(f).exists(), "{f} exists after a killed build");
     }
 }
+
+#[test]
+fn verify_passes_then_catches_a_forged_manifest() {
+    let env = env();
+    let r = default_recipe(&env);
+    let out_dir = env.root.join("out");
+    assert!(
+        kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "-q"])
+            .status
+            .success()
+    );
+    let image = out_dir.join("node.qcow2");
+    let ok = kiln(&["verify", image.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("verified"));
+
+    let manifest = std::fs::read_to_string(out_dir.join("node.manifest.json")).unwrap();
+    let forged = out_dir.join("forged.json");
+    std::fs::write(
+        &forged,
+        manifest.replace(
+            "\"path\": \"/etc/modules-load.d/k3s.conf\"",
+            "\"path\": \"/etc/modules-load.d/gone.conf\"",
+        ),
+    )
+    .unwrap();
+    let bad = kiln(&[
+        "verify",
+        image.to_str().unwrap(),
+        "--manifest",
+        forged.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.contains("MISMATCH injected /etc/modules-load.d/gone.conf"),
+        "{text}"
+    );
+    let missing = kiln(&[
+        "verify",
+        image.to_str().unwrap(),
+        "--manifest",
+        "/nonexistent.json",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+}

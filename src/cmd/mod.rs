@@ -16,6 +16,7 @@ mod overlay;
 mod progress;
 mod scrub;
 mod seed;
+mod verify;
 
 /// Offline, reproducible golden VM images and per-node cloud-init seeds for k3s clusters.
 #[derive(Debug, Parser)]
@@ -43,6 +44,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Show the scrub-op catalog (`--list`).
     Scrub(scrub::ScrubArgs),
+    /// Check a built image against its manifest (injected files, scrubbed paths, image sha256).
+    Verify(verify::VerifyArgs),
 }
 
 pub fn run(cli: Cli) -> CmdResult {
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Seed(args) => seed::run(args),
         Command::Build(args) => build::run(args),
         Command::Scrub(args) => scrub::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }

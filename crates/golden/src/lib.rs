@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod recipe;
 pub mod scrub;
+pub mod verify;
 
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
@@ -26,6 +27,7 @@ pub use manifest::Manifest;
 pub use pipeline::{BuildOptions, BuildOutput, StepReport, build, build_file};
 pub use recipe::{MachineIdMode, Problems, Recipe};
 pub use scrub::{CATALOG, ScrubOp};
+pub use verify::{VerifyReport, verify};
 
 /// Everything a build can fail with; each variant names the operation and the path.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,7 @@ impl Error {
             | Error::ReadInput { .. }
             | Error::SumsFile { .. } => true,
             Error::Ext4 { source, .. } => matches!(**source, kiln_ext4::Error::Refused { .. }),
-            Error::Qcow2 { op, .. } => *op == "open base image",
+            Error::Qcow2 { op, .. } => *op == "open base image" || *op == "opening image",
             Error::Inject { .. } | Error::Output { .. } | Error::Scrub { .. } => false,
         }
     }

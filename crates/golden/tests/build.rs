@@ -501,3 +501,68 @@ fn dirty_journal_is_refused_with_nothing_left() {
     assert_no_output(&out);
     assert_eq!(fixtures::sha256_of(&base.path).unwrap(), base.sha256);
 }
+
+#[test]
+fn verify_accepts_the_build_and_catches_tampering() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let out_dir = env.root.join("out");
+    let built = build_file(&recipe, &opts(&out_dir)).unwrap();
+    let rep = kiln_golden::verify(&built.image, &built.manifest_path).unwrap();
+    assert!(rep.ok(), "{:?}", rep.problems);
+    assert!(rep.injected >= 10 && rep.scrubbed >= 20, "{rep:?}");
+
+    // A manifest that claims another mode and content for k3s.
+    let text = std::fs::read_to_string(&built.manifest_path).unwrap();
+    let k3s_sha = fixtures::sha256_of(&env.assets.dir.join("k3s")).unwrap();
+    let forged = out_dir.join("forged.json");
+    std::fs::write(
+        &forged,
+        text.replace(&k3s_sha, &"e".repeat(64))
+            .replace("\"mode\": \"0640\"", "\"mode\": \"0644\""),
+    )
+    .unwrap();
+    let rep = kiln_golden::verify(&built.image, &forged).unwrap();
+    let all = rep.problems.join("\n");
+    assert!(all.contains("/usr/local/bin/k3s: content sha256"), "{all}");
+    assert!(all.contains("/home/ubuntu/notes.txt: mode 0640"), "{all}");
+
+    // An image edited after the build (through an overlay): its hash and the file both differ.
+    let edited = out_dir.join("edited.qcow2");
+    let img = kiln_qcow2::create_overlay(
+        &edited,
+        &built.image,
+        None,
+        &kiln_qcow2::OpenOptions::default(),
+    )
+    .unwrap();
+    {
+        let table = kiln_partition::scan(&img, "x").unwrap();
+        let part = table.root().unwrap().clone();
+        let win = kiln_partition::window(&img, "x", &part).unwrap();
+        let mut fs =
+            kiln_ext4::Filesystem::open(&win, "x", kiln_ext4::OpenOptions::read_write(1767225600))
+                .unwrap();
+        fs.write(
+            "/usr/local/bin/k3s",
+            b"#!/bin/sh\necho trojan\n",
+            kiln_ext4::NewFile {
+                perm: 0o755,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        fs.write(
+            "/var/lib/cloud/instance-id",
+            b"i-stale\n",
+            kiln_ext4::NewFile::default(),
+        )
+        .unwrap();
+        fs.close().unwrap();
+    }
+    img.close().unwrap();
+    let rep = kiln_golden::verify(&edited, &built.manifest_path).unwrap();
+    let all = rep.problems.join("\n");
+    assert!(all.contains("image sha256"), "{all}");
+    assert!(all.contains("/usr/local/bin/k3s: content sha256"), "{all}");
+}

@@ -1,0 +1,214 @@
+//! Check a built image against its manifest: the image file's sha256, every injected path (kind,
+//! content sha256 and size, mode, owner, symlink target) and every scrubbed path (removed paths
+//! absent, truncated ones empty, reset/linked ones as the op leaves them). Read-only.
+
+use std::path::{Path, PathBuf};
+
+use kiln_blockdev::BlockDev;
+use kiln_ext4::{FileKind, Filesystem};
+use kiln_qcow2::{Disk, OpenOptions};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, hex};
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    pub image_sha256: String,
+    /// Injected paths checked.
+    pub injected: usize,
+    /// Scrubbed paths checked.
+    pub scrubbed: usize,
+    /// One line per mismatch; empty = verified.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn bad_manifest(path: &Path, message: impl Into<String>) -> Error {
+    Error::ParseRecipe {
+        path: path.to_owned(),
+        message: format!("not a kiln manifest: {}", message.into()),
+    }
+}
+
+/// Verify `image` against the manifest at `manifest_path`.
+pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error> {
+    let text = std::fs::read(manifest_path).map_err(|source| Error::ReadInput {
+        what: "manifest",
+        path: manifest_path.to_owned(),
+        source,
+    })?;
+    let m: Value =
+        serde_json::from_slice(&text).map_err(|e| bad_manifest(manifest_path, e.to_string()))?;
+    if m["kiln_manifest"].as_u64() != Some(u64::from(crate::manifest::MANIFEST_VERSION)) {
+        return Err(bad_manifest(manifest_path, "unknown kiln_manifest version"));
+    }
+    let mut rep = VerifyReport::default();
+    let (sha, _) = crate::inject::sha256_file(image, "image")?;
+    if m["output"]["sha256"].as_str() != Some(sha.as_str()) {
+        rep.problems.push(format!(
+            "image sha256 is {sha}, the manifest says {}",
+            m["output"]["sha256"]
+        ));
+    }
+    rep.image_sha256 = sha;
+
+    let dir: PathBuf = image
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let disk =
+        Disk::open(image, &OpenOptions::read_only().allow_backing_dir(dir)).map_err(|source| {
+            Error::Qcow2 {
+                op: "opening image",
+                image: image.to_owned(),
+                source: Box::new(source),
+            }
+        })?;
+    if m["output"]["virtual_size"].as_u64() != Some(disk.len()) {
+        rep.problems.push(format!(
+            "virtual size is {}, the manifest says {}",
+            disk.len(),
+            m["output"]["virtual_size"]
+        ));
+    }
+    let perr = |source| Error::Partition {
+        image: image.to_owned(),
+        source: Box::new(source),
+    };
+    let table = kiln_partition::scan(&disk, "image").map_err(perr)?;
+    let part = match m["base"]["root_partition"].as_u64() {
+        Some(n) => table.get(n as u32).map_err(perr)?.clone(),
+        None => table.root().map_err(perr)?.clone(),
+    };
+    let win = kiln_partition::window(&disk, "image", &part).map_err(perr)?;
+    let fs =
+        Filesystem::open(&win, "root", kiln_ext4::OpenOptions::read_only()).map_err(|source| {
+            Error::Ext4 {
+                op: "opening the root filesystem",
+                image: image.to_owned(),
+                source: Box::new(source),
+            }
+        })?;
+
+    for e in m["injected"].as_array().into_iter().flatten() {
+        rep.injected += 1;
+        check_injected(&fs, e, &mut rep.problems);
+    }
+    let machine_id: &[u8] = if m["machine_id"] == "empty" {
+        b""
+    } else {
+        b"uninitialized\n"
+    };
+    for r in m["scrub"].as_array().into_iter().flatten() {
+        for c in r["changed"].as_array().into_iter().flatten() {
+            rep.scrubbed += 1;
+            let (Some(path), Some(action)) = (c["path"].as_str(), c["action"].as_str()) else {
+                rep.problems.push(format!("malformed scrub record {c}"));
+                continue;
+            };
+            let st = fs.lstat(path);
+            let problem = match (action, &st) {
+                ("removed", Err(kiln_ext4::Error::NotFound { .. })) => None,
+                ("removed", Ok(_)) => Some("still exists".to_owned()),
+                ("truncated", Ok(md)) if md.kind == FileKind::File && md.size == 0 => None,
+                ("truncated", Ok(md)) => Some(format!("has {} bytes", md.size)),
+                ("reset", Ok(md)) if md.kind == FileKind::File => match fs.read(path) {
+                    Ok(b) if path != "/etc/machine-id" || b == machine_id => None,
+                    Ok(_) => Some("content is not what the op writes".into()),
+                    Err(e) => Some(e.to_string()),
+                },
+                ("linked", Ok(md)) if md.kind == FileKind::Symlink => None,
+                (_, Err(e)) => Some(e.to_string()),
+                (a, Ok(md)) => Some(format!("is a {} after {a}", md.kind.as_str())),
+            };
+            if let Some(p) = problem {
+                rep.problems
+                    .push(format!("scrubbed {path} ({action}): {p}"));
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn check_injected(fs: &Filesystem<'_>, e: &Value, problems: &mut Vec<String>) {
+    let Some(path) = e["path"].as_str() else {
+        problems.push(format!("malformed injected record {e}"));
+        return;
+    };
+    let md = match fs.lstat(path) {
+        Ok(md) => md,
+        Err(err) => {
+            problems.push(format!("injected {path}: {err}"));
+            return;
+        }
+    };
+    let want_kind = match e["kind"].as_str() {
+        Some("file") => FileKind::File,
+        Some("dir") => FileKind::Dir,
+        Some("symlink") => FileKind::Symlink,
+        _ => {
+            problems.push(format!("injected {path}: unknown kind {}", e["kind"]));
+            return;
+        }
+    };
+    let mut p = |what: String| problems.push(format!("injected {path}: {what}"));
+    if md.kind != want_kind {
+        p(format!(
+            "is a {}, not a {}",
+            md.kind.as_str(),
+            want_kind.as_str()
+        ));
+        return;
+    }
+    if e["uid"].as_u64() != Some(u64::from(md.uid)) || e["gid"].as_u64() != Some(u64::from(md.gid))
+    {
+        p(format!(
+            "owner {}:{}, the manifest says {}:{}",
+            md.uid, md.gid, e["uid"], e["gid"]
+        ));
+    }
+    if let Some(mode) = e["mode"].as_str()
+        && format!("{:04o}", md.perm) != mode
+    {
+        p(format!("mode {:04o}, the manifest says {mode}", md.perm));
+    }
+    match want_kind {
+        FileKind::File => match fs.read(path) {
+            Ok(bytes) => {
+                let sha = hex(&Sha256::digest(&bytes));
+                if e["sha256"].as_str() != Some(sha.as_str()) {
+                    p(format!(
+                        "content sha256 {sha}, the manifest says {}",
+                        e["sha256"]
+                    ));
+                }
+                if e["size"].as_u64() != Some(bytes.len() as u64) {
+                    p(format!(
+                        "size {}, the manifest says {}",
+                        bytes.len(),
+                        e["size"]
+                    ));
+                }
+            }
+            Err(err) => p(err.to_string()),
+        },
+        FileKind::Symlink => match fs.read_link(path) {
+            Ok(t) if e["target"].as_str().map(str::as_bytes) == Some(t.as_slice()) => {}
+            Ok(t) => p(format!(
+                "points to {:?}, the manifest says {}",
+                String::from_utf8_lossy(&t),
+                e["target"]
+            )),
+            Err(err) => p(err.to_string()),
+        },
+        _ => {}
+    }
+}
