@@ -181,7 +181,10 @@ pub fn run(args: &[String]) -> Result<()> {
         target: 10.0,
     });
 
-    // 4. NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
+    // 4. ext4: 220 MB of new files into a filesystem inside the image.
+    rows.push(ext4_row(&dir, reps)?);
+
+    // 5. NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
     rows.push(seeds_row(&kiln, &dir, reps)?);
 
     print_table(&rows, reps);
@@ -288,7 +291,10 @@ fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
     let iso = spec_dir.join("iso");
     let k = best_of(reps, || {
         let _ = std::fs::remove_dir_all(&iso);
-        sh(Command::new(kiln).env("SOURCE_DATE_EPOCH", "1700000000").args(["seed", s(&spec), "-o", s(&iso), "--format", "iso"])).map(drop)
+        sh(Command::new(kiln)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["seed", s(&spec), "-o", s(&iso), "--format", "iso"]))
+        .map(drop)
     })?;
     let localds = spec_dir.join("localds");
     let q = best_of(1, || {
@@ -313,5 +319,121 @@ fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
         reference: q,
         reference_name: "cloud-localds per node".into(),
         target: 50.0,
+    })
+}
+
+/// 22 × 10 MB of new files into the root filesystem of a compressed GPT image: kiln through a qcow2
+/// overlay (creating and committing the overlay is timed) vs `debugfs -w` writing the same host files
+/// into a raw copy of the partition (making the copy is not timed).
+fn ext4_row(dir: &Path, reps: usize) -> Result<Row> {
+    use kiln_ext4::{Filesystem, NewDir, NewFile};
+    const FILES: usize = 22;
+    const LEN: usize = 10_000_000;
+    let work = dir.join("ext4");
+    std::fs::create_dir_all(&work)?;
+    let part = work.join("root.ext4");
+    File::create(&part)?.set_len(600 * MIB)?;
+    sh(Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-I",
+            "256",
+            "-L",
+            "cloudimg-rootfs",
+            "-O",
+        ])
+        .arg("metadata_csum,64bit,extents,flex_bg,dir_index,huge_file,dir_nlink,extra_isize")
+        .arg(&part))?;
+    let disk = work.join("disk.img");
+    File::create(&disk)?.set_len(600 * MIB + 8 * MIB)?;
+    sh(Command::new("sgdisk")
+        .args([
+            "-n",
+            "14:2048:+4M",
+            "-t",
+            "14:ef02",
+            "-n",
+            "1:10240:0",
+            "-t",
+            "1:8300",
+        ])
+        .arg(&disk))?;
+    sh(Command::new("dd")
+        .args([
+            "conv=notrunc,sparse",
+            "bs=1M",
+            "status=none",
+            "oflag=seek_bytes",
+        ])
+        .arg(format!("if={}", s(&part)))
+        .arg(format!("of={}", s(&disk)))
+        .arg(format!("seek={}", 10240 * 512)))?;
+    let base = work.join("base.qcow2");
+    sh(Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2", s(&disk), s(&base)]))?;
+    std::fs::remove_file(&disk)?;
+    let mut rng = Rng(0x1234_5678);
+    let mut sources = Vec::new();
+    for i in 0..FILES {
+        let content: Vec<u8> = (0..LEN).map(|_| rng.next() as u8).collect();
+        let p = work.join(format!("src-{i:02}.bin"));
+        std::fs::write(&p, content)?;
+        sources.push(p);
+    }
+    let script = work.join("debugfs.cmds");
+    let mut cmds = String::from("mkdir /data\n");
+    for (i, p) in sources.iter().enumerate() {
+        cmds.push_str(&format!("write {} /data/f{i:02}.bin\n", p.display()));
+    }
+    std::fs::write(&script, cmds)?;
+
+    let mut d = f64::INFINITY;
+    for _ in 0..reps {
+        let copy = work.join("copy.ext4");
+        sh(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&part)
+            .arg(&copy))?;
+        d = d.min(best_of(1, || {
+            sh(Command::new("debugfs")
+                .arg("-w")
+                .arg("-f")
+                .arg(&script)
+                .arg(&copy))
+            .map(drop)
+        })?);
+        std::fs::remove_file(&copy)?;
+    }
+    let out = work.join("node.qcow2");
+    let k = best_of(reps, || {
+        let _ = std::fs::remove_file(&out);
+        let pending = begin_overlay(&out, &base, None, &OpenOptions::default())?;
+        {
+            let table = kiln_partition::scan(pending.image(), "node")?;
+            let root = table.root()?;
+            let win = kiln_partition::window(pending.image(), "node", root)?;
+            let mut fs = Filesystem::open(
+                &win,
+                "node",
+                kiln_ext4::OpenOptions::read_write(1_700_000_000),
+            )?;
+            fs.create_dir_all("/data", NewDir::default())?;
+            for (i, src) in sources.iter().enumerate() {
+                let data = std::fs::read(src)?;
+                fs.write(&format!("/data/f{i:02}.bin"), &data, NewFile::default())?;
+            }
+            fs.close()?;
+        }
+        pending.commit()?;
+        Ok(())
+    })?;
+    Ok(Row {
+        name: "ext4: write 220 MB of new files".into(),
+        kiln: k,
+        reference: d,
+        reference_name: "debugfs -w on a raw partition copy".into(),
+        target: 1.0,
     })
 }

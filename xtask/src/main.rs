@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: kiln's developer tasks, one small binary (see matklad/cargo-xtask).
 
 mod bench;
+mod build_image;
 mod fixtures;
 mod util;
 
@@ -9,6 +10,7 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
+  build-image [RECIPE]  fixtures → golden image → 3 nodes' seeds and overlays → rebuild and compare
   bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
   fixtures [--force]  generate the Ubuntu-like base image and stand-in k3s assets in target/fixtures/
   help              this text";
@@ -20,6 +22,7 @@ fn main() -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
+        Some("build-image") => build_image::run_task(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
         Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
