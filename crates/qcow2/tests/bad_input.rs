@@ -318,23 +318,11 @@ fn mutated_images_never_panic() {
     // A deterministic mini-fuzzer over the header, L1 and L2 of a real image; the cargo-fuzz target
     // (fuzz/fuzz_targets/qcow2_open_read.rs) explores further. Every outcome must be Ok or an Err.
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("d.raw");
-    std::fs::write(&raw, pattern(1 << 20, 3)).unwrap();
-    let base = dir.path().join("base.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            "cluster_size=4096",
-            s(&raw),
-            s(&base),
-        ],
+    let base = qemu_compressed(
+        dir.path(),
+        "base.qcow2",
+        &pattern(1 << 20, 3),
+        "cluster_size=4096",
     );
     let pristine = std::fs::read(&base).unwrap();
     let mut rng = Rng(2024);

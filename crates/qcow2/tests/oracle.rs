@@ -36,25 +36,8 @@ fn kiln_read_all(path: &Path) -> Vec<u8> {
 /// A compressed base, a 2-level chain with writes and zero clusters, and an overlay larger than its base.
 fn qemu_chain(dir: &Path, cluster: usize, ty: &str) -> (std::path::PathBuf, Vec<u8>) {
     let base_len = 6 * MIB + 4096 * 3; // not a multiple of the cluster size
-    let raw = dir.join("base.raw");
-    write_raw(&raw, &pattern(base_len, cluster as u64));
-    let base = dir.join("base.qcow2");
     let opts = format!("cluster_size={cluster},compression_type={ty}");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            &opts,
-            s(&raw),
-            s(&base),
-        ],
-    );
+    qemu_compressed(dir, "base.qcow2", &pattern(base_len, cluster as u64), &opts);
     let mid = dir.join("mid.qcow2");
     let o = format!("cluster_size={cluster},compression_type={ty}");
     run(
@@ -235,23 +218,11 @@ fn passthrough_copies_stored_bytes_unchanged() {
     // Flatten a fully compressed zstd image into zstd: every cluster must be passed through, so the
     // result holds the very same compressed bytes.
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("d.raw");
-    write_raw(&raw, &pattern(4 * MIB, 5));
-    let base = dir.path().join("base.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            "compression_type=zstd",
-            s(&raw),
-            s(&base),
-        ],
+    let base = qemu_compressed(
+        dir.path(),
+        "base.qcow2",
+        &pattern(4 * MIB, 5),
+        "compression_type=zstd",
     );
     let src = Disk::open(&base, &OpenOptions::default()).unwrap();
     let out = dir.path().join("flat.qcow2");
@@ -332,22 +303,7 @@ fn overlay_writes_copy_on_write_and_close_clean() {
 #[test]
 fn same_writes_give_identical_overlays() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("b.raw");
-    write_raw(&raw, &pattern(3 * MIB, 8));
-    let base = dir.path().join("base.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            s(&raw),
-            s(&base),
-        ],
-    );
+    let base = qemu_compressed(dir.path(), "base.qcow2", &pattern(3 * MIB, 8), "");
     let mut hashes = Vec::new();
     for name in ["a.qcow2", "b.qcow2"] {
         let p = dir.path().join(name);

@@ -20,25 +20,8 @@ fn base() -> &'static (tempfile::TempDir, PathBuf, Vec<u8>) {
     static BASE: OnceLock<(tempfile::TempDir, PathBuf, Vec<u8>)> = OnceLock::new();
     BASE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let raw = dir.path().join("base.raw");
         let data = pattern(BASE_LEN, 77);
-        std::fs::write(&raw, &data).expect("write raw");
-        let base = dir.path().join("base.qcow2");
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-c",
-                "-f",
-                "raw",
-                "-O",
-                "qcow2",
-                "-o",
-                "cluster_size=4096",
-                s(&raw),
-                s(&base),
-            ],
-        );
+        let base = qemu_compressed(dir.path(), "base.qcow2", &data, "cluster_size=4096");
         (dir, base, data)
     })
 }

@@ -134,3 +134,18 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
         );
     }
 }
+
+/// Write `data` as a raw file and let `qemu-img convert -c` turn it into a compressed qcow2 named
+/// `name` in `dir`; `opts` are extra `-o` options (`""` for qemu's defaults).
+pub fn qemu_compressed(dir: &Path, name: &str, data: &[u8], opts: &str) -> PathBuf {
+    let raw = dir.join(format!("{name}.raw"));
+    std::fs::write(&raw, data).expect("write raw source");
+    let out = dir.join(name);
+    let mut args = vec!["convert", "-c", "-f", "raw", "-O", "qcow2"];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.extend([s(&raw), s(&out)]);
+    run("qemu-img", &args);
+    out
+}
