@@ -396,3 +396,42 @@ fn verify_passes_then_catches_a_forged_manifest() {
     ]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn diff_reports_what_the_build_changed() {
+    let env = env();
+    let r = default_recipe(&env);
+    let out_dir = env.root.join("out");
+    assert!(
+        kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "-q"])
+            .status
+            .success()
+    );
+    let image = out_dir.join("node.qcow2");
+    let out = kiln(&[
+        "diff",
+        env.base.path.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "+ /usr/local/bin/k3s (file)",
+        "- /etc/netplan/50-cloud-init.yaml (file)",
+        "- /etc/ssh/ssh_host_ed25519_key (file)",
+        "M /etc/machine-id (content, 33 -> 14 bytes)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let same = kiln(&[
+        "diff",
+        image.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), "[]");
+}

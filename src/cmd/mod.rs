@@ -8,6 +8,7 @@ mod args;
 mod build;
 mod cat;
 mod convert;
+mod diff;
 mod guest;
 mod image_args;
 mod inspect;
@@ -46,6 +47,8 @@ enum Command {
     Scrub(scrub::ScrubArgs),
     /// Check a built image against its manifest (injected files, scrubbed paths, image sha256).
     Verify(verify::VerifyArgs),
+    /// File-level differences between the root filesystems of two images.
+    Diff(diff::DiffArgs),
 }
 
 pub fn run(cli: Cli) -> CmdResult {
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Build(args) => build::run(args),
         Command::Scrub(args) => scrub::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Diff(args) => diff::run(args),
     }
 }

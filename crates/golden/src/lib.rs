@@ -11,6 +11,7 @@
 //! Nothing appears under the output names unless every step succeeded: the image and the manifest
 //! are written under temporary names and renamed at the very end; inputs are opened read-only.
 
+pub mod diff;
 pub mod inject;
 pub mod manifest;
 pub mod pipeline;
@@ -23,6 +24,7 @@ pub mod fixtures;
 
 use std::path::PathBuf;
 
+pub use diff::{Difference, diff};
 pub use manifest::Manifest;
 pub use pipeline::{BuildOptions, BuildOutput, StepReport, build, build_file};
 pub use recipe::{MachineIdMode, Problems, Recipe};

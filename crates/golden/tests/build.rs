@@ -566,3 +566,52 @@ fn verify_accepts_the_build_and_catches_tampering() {
     assert!(all.contains("image sha256"), "{all}");
     assert!(all.contains("/usr/local/bin/k3s: content sha256"), "{all}");
 }
+
+#[test]
+fn diff_against_the_base_matches_the_manifest() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let a = build_file(&recipe, &opts(&env.root.join("a"))).unwrap();
+    let b = build_file(&recipe, &opts(&env.root.join("b"))).unwrap();
+    assert_eq!(kiln_golden::diff(&a.image, &b.image).unwrap(), vec![]);
+
+    let d = kiln_golden::diff(&env.base.path, &a.image).unwrap();
+    let find = |p: &str| d.iter().filter(|x| x.path() == p).collect::<Vec<_>>();
+    // Every injected file is new or changed; every removed path is reported removed.
+    for i in &a.manifest.injected {
+        let hits = find(&i.path);
+        assert!(
+            hits.iter().any(|h| matches!(
+                h,
+                kiln_golden::Difference::Added { .. } | kiln_golden::Difference::Content { .. }
+            )) || i.kind == "dir",
+            "{} missing from the diff: {hits:?}",
+            i.path
+        );
+    }
+    for r in &a.manifest.scrub {
+        for c in &r.changed {
+            let hits = find(&c.path);
+            let ok = match c.action {
+                kiln_golden::scrub::Action::Removed => hits
+                    .iter()
+                    .any(|h| matches!(h, kiln_golden::Difference::Removed { .. })),
+                _ => !hits.is_empty(),
+            };
+            assert!(ok, "{} ({:?}) not in the diff: {hits:?}", c.path, c.action);
+        }
+    }
+    // Nothing outside the manifest changed except directory times of parents.
+    for x in &d {
+        let p = x.path();
+        let in_manifest = a.manifest.injected.iter().any(|i| i.path == p)
+            || a.manifest
+                .scrub
+                .iter()
+                .flat_map(|r| &r.changed)
+                .any(|c| p == c.path || p.starts_with(&format!("{}/", c.path)));
+        let dir_times = matches!(x, kiln_golden::Difference::Metadata { fields, .. }
+            if fields.iter().all(|f| f.starts_with("mtime")));
+        assert!(in_manifest || dir_times, "unexplained difference {x:?}");
+    }
+}

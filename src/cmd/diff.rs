@@ -1,0 +1,46 @@
+//! `kiln diff A B [--json]`: file-level differences between the root filesystems of two images —
+//! added, removed, changed content, changed metadata — for golden-image reproducibility checks.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use kiln_golden::Difference;
+
+use crate::exit::{CmdResult, Failure};
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first image (qcow2 chain or raw).
+    a: PathBuf,
+    /// The second image.
+    b: PathBuf,
+    /// Print the differences as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DiffArgs) -> CmdResult {
+    let diffs = match kiln_golden::diff(&args.a, &args.b) {
+        Ok(d) => d,
+        Err(e) if e.is_input() => return Err(Failure::input(e)),
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diffs)?);
+        return Ok(());
+    }
+    for d in &diffs {
+        match d {
+            Difference::Added { path, kind } => println!("+ {path} ({kind})"),
+            Difference::Removed { path, kind } => println!("- {path} ({kind})"),
+            Difference::Content {
+                path,
+                size_a,
+                size_b,
+            } => println!("M {path} (content, {size_a} -> {size_b} bytes)"),
+            Difference::Metadata { path, fields } => println!("m {path} ({})", fields.join(", ")),
+        }
+    }
+    eprintln!("{} difference(s)", diffs.len());
+    Ok(())
+}
