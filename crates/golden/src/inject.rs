@@ -395,8 +395,30 @@ pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error>
 /// Where `datasource_list` goes.
 pub const DATASOURCE_CFG: &str = "/etc/cloud/cloud.cfg.d/90-kiln-datasource.cfg";
 
+/// Where `.deb` prerequisites are staged.
+pub const DEB_DIR: &str = "/var/lib/kiln/debs";
+/// The first-boot oneshot that installs them.
+pub const DEB_UNIT: &str = "kiln-install-debs.service";
+
+const DEB_UNIT_TEXT: &str = "\
+[Unit]
+Description=Install the .deb packages kiln staged in the golden image (offline, first boot)
+After=local-fs.target
+Before=cloud-final.service k3s.service k3s-agent.service
+ConditionPathExistsGlob=/var/lib/kiln/debs/*.deb
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'dpkg -i /var/lib/kiln/debs/*.deb && rm -f /var/lib/kiln/debs/*.deb'
+
+[Install]
+WantedBy=multi-user.target
+";
+
 /// Apply the recipe's prerequisites in order.
 pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<(), Error> {
+    let mut debs = None;
     for (i, p) in recipe.prerequisites.iter().enumerate() {
         let from = format!("prerequisites[{i}]");
         let conf = |perm: u16| NewFile {
@@ -516,7 +538,60 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
                 let text = format!("datasource_list: [{}]\n", d.list.join(", "));
                 w.file(DATASOURCE_CFG, &mut text.as_bytes(), conf(0o644), &from)?;
             }
+            Prerequisite::Deb(d) => {
+                let host = recipe.resolve(&d.source);
+                let bytes = std::fs::read(&host).map_err(|source| Error::ReadInput {
+                    what: ".deb prerequisite",
+                    path: host.clone(),
+                    source,
+                })?;
+                let actual = hex(&Sha256::digest(&bytes));
+                if actual != d.sha256 {
+                    return Err(Error::ChecksumMismatch {
+                        op: "verifying .deb prerequisite",
+                        path: host,
+                        expected: d.sha256.clone(),
+                        actual,
+                    });
+                }
+                if !(bytes.starts_with(b"!<arch>\n") && bytes.get(8..21) == Some(b"debian-binary"))
+                {
+                    return Err(Error::Prereq {
+                        index: i,
+                        path: host.display().to_string(),
+                        message: "not a Debian package (no ar archive with debian-binary first)"
+                            .into(),
+                    });
+                }
+                let name = host
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                w.file(
+                    &format!("{DEB_DIR}/{name}"),
+                    &mut bytes.as_slice(),
+                    conf(0o644),
+                    &from,
+                )?;
+                debs.get_or_insert(from.clone());
+            }
         }
+    }
+    if let Some(from) = debs {
+        let unit = format!("/etc/systemd/system/{DEB_UNIT}");
+        w.file(
+            &unit,
+            &mut DEB_UNIT_TEXT.as_bytes(),
+            NewFile::default(),
+            &from,
+        )?;
+        w.symlink(
+            &unit,
+            &format!("/etc/systemd/system/multi-user.target.wants/{DEB_UNIT}"),
+            0,
+            0,
+            &from,
+        )?;
     }
     Ok(())
 }

@@ -163,6 +163,18 @@ pub enum Prerequisite {
     SystemdEnable(SystemdEnable),
     /// `/etc/cloud/cloud.cfg.d/90-kiln-datasource.cfg` with `datasource_list: [...]`.
     CloudInitDatasource(Datasource),
+    /// A pinned `.deb` staged in `/var/lib/kiln/debs/`, installed offline at first boot by the
+    /// `kiln-install-debs.service` oneshot (ordered before cloud-final, where k3s is installed).
+    Deb(DebEntry),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebEntry {
+    /// Host path of the package (relative to the recipe).
+    pub source: PathBuf,
+    /// Required pin.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -523,6 +535,25 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                 if !ok_suffix || !is_conf_name(n) {
                     p.push(format!("{at}.{what} {n:?} is not a systemd unit name"));
                 }
+            }
+        }
+        Prerequisite::Deb(d) => {
+            if !is_sha256(&d.sha256) {
+                p.push(format!(
+                    "{at}.sha256 {:?} is not 64 lower-case hex digits",
+                    d.sha256
+                ));
+            }
+            let name = d
+                .source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !name.ends_with(".deb") || !is_conf_name(&name.replace('+', "_").replace('~', "_")) {
+                p.push(format!(
+                    "{at}.source {:?} must name a .deb file",
+                    d.source.display()
+                ));
             }
         }
         Prerequisite::CloudInitDatasource(d) => {

@@ -615,3 +615,86 @@ fn diff_against_the_base_matches_the_manifest() {
         assert!(in_manifest || dir_times, "unexplained difference {x:?}");
     }
 }
+
+/// A minimal Debian package: an ar archive whose first member is `debian-binary`.
+fn fake_deb(name: &str) -> Vec<u8> {
+    let mut v = b"!<arch>\n".to_vec();
+    let member = |v: &mut Vec<u8>, n: &str, data: &[u8]| {
+        v.extend_from_slice(
+            format!(
+                "{n:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                0,
+                0,
+                0,
+                100644,
+                data.len()
+            )
+            .as_bytes(),
+        );
+        v.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            v.push(b'\n');
+        }
+    };
+    member(&mut v, "debian-binary", b"2.0\n");
+    member(&mut v, "control.tar.xz", name.as_bytes());
+    v
+}
+
+#[test]
+fn debs_are_staged_with_a_first_boot_unit() {
+    let env = env();
+    let debs = env.root.join("in/debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    let a = fake_deb("open-iscsi");
+    std::fs::write(debs.join("open-iscsi_2.1.9-3_amd64.deb"), &a).unwrap();
+    let sha = fixtures::sha256_of(&debs.join("open-iscsi_2.1.9-3_amd64.deb")).unwrap();
+    let extra = format!(
+        "prerequisites:\n  - deb: {{ source: {}, sha256: {sha} }}\n",
+        debs.join("open-iscsi_2.1.9-3_amd64.deb").display()
+    );
+    let recipe = write_recipe(&env, "recipe.yaml", &extra);
+    let built = build_file(&recipe, &opts(&env.root.join("out"))).unwrap();
+    let work = env.root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let part = root_partition(&built.image, &work);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
+    assert_eq!(
+        debugfs_cat(&part, "/var/lib/kiln/debs/open-iscsi_2.1.9-3_amd64.deb"),
+        a
+    );
+    let unit = String::from_utf8(debugfs_cat(
+        &part,
+        "/etc/systemd/system/kiln-install-debs.service",
+    ))
+    .unwrap();
+    assert!(unit.contains("Before=cloud-final.service"), "{unit}");
+    assert!(unit.contains("dpkg -i /var/lib/kiln/debs/*.deb"), "{unit}");
+    let (wants, _) = debugfs(
+        &part,
+        "stat /etc/systemd/system/multi-user.target.wants/kiln-install-debs.service",
+    );
+    assert!(
+        wants.contains("Fast link dest: \"/etc/systemd/system/kiln-install-debs.service\""),
+        "{wants}"
+    );
+
+    // A wrong pin and a file that is not a package fail with nothing left.
+    let out = env.root.join("out2");
+    let r = write_recipe(&env, "bad.yaml", &extra.replace(&sha, &"d".repeat(64)));
+    let e = build_file(&r, &opts(&out)).unwrap_err();
+    assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    std::fs::write(debs.join("junk.deb"), b"not a deb").unwrap();
+    let junk_sha = fixtures::sha256_of(&debs.join("junk.deb")).unwrap();
+    let r = write_recipe(
+        &env,
+        "junk.yaml",
+        &format!(
+            "prerequisites:\n  - deb: {{ source: {}, sha256: {junk_sha} }}\n",
+            debs.join("junk.deb").display()
+        ),
+    );
+    let e = build_file(&r, &opts(&out)).unwrap_err();
+    assert!(e.to_string().contains("not a Debian package"), "{e}");
+    assert_no_output(&out);
+}
