@@ -549,7 +549,7 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !name.ends_with(".deb") || !is_conf_name(&name.replace('+', "_").replace('~', "_")) {
+            if !name.ends_with(".deb") || !is_conf_name(&name.replace(['+', '~'], "_")) {
                 p.push(format!(
                     "{at}.source {:?} must name a .deb file",
                     d.source.display()
