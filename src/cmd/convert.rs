@@ -64,7 +64,10 @@ pub fn run(args: ConvertArgs) -> CmdResult {
             )));
         }
     };
-    let same = std::fs::canonicalize(&args.input).ok() == std::fs::canonicalize(&args.output).ok();
+    let same = match (std::fs::canonicalize(&args.input), std::fs::canonicalize(&args.output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
     if same {
         return Err(Failure::input(anyhow::anyhow!(
             "the output {} is the input; choose another name",

@@ -129,8 +129,9 @@ fn write_file_0600(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    f.write_all(data)?;
-    f.sync_all()
+    // Not fsynced, like every kiln output: the rename into place is what guarantees the final name
+    // only ever holds a complete seed.
+    f.write_all(data)
 }
 
 /// Build the volume image in memory (seeds are a few KiB): ISO9660 `cidata` (Joliet + Rock Ridge)
