@@ -121,8 +121,11 @@ pub fn parse_sums(text: &str, path: &Path) -> Result<BTreeMap<String, String>, E
 }
 
 /// Check the release assets in `k.assets` against `sha256sum-ARCH.txt` (and `install.sh` against
-/// the recipe's pin when the sums file does not list it). Reads every asset once.
-pub fn verify_k3s(recipe: &Recipe, k: &K3s) -> Result<K3sRelease, Error> {
+/// the recipe's pin when the sums file does not list it). With `hash_now`, every asset is read and
+/// hashed here; without, only presence and pins are checked and [`inject_k3s`] checks each hash
+/// while writing (one read instead of two; a mismatch still fails the build before any output is
+/// renamed into place).
+pub fn verify_k3s(recipe: &Recipe, k: &K3s, hash_now: bool) -> Result<K3sRelease, Error> {
     let arch = recipe.arch.as_str();
     let dir = recipe.resolve(&k.assets);
     let sums_path = dir.join(format!("sha256sum-{arch}.txt"));
@@ -174,19 +177,30 @@ pub fn verify_k3s(recipe: &Recipe, k: &K3s) -> Result<K3sRelease, Error> {
                 });
             }
         };
-        let (actual, size) = sha256_file(&host_path, "k3s asset")?;
-        if actual != expected {
-            return Err(Error::ChecksumMismatch {
-                op: "verifying k3s asset",
-                path: host_path,
-                expected,
-                actual,
-            });
-        }
+        let size = if hash_now {
+            let (actual, size) = sha256_file(&host_path, "k3s asset")?;
+            if actual != expected {
+                return Err(Error::ChecksumMismatch {
+                    op: "verifying k3s asset",
+                    path: host_path,
+                    expected,
+                    actual,
+                });
+            }
+            size
+        } else {
+            std::fs::metadata(&host_path)
+                .map_err(|source| Error::ReadInput {
+                    what: "k3s asset",
+                    path: host_path.clone(),
+                    source,
+                })?
+                .len()
+        };
         assets.push(Asset {
             name,
             host_path,
-            sha256: actual,
+            sha256: expected,
             size,
             dest,
         });
@@ -357,8 +371,8 @@ impl Writer<'_, '_> {
     }
 }
 
-/// Write the verified release into the image. Each file is hashed again as it is written and must
-/// still match its pin (an asset changed between verification and injection is an error).
+/// Write the verified release into the image. Each file is hashed as it is written and must match
+/// its pin (an asset that differs, or changed since [`verify_k3s`], is an error).
 pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error> {
     for a in &rel.assets {
         let mut f = std::fs::File::open(&a.host_path).map_err(|source| Error::ReadInput {
@@ -371,7 +385,7 @@ pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error>
         } else {
             0o755
         };
-        let (sha, _) = w.file(
+        let (sha, size) = w.file(
             &a.dest,
             &mut f,
             NewFile {
@@ -380,9 +394,9 @@ pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error>
             },
             "k3s",
         )?;
-        if sha != a.sha256 {
+        if sha != a.sha256 || size != a.size {
             return Err(Error::ChecksumMismatch {
-                op: "injecting k3s asset (changed since verification)",
+                op: "verifying k3s asset",
                 path: a.host_path.clone(),
                 expected: a.sha256.clone(),
                 actual: sha,

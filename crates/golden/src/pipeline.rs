@@ -302,7 +302,7 @@ pub fn build(
             let Some(k) = &recipe.k3s else {
                 return Ok(((), "no k3s in the recipe".into(), Vec::new()));
             };
-            let rel = inject::verify_k3s(recipe, k)?;
+            let rel = inject::verify_k3s(recipe, k, false)?;
             let before = injected.len();
             inject::inject_k3s(
                 &mut Writer {
