@@ -94,11 +94,15 @@ pub fn run(args: InspectArgs) -> CmdResult {
             "partition table: {}",
             partitions["kind"].as_str().unwrap_or("?")
         );
+        println!(
+            "  {:>3}  {:>14}  {:>10}  {:<7} {:<18} name",
+            "#", "start (bytes)", "size", "fs", "label"
+        );
         for p in parts {
             println!(
-                "  {:>3}  {:>12}  {:>10}  {:<6} {:<18} {}",
-                p["number"],
-                p["start"],
+                "  {:>3}  {:>14}  {:>10}  {:<7} {:<18} {}",
+                p["number"].as_u64().unwrap_or(0),
+                p["start"].as_u64().unwrap_or(0),
                 human_size(p["size"].as_u64().unwrap_or(0)),
                 p["fs"].as_str().unwrap_or(""),
                 p["label"].as_str().unwrap_or("-"),
