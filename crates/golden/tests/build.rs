@@ -698,3 +698,77 @@ fn debs_are_staged_with_a_first_boot_unit() {
     assert!(e.to_string().contains("not a Debian package"), "{e}");
     assert_no_output(&out);
 }
+
+/// No wall-clock time anywhere in the built root filesystem: every inode's atime, ctime, mtime and
+/// crtime is either the base's own (the fixture's fixed time) or SOURCE_DATE_EPOCH, and so are the
+/// superblock's times. Oracle: `debugfs rdump` lists the tree, one `debugfs -f` run stats it all.
+#[test]
+fn no_wall_clock_time_in_the_image() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let built = build_file(&recipe, &opts(&env.root.join("out"))).unwrap();
+    let work = env.root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let part = root_partition(&built.image, &work);
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&part));
+    let mut paths = vec!["/".to_owned()];
+    let mut stack = vec![tree.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(&tree).unwrap().display().to_string();
+            paths.push(format!("/{rel}"));
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(paths.len() > 1500, "{} paths", paths.len());
+    let cmds = work.join("cmds");
+    std::fs::write(
+        &cmds,
+        paths
+            .iter()
+            .map(|p| format!("stat \"{p}\"\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = run(Command::new("debugfs").arg("-f").arg(&cmds).arg(&part));
+    let allowed = ["0x67748580", "0x6955b900"]; // fixture time, SOURCE_DATE_EPOCH
+    let mut seen = 0;
+    for l in out.lines() {
+        let l = l.trim_start();
+        for k in ["ctime: ", "atime: ", "mtime: ", "crtime: "] {
+            if let Some(rest) = l.strip_prefix(k) {
+                seen += 1;
+                let v = &rest[..10];
+                assert!(allowed.contains(&v), "{l}");
+            }
+        }
+    }
+    assert!(
+        seen >= 4 * paths.len(),
+        "{seen} times for {} paths",
+        paths.len()
+    );
+    let sb = run(Command::new("dumpe2fs")
+        .env("TZ", "UTC")
+        .arg("-h")
+        .arg(&part));
+    for k in ["Filesystem created:", "Last write time:", "Last checked:"] {
+        let v = sb
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {sb}"))
+            .trim();
+        assert!(
+            v == "Thu Jan  1 00:00:00 2026" || v == "Wed Jan  1 00:00:00 2025",
+            "{k} {v}"
+        );
+    }
+}
