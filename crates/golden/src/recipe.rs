@@ -632,6 +632,94 @@ mod tests {
         assert!(!is_k3s_version("stable"));
     }
 
+    fn parse(text: &str) -> Result<Recipe, Error> {
+        Recipe::from_yaml(text.as_bytes(), Path::new("r.yaml"))
+    }
+
+    const HEAD: &str = "name: n\nbase: { path: b.qcow2, sha256: 0000000000000000000000000000000000000000000000000000000000000000 }\narch: amd64\nsource_date_epoch: 1\n";
+
+    #[test]
+    fn every_prerequisite_kind_parses_and_defaults_apply() {
+        let r = parse(&format!(
+            "{HEAD}prerequisites:\n  - file: {{ path: /a, content: x }}\n  - file: {{ path: /b, source: f, sha256: {z}, mode: \"0600\", owner: \"1:2\" }}\n  - directory: {{ path: /d }}\n  - symlink: {{ path: /s, target: /a }}\n  - modules_load: {{ name: k, modules: [overlay] }}\n  - sysctl: {{ name: s, settings: {{ a.b: \"1\" }} }}\n  - systemd_enable: {{ unit: x.service }}\n  - cloud_init_datasource: {{ list: [NoCloud, None] }}\n  - deb: {{ source: p.deb, sha256: {z} }}\n",
+            z = "0".repeat(64)
+        ))
+        .unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.prerequisites.len(), 9);
+        assert_eq!(r.output, Output::default());
+        assert_eq!(r.output.kind, OutputKind::Qcow2);
+        assert_eq!(r.machine_id, MachineIdMode::Uninitialized);
+        let Prerequisite::File(f) = &r.prerequisites[0] else {
+            panic!()
+        };
+        assert_eq!((f.mode, f.owner), (Mode(0o644), Owner { uid: 0, gid: 0 }));
+        let Prerequisite::File(f) = &r.prerequisites[1] else {
+            panic!()
+        };
+        assert_eq!((f.mode, f.owner), (Mode(0o600), Owner { uid: 1, gid: 2 }));
+        let Prerequisite::SystemdEnable(u) = &r.prerequisites[6] else {
+            panic!()
+        };
+        assert_eq!(u.wanted_by, "multi-user.target");
+        assert_eq!(r.scrub_ops().len(), crate::scrub::CATALOG.len());
+    }
+
+    #[test]
+    fn shape_errors_are_clear() {
+        let msg = |t: String| parse(&t).unwrap_err().to_string();
+        assert!(msg(format!("{HEAD}colour: x\n")).contains("colour"));
+        let m = msg(format!(
+            "{HEAD}prerequisites:\n  - file: {{ path: /a, content: x, mode: 0644 }}\n"
+        ));
+        assert!(m.contains("quoted octal"), "{m}");
+        let m = msg(format!(
+            "{HEAD}prerequisites:\n  - file: {{ path: /a, content: x, owner: root }}\n"
+        ));
+        assert!(m.contains("uid:gid"), "{m}");
+        let m = msg(format!(
+            "{HEAD}prerequisites:\n  - tarball: {{ path: /a }}\n"
+        ));
+        assert!(m.contains("tarball"), "{m}");
+        assert!(msg(HEAD.replace("amd64", "riscv64")).contains("riscv64"));
+        assert!(msg(format!("{HEAD}machine_id: random\n")).contains("random"));
+    }
+
+    #[test]
+    fn value_problems_are_all_reported() {
+        let r = parse(&format!(
+            "{}scrub: {{ enable: [hostname, bogus], disable: [hostname] }}\nk3s: {{ version: latest, assets: a }}\nprerequisites:\n  - file: {{ path: /a }}\n  - symlink: {{ path: /x/../y, target: z }}\n",
+            HEAD.replace("sha256: 0000", "sha256: X000")
+        ))
+        .unwrap();
+        let Err(Error::Invalid(Problems(p))) = r.validate() else {
+            panic!("expected problems")
+        };
+        let all = p.join("\n");
+        for needle in [
+            "base.sha256",
+            "unknown scrub op \"bogus\"",
+            "both enabled and disabled",
+            "k3s.version \"latest\"",
+            "needs content or source",
+            "must be normalised",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert_eq!(p.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn scrub_selection() {
+        let r = parse(&format!(
+            "{HEAD}scrub: {{ disable: [hostname, logfiles] }}\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = r.scrub_ops().iter().map(|o| o.name).collect();
+        assert!(!names.contains(&"hostname") && !names.contains(&"logfiles"));
+        assert!(names.contains(&"machine-id"));
+    }
+
     #[test]
     fn guest_paths() {
         assert!(check_guest_path("/etc/x").is_ok());

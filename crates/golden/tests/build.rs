@@ -772,3 +772,39 @@ fn no_wall_clock_time_in_the_image() {
         );
     }
 }
+
+/// Scrub ops are idempotent: rebuilding from an already-scrubbed golden image changes nothing.
+#[test]
+fn scrubbing_a_golden_image_again_changes_nothing() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", "");
+    let first = build_file(&recipe, &opts(&env.root.join("first"))).unwrap();
+    let golden = BaseFixture {
+        path: first.image.clone(),
+        sha256: first.manifest.output.sha256.clone(),
+        ..env.base.clone()
+    };
+    let p = env.root.join("again.yaml");
+    std::fs::write(
+        &p,
+        fixtures::recipe_yaml("again", &golden, &env.assets, "")
+            .replace("k3s:\n", "scrub: {}\nk3s_unused:\n")
+            .split("k3s_unused:")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let second = build_file(&p, &opts(&env.root.join("second"))).unwrap();
+    let changed: Vec<_> = second
+        .manifest
+        .scrub
+        .iter()
+        .filter(|r| !r.changed.is_empty())
+        .collect();
+    assert!(changed.is_empty(), "{changed:?}");
+    assert_eq!(second.manifest.scrub.len(), kiln_golden::CATALOG.len());
+    assert_eq!(
+        kiln_golden::diff(&first.image, &second.image).unwrap(),
+        vec![]
+    );
+}
