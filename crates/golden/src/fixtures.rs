@@ -108,6 +108,29 @@ pub const DIRTY: &[&str] = &[
     "/var/lib/dhcp/dhclient.ens3.leases",
     "/var/lib/systemd/netif/leases/2",
     "/etc/hostname",
+    "/etc/NetworkManager/system-connections/cloud-init-ens3.nmconnection",
+    "/etc/NetworkManager/conf.d/99-cloud-init.conf",
+    "/etc/systemd/network/10-cloud-init-ens3.network",
+    "/etc/network/interfaces.d/50-cloud-init.cfg",
+    "/etc/udev/rules.d/70-persistent-net.rules",
+    "/var/lib/systemd/credential.secret",
+    "/var/lib/NetworkManager/internal-6c2e5a1f-ens3.lease",
+    "/var/cache/apt/archives/partial/vim_9.1_amd64.deb.FAILED",
+    "/var/log/apt/history.log",
+];
+
+/// Files next to the dirty ones that the default scrub catalog must leave alone.
+pub const KEEP: &[&str] = &[
+    "/etc/netplan/01-site.yaml",
+    "/etc/systemd/network/20-wired.network",
+    "/etc/udev/rules.d/99-site.rules",
+    "/etc/NetworkManager/system-connections/site-vpn.nmconnection",
+    "/etc/ssh/sshd_config",
+    "/home/ubuntu/.profile",
+    "/var/lib/cloud",
+    "/var/log/journal",
+    "/var/cache/apt/archives/partial",
+    "/tmp",
 ];
 
 fn run(cmd: &mut Command) -> io::Result<String> {
@@ -274,6 +297,84 @@ fn root_tree(root: &Path, spec: &BaseSpec) -> io::Result<()> {
         0o640,
     )?;
     put(root, "/var/lib/systemd/random-seed", &noise(512, 11), 0o600)?;
+    put(
+        root,
+        "/var/lib/systemd/credential.secret",
+        &noise(32, 37),
+        0o400,
+    )?;
+    put(
+        root,
+        "/etc/NetworkManager/system-connections/cloud-init-ens3.nmconnection",
+        b"[connection]\nid=cloud-init ens3\ntype=ethernet\n",
+        0o600,
+    )?;
+    put(
+        root,
+        "/etc/NetworkManager/system-connections/site-vpn.nmconnection",
+        b"[connection]\nid=site-vpn\ntype=vpn\n",
+        0o600,
+    )?;
+    put(
+        root,
+        "/etc/NetworkManager/conf.d/99-cloud-init.conf",
+        b"[main]\ndns=none\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/etc/systemd/network/10-cloud-init-ens3.network",
+        b"[Match]\nName=ens3\n[Network]\nDHCP=ipv4\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/etc/systemd/network/20-wired.network",
+        b"[Match]\nName=en*\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/etc/network/interfaces.d/50-cloud-init.cfg",
+        b"auto ens3\niface ens3 inet dhcp\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/etc/netplan/01-site.yaml",
+        b"network:\n  version: 2\n",
+        0o600,
+    )?;
+    put(
+        root,
+        "/etc/udev/rules.d/70-persistent-net.rules",
+        b"SUBSYSTEM==\"net\", ATTR{address}==\"52:54:00:12:34:56\", NAME=\"ens3\"\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/etc/udev/rules.d/99-site.rules",
+        b"# site rules\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/var/lib/NetworkManager/internal-6c2e5a1f-ens3.lease",
+        b"ADDRESS=10.0.2.15\n",
+        0o644,
+    )?;
+    put(
+        root,
+        "/var/cache/apt/archives/partial/vim_9.1_amd64.deb.FAILED",
+        &noise(512, 41),
+        0o600,
+    )?;
+    put(
+        root,
+        "/var/log/apt/history.log",
+        b"Start-Date: 2025-01-01  00:00:00\n",
+        0o644,
+    )?;
     put(root, "/tmp/cloud-init-tmp.txt", b"scratch\n", 0o644)?;
     put(root, "/var/tmp/systemd-private-x/tmp/a", b"x\n", 0o600)?;
     put(
