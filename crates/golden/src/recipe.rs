@@ -357,7 +357,13 @@ impl Recipe {
         serde_saphyr::from_str(text).map_err(|e| Error::ParseRecipe {
             path: path.to_owned(),
             // The first line only: position and reason, no excerpt of the input.
-            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+            message: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned(),
         })
     }
 
