@@ -17,7 +17,7 @@ use kiln_blockdev::{BlockDev, FileDev, MemDev, Op};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::header::{CompressionType, Header, INCOMPAT_DIRTY, MAGIC};
+use crate::header::{CompressionType, Header, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY, MAGIC};
 use crate::refcount::{self, RefcountTable, Refcounts};
 
 pub(crate) const L1_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -1107,7 +1107,12 @@ impl Image {
             refcount_table_clusters: 0,
             nb_snapshots: 0,
             snapshots_offset: 0,
-            incompatible_features: 0,
+            // The in-memory header must carry what `encode` writes: `close` rewrites this field.
+            incompatible_features: if opts.compression == CompressionType::Zlib {
+                0
+            } else {
+                INCOMPAT_COMPRESSION
+            },
             compatible_features: 0,
             autoclear_features: 0,
             refcount_order: 4,

@@ -379,3 +379,32 @@ fn overlay_over_a_raw_backing_file() {
         "kiln reads overlay over raw",
     );
 }
+
+#[test]
+fn created_zstd_images_keep_their_compression_type_after_close() {
+    // A regression: `close` once rewrote the incompatible-features field without the compression-type
+    // bit, so qemu-img refused a zstd image kiln had created.
+    use kiln_blockdev::FileDev;
+    use kiln_qcow2::{CreateOptions, Image};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.qcow2");
+    let dev = FileDev::create_new(&path).unwrap();
+    let img = Image::create(
+        Box::new(dev),
+        &path,
+        CreateOptions {
+            size: 4 * MIB as u64,
+            cluster_bits: 16,
+            compression: CompressionType::Zstd,
+            backing: None,
+        },
+    )
+    .unwrap();
+    img.write_at(&[7u8; 100_000], 12_345).unwrap();
+    img.close().unwrap();
+    qemu_check(&path);
+    let info = run("qemu-img", &["info", "-U", s(&path)]);
+    assert!(info.contains("compression type: zstd"), "{info}");
+    let again = Image::open(&path, &OpenOptions::default()).unwrap();
+    assert_eq!(again.header().compression_type, CompressionType::Zstd);
+}
