@@ -131,7 +131,10 @@ fn bad_input_exits_2_and_leaves_nothing() {
 
     let (code, _, err) = kiln(&["convert", p(&dir.path().join("missing.qcow2")), p(&out)]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("cannot open") && err.contains("missing.qcow2"), "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("missing.qcow2"),
+        "{err}"
+    );
 
     let (code, _, err) = kiln(&["inspect", p(&dir.path().join("missing.qcow2"))]);
     assert_eq!(code, 2, "{err}");

@@ -64,7 +64,10 @@ pub fn run(args: ConvertArgs) -> CmdResult {
             )));
         }
     };
-    let same = match (std::fs::canonicalize(&args.input), std::fs::canonicalize(&args.output)) {
+    let same = match (
+        std::fs::canonicalize(&args.input),
+        std::fs::canonicalize(&args.output),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
