@@ -4,7 +4,8 @@
 //! 2. builds the golden image from RECIPE (default `recipes/k3s-node-ubuntu-24.04.yaml`);
 //! 3. for every node of `recipes/clusters/libvirt-3node.yaml`: a NoCloud seed ISO and a qcow2
 //!    overlay backed by the golden image, sized as the spec says;
-//! 4. checks every image with `qemu-img check`;
+//! 4. checks every image with `qemu-img check` and the golden image against its manifest
+//!    (`kiln verify`);
 //! 5. rebuilds everything in another directory and compares every file's sha256;
 //! 6. prints a summary.
 
@@ -96,6 +97,7 @@ fn build_all(
         .find(|p| p.extension().is_some_and(|x| x == "qcow2"))
         .context("kiln build wrote no .qcow2")?;
     run(Command::new("qemu-img").args(["check", s(&golden)]))?;
+    run(Command::new(kiln).args(["verify", s(&golden)]))?;
 
     let nodes_dir = out.join("cluster");
     let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "1700000000".into());
