@@ -142,7 +142,7 @@ pub enum Error {
     #[error("{op} {path}: {what}")]
     Unsupported { op: Op, path: String, what: String },
     /// Reading the caller's data source failed.
-    #[error("{op} {path}: reading the source failed: {source}")]
+    #[error("{op} {path}: reading the source failed")]
     Source {
         op: Op,
         path: String,
@@ -150,7 +150,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Writing to the caller's sink failed.
-    #[error("{op} {path}: writing the output failed: {source}")]
+    #[error("{op} {path}: writing the output failed")]
     Sink {
         op: Op,
         path: String,
@@ -158,7 +158,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Reading the superblock ourselves (before libext2fs) failed.
-    #[error("{device}: reading the superblock failed: {source}")]
+    #[error("{device}: reading the superblock failed")]
     Superblock {
         device: String,
         #[source]

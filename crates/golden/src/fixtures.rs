@@ -516,6 +516,36 @@ fn copy_sparse(src: &Path, dst: &std::fs::File, offset: u64) -> io::Result<()> {
 }
 
 /// sha256 of a host file.
+/// Extract the root partition (GPT entry 1) of `image` into `work/root.ext4`, locating it with
+/// `sgdisk -i 1` — an oracle independent of kiln's own partition parser — for `e2fsck`/`debugfs`.
+pub fn extract_root_partition(image: &Path, work: &Path) -> io::Result<PathBuf> {
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw))?;
+    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&raw))?;
+    let field = |k: &str| -> io::Result<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                io::Error::other(format!("sgdisk -i 1 {}: no {k:?} line", raw.display()))
+            })
+    };
+    let (first, last) = (field("First sector:")?, field("Last sector:")?);
+    let part = work.join("root.ext4");
+    run(Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=512", "conv=sparse", "status=none"])
+        .arg(format!("skip={first}"))
+        .arg(format!("count={}", last - first + 1)))?;
+    std::fs::remove_file(&raw)?;
+    Ok(part)
+}
+
 pub fn sha256_of(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();

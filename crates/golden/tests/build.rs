@@ -74,34 +74,8 @@ fn opts(dir: &Path) -> BuildOptions<'static> {
     }
 }
 
-/// Extract the root partition (GPT 1) of `image` as a raw file.
 fn root_partition(image: &Path, work: &Path) -> PathBuf {
-    let raw = work.join("disk.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(image)
-        .arg(&raw));
-    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&raw));
-    let field = |k: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (first, last) = (field("First sector:"), field("Last sector:"));
-    let part = work.join("root.ext4");
-    run(Command::new("dd")
-        .arg(format!("if={}", raw.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=512", "conv=sparse", "status=none"])
-        .arg(format!("skip={first}"))
-        .arg(format!("count={}", last - first + 1)));
-    std::fs::remove_file(raw).unwrap();
-    part
+    fixtures::extract_root_partition(image, work).expect("extract the root partition")
 }
 
 fn debugfs(part: &Path, req: &str) -> (String, String) {

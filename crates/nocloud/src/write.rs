@@ -137,10 +137,19 @@ fn write_file_0600(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Build the volume image in memory (seeds are a few KiB): ISO9660 `cidata` (Joliet + Rock Ridge)
 /// or FAT `CIDATA`, files 0600, every date from `epoch`.
 fn volume(seed: &NodeSeed, format: SeedFormat, epoch: u64, path: &Path) -> Result<Vec<u8>, Error> {
-    let verr = |e: kiln_iso::Error| Error::Volume {
-        format: format.as_str(),
-        path: path.to_owned(),
-        message: e.to_string(),
+    let verr = |e: kiln_iso::Error| {
+        // The whole cause chain: the volume writer's errors keep their I/O cause as a source.
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        Error::Volume {
+            format: format.as_str(),
+            path: path.to_owned(),
+            message,
+        }
     };
     let mut tree = kiln_iso::Tree::new();
     for (name, data) in seed.files() {

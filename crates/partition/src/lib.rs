@@ -59,7 +59,7 @@ pub enum Error {
         reason: String,
     },
     /// gptman rejected the GPT (bad checksum on both copies, …).
-    #[error("{device}: reading the GPT failed: {source}")]
+    #[error("{device}: reading the GPT failed")]
     Gpt {
         device: String,
         #[source]
@@ -74,7 +74,7 @@ pub enum Error {
         number: u32,
         kind: u8,
     },
-    #[error("{device}: reading the MBR failed: {source}")]
+    #[error("{device}: reading the MBR failed")]
     Mbr {
         device: String,
         #[source]
@@ -115,7 +115,7 @@ pub enum Error {
         size: u64,
     },
     /// Reading the device failed.
-    #[error("{device}: reading {len} bytes at offset {offset} failed: {source}")]
+    #[error("{device}: reading {len} bytes at offset {offset} failed")]
     Read {
         device: String,
         offset: u64,
