@@ -7,6 +7,7 @@ use crate::exit::CmdResult;
 mod args;
 mod build;
 mod cat;
+mod cluster;
 mod convert;
 mod diff;
 mod guest;
@@ -41,6 +42,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Write a cloud-init NoCloud seed (ISO, vfat or directory) for every node of a cluster spec.
     Seed(seed::SeedArgs),
+    /// Every node's qcow2 overlay (backed by a golden image) and seed ISO, plus an inventory.
+    Cluster(cluster::ClusterArgs),
     /// Build a golden image (base + scrub + k3s + prerequisites) and its manifest from a recipe.
     Build(build::BuildArgs),
     /// Show the scrub-op catalog (`--list`).
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Overlay(args) => overlay::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Seed(args) => seed::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Build(args) => build::run(args),
         Command::Scrub(args) => scrub::run(args),
         Command::Verify(args) => verify::run(args),

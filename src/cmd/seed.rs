@@ -62,7 +62,7 @@ struct NodeSummary {
     sha256: String,
 }
 
-fn source_date_epoch() -> Result<u64, Failure> {
+pub(super) fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
         Ok(s) => s

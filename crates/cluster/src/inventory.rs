@@ -1,0 +1,141 @@
+//! `inventory.json`: what a cluster directory holds, for provisioners and for the next run.
+//!
+//! Every path is relative to the cluster directory; nodes are in spec order; nothing comes from the
+//! clock. The token is never part of it (only the seed's sha256 is).
+
+use serde::{Deserialize, Serialize};
+
+use kiln_nocloud::Role;
+
+/// The inventory's file name inside the cluster directory.
+pub const INVENTORY_FILE: &str = "inventory.json";
+
+/// The whole inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Format version of this file.
+    pub kiln_inventory: u32,
+    pub cluster: String,
+    pub golden: GoldenRecord,
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// The golden image every overlay is backed by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoldenRecord {
+    /// Relative to the cluster directory (the name stored in every overlay).
+    pub path: String,
+    pub sha256: String,
+    pub virtual_size: u64,
+}
+
+/// Who a node is: what a provisioner needs to attach its disk, seed and NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    pub ipv4: String,
+    pub ipv6: Option<String>,
+    /// Lowercase, colon-separated.
+    pub mac: Option<String>,
+    /// The seed's instance-id (changes whenever the node's documents do).
+    pub instance_id: String,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    pub disk: DiskRecord,
+    pub seed: SeedRecord,
+}
+
+/// A node's overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// Relative to the cluster directory.
+    pub path: String,
+    pub virtual_size: u64,
+}
+
+/// A node's seed ISO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedRecord {
+    /// Relative to the cluster directory.
+    pub path: String,
+    pub sha256: String,
+}
+
+impl Inventory {
+    pub const VERSION: u32 = 1;
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, crate::Error> {
+        let mut v =
+            serde_json::to_vec_pretty(self).map_err(|e| crate::Error::SerializeInventory {
+                message: e.to_string(),
+            })?;
+        v.push(b'\n');
+        Ok(v)
+    }
+
+    /// The golden sha256 an existing inventory records, if it can be read at all (a damaged or
+    /// foreign file records nothing, which makes existing overlays stale).
+    pub fn recorded_golden_sha256(bytes: &[u8]) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        v.get("golden")?.get("sha256")?.as_str().map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_pretty_with_newline_and_recorded_sha() {
+        let inv = Inventory {
+            kiln_inventory: Inventory::VERSION,
+            cluster: "lab".into(),
+            golden: GoldenRecord {
+                path: "../golden.qcow2".into(),
+                sha256: "ab".repeat(32),
+                virtual_size: 1 << 30,
+            },
+            nodes: vec![NodeRecord {
+                info: NodeInfo {
+                    name: "cp".into(),
+                    role: Role::Server,
+                    ipv4: "10.0.0.2".into(),
+                    ipv6: None,
+                    mac: Some("52:54:00:00:00:10".into()),
+                    instance_id: "cp-0011223344556677".into(),
+                },
+                disk: DiskRecord {
+                    path: "cp.qcow2".into(),
+                    virtual_size: 1 << 30,
+                },
+                seed: SeedRecord {
+                    path: "cp-seed.iso".into(),
+                    sha256: "cd".repeat(32),
+                },
+            }],
+        };
+        let bytes = inv.to_bytes().expect("serialize");
+        assert!(bytes.ends_with(b"}\n"));
+        assert!(bytes.starts_with(b"{\n  \"kiln_inventory\": 1,"));
+        let text = String::from_utf8(bytes.clone()).expect("utf-8");
+        assert!(
+            text.contains("\n      \"name\": \"cp\",\n      \"role\": \"server\","),
+            "{text}"
+        );
+        let back: Inventory = serde_json::from_slice(&bytes).expect("parse");
+        assert_eq!(back, inv);
+        assert_eq!(
+            Inventory::recorded_golden_sha256(&bytes),
+            Some("ab".repeat(32))
+        );
+        assert_eq!(Inventory::recorded_golden_sha256(b"not json"), None);
+        assert_eq!(Inventory::recorded_golden_sha256(b"{\"golden\":{}}"), None);
+    }
+}

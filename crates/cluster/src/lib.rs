@@ -1,0 +1,353 @@
+//! kiln-cluster: everything a cluster's nodes need to boot from one golden image, in one directory.
+//!
+//! ```text
+//! ClusterSpec (validated) + Token + GOLDEN.qcow2
+//!        │
+//!   plan │  no writes: golden opened read-only (virtual size, sha256), every seed rendered, every
+//!        ▼  disk size checked, every existing overlay compared with what the plan needs
+//!      Plan ── apply ──▶ DIR/<node>.qcow2       overlay backed by ../GOLDEN (relative), per-node size
+//!                        DIR/<node>-seed.iso    NoCloud seed (0600, dates from the epoch)
+//!                        DIR/inventory.json     cluster, golden {path, sha256, size}, nodes (no token)
+//! ```
+//!
+//! **Idempotent.** A file whose would-be content equals what is on disk is not touched (same inode,
+//! same mtime); a changed one is replaced through a temporary file and a rename. An existing overlay
+//! is kept only when its backing name, backing format and virtual size match the plan *and* the
+//! inventory it was written with records the same golden sha256. Otherwise it is stale and the plan
+//! is refused ([`Error::StaleDisks`]) unless [`Options::recreate_disks`] is set: a disk may hold a
+//! booted node's data and is never discarded silently.
+//!
+//! **Nothing half-written.** The whole plan (spec, golden, sizes, existing disks) is checked before
+//! the first write; every output goes through a temporary file renamed into place; the inventory is
+//! renamed last, so it never records a golden that the overlays beside it were not made from.
+//!
+//! ```no_run
+//! use kiln_cluster::{Options, build};
+//! use kiln_nocloud::{ClusterSpec, Token};
+//! let spec = ClusterSpec::load("cluster.yaml".as_ref())?;
+//! spec.validate()?;
+//! let token = Token::load_or_create(&spec.token_path())?;
+//! let report = build(&spec, &token, "out/golden.qcow2".as_ref(), "out/cluster".as_ref(), &Options::default())?;
+//! for f in &report.files {
+//!     println!("{} {}", f.path, f.status.as_str());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod apply;
+mod inventory;
+mod plan;
+
+use std::path::PathBuf;
+
+pub use apply::{FileKind, FileReport, Report, Status};
+pub use inventory::{
+    DiskRecord, GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo, NodeRecord, SeedRecord,
+};
+pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
+
+use kiln_nocloud::{ClusterSpec, Token};
+
+/// How [`build`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Seconds since the epoch stamped on every date in the seed volumes (`SOURCE_DATE_EPOCH`).
+    pub epoch: u64,
+    /// Replace stale overlays (golden changed, size or backing differ) instead of refusing.
+    pub recreate_disks: bool,
+    /// How the golden image (and its own backing chain) is opened; always read-only.
+    pub golden_open: kiln_qcow2::OpenOptions,
+}
+
+/// Plan and apply in one call: write (or keep) every node's overlay and seed and the inventory.
+pub fn build(
+    spec: &ClusterSpec,
+    token: &Token,
+    golden: &std::path::Path,
+    out_dir: &std::path::Path,
+    opts: &Options,
+) -> Result<Report, Error> {
+    plan(spec, token, golden, out_dir, opts)?.apply()
+}
+
+/// Everything that can go wrong; each variant names the operation and the node or path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating output directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "node {node:?}: disk_size {size} bytes is smaller than the golden image's virtual size {golden_size} bytes (set disk_size to at least that, or leave it out to use the golden's size)"
+    )]
+    DiskTooSmall {
+        node: String,
+        size: u64,
+        golden_size: u64,
+    },
+    #[error("hashing golden image {path}")]
+    HashGolden {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("validating the cluster spec")]
+    InvalidSpec(#[source] kiln_nocloud::Error),
+    #[error("node {node:?}: writing overlay {path}")]
+    Overlay {
+        node: String,
+        path: PathBuf,
+        source: Box<kiln_qcow2::Error>,
+    },
+    #[error("opening golden image {path}")]
+    OpenGolden {
+        path: PathBuf,
+        source: Box<kiln_qcow2::Error>,
+    },
+    #[error("node {node:?}: output {path} would overwrite the golden image")]
+    OutputIsGolden { node: String, path: PathBuf },
+    #[error("resolving {path}")]
+    ResolvePath {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading existing output {path}")]
+    ReadOutput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node {node:?}: rendering the seed")]
+    Render {
+        node: String,
+        source: kiln_nocloud::Error,
+    },
+    #[error("replacing {path}")]
+    Replace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("serializing the inventory: {message}")]
+    SerializeInventory { message: String },
+    #[error("{}", stale_message(.0))]
+    StaleDisks(Vec<StaleDisk>),
+    #[error("node {node:?}: writing seed {path}")]
+    WriteSeed {
+        node: String,
+        path: PathBuf,
+        source: kiln_nocloud::Error,
+    },
+    #[error("writing {path}")]
+    WriteOutput {
+        path: PathBuf,
+        source: kiln_blockdev::Error,
+    },
+}
+
+impl Error {
+    /// Whether the caller's input (spec, golden image, existing disks) is at fault rather than the
+    /// host failing an I/O. The CLI maps these to exit code 2.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Error::DiskTooSmall { .. }
+            | Error::InvalidSpec(_)
+            | Error::OutputIsGolden { .. }
+            | Error::ResolvePath { .. }
+            | Error::StaleDisks(_) => true,
+            Error::OpenGolden { source, .. } => source.is_input_error(),
+            Error::Render { source, .. } => matches!(source, kiln_nocloud::Error::Invalid(_)),
+            _ => false,
+        }
+    }
+}
+
+fn stale_message(stale: &[StaleDisk]) -> String {
+    let mut s = format!(
+        "{} existing overlay(s) no longer match the plan; they may hold a booted node's data, so kiln \
+         will not replace them unless you pass --recreate-disks (Options::recreate_disks):",
+        stale.len()
+    );
+    for d in stale {
+        s.push_str(&format!(
+            "\n  - node {:?}: {}: {}",
+            d.node,
+            d.path.display(),
+            d.reason
+        ));
+    }
+    s
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SPEC: &str = r#"
+cluster:
+  name: lab
+  k3s: { version: v1.34.3+k3s1, token_file: token }
+  network:
+    match: mac
+    interface: ens3
+    ipv4: { cidr: 192.168.122.0/24, gateway: 192.168.122.1 }
+  disk_size: 96M
+nodes:
+  - { name: cp, role: server, ipv4: 192.168.122.10, mac: "52:54:00:00:00:10" }
+  - { name: w1, role: agent, ipv4: 192.168.122.11, mac: "52:54:00:00:00:11", disk_size: 128M }
+"#;
+
+    fn spec(dir: &Path, text: &str) -> ClusterSpec {
+        let mut s = ClusterSpec::from_yaml(text, "t.yaml".as_ref()).expect("parse");
+        s.base_dir = dir.to_owned();
+        s
+    }
+
+    fn golden(path: &Path, size: u64) {
+        let f = kiln_blockdev::AtomicFile::create(path, 0o644).expect("create");
+        let img = kiln_qcow2::Image::create(
+            Box::new(f.shared()),
+            path.to_owned(),
+            kiln_qcow2::CreateOptions {
+                size,
+                cluster_bits: 16,
+                compression: kiln_qcow2::CompressionType::Zlib,
+                backing: None,
+            },
+        )
+        .expect("image");
+        img.write(b"golden", 0).expect("write");
+        img.close().expect("close");
+        f.commit().expect("commit");
+    }
+
+    fn statuses(r: &Report) -> Vec<(&str, Status)> {
+        r.files
+            .iter()
+            .map(|f| (f.path.as_str(), f.status))
+            .collect()
+    }
+
+    #[test]
+    fn build_is_idempotent_and_refuses_stale_disks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let g = d.path().join("golden.qcow2");
+        golden(&g, 64 << 20);
+        let out = d.path().join("out/cluster");
+        let s = spec(d.path(), SPEC);
+        let token = Token::new("sekrit-token-value");
+        let opts = Options::default();
+        let r = build(&s, &token, &g, &out, &opts).expect("build");
+        assert!(r.files.iter().all(|f| f.status == Status::Created));
+        assert_eq!(r.inventory.golden.path, "../../golden.qcow2");
+        assert_eq!(r.inventory.nodes[0].disk.virtual_size, 96 << 20);
+        assert_eq!(r.inventory.nodes[1].disk.virtual_size, 128 << 20);
+        let inv = std::fs::read_to_string(out.join(INVENTORY_FILE)).expect("inventory");
+        assert!(!inv.contains("sekrit"));
+
+        let again = build(&s, &token, &g, &out, &opts).expect("rebuild");
+        assert!(again.files.iter().all(|f| f.status == Status::Unchanged));
+        assert_eq!(again.inventory, r.inventory);
+
+        // A changed node: only its seed (and the inventory) change.
+        let s2 = spec(
+            d.path(),
+            &SPEC.replace("role: agent,", "role: agent, labels: { a: b },"),
+        );
+        let changed = build(&s2, &token, &g, &out, &opts).expect("change");
+        assert_eq!(
+            statuses(&changed),
+            vec![
+                ("cp.qcow2", Status::Unchanged),
+                ("cp-seed.iso", Status::Unchanged),
+                ("w1.qcow2", Status::Unchanged),
+                ("w1-seed.iso", Status::Updated),
+                (INVENTORY_FILE, Status::Updated),
+            ]
+        );
+        assert_ne!(
+            changed.inventory.nodes[1].info.instance_id,
+            r.inventory.nodes[1].info.instance_id
+        );
+
+        // A new golden makes every overlay stale.
+        golden(&g, 64 << 20);
+        let img =
+            kiln_qcow2::Image::open(&g, &kiln_qcow2::OpenOptions::read_write()).expect("open");
+        img.write(b"changed", 4096).expect("write");
+        img.close().expect("close");
+        let err = build(&s2, &token, &g, &out, &opts).expect_err("stale");
+        assert!(err.is_input_error());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"cp\"") && msg.contains("\"w1\"") && msg.contains("--recreate-disks"),
+            "{msg}"
+        );
+        let recreate = Options {
+            recreate_disks: true,
+            ..Options::default()
+        };
+        let r3 = build(&s2, &token, &g, &out, &recreate).expect("recreate");
+        assert_eq!(r3.status_of("cp.qcow2"), Some(Status::Updated));
+        assert_eq!(r3.status_of("cp-seed.iso"), Some(Status::Unchanged));
+        let r4 = build(&s2, &token, &g, &out, &opts).expect("after recreate");
+        assert!(r4.files.iter().all(|f| f.status == Status::Unchanged));
+        // No temporaries left behind.
+        for e in std::fs::read_dir(&out).expect("ls") {
+            let n = e.expect("entry").file_name();
+            assert!(!n.to_string_lossy().starts_with('.'), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_write_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let g = d.path().join("golden.qcow2");
+        golden(&g, 256 << 20);
+        let out = d.path().join("out");
+        let token = Token::new("t");
+        let err = build(&spec(d.path(), SPEC), &token, &g, &out, &Options::default())
+            .expect_err("too small");
+        assert!(
+            matches!(err, Error::DiskTooSmall { ref node, .. } if node == "cp"),
+            "{err}"
+        );
+        assert!(err.is_input_error());
+        let raw = d.path().join("raw.img");
+        std::fs::write(&raw, vec![0u8; 1 << 20]).expect("raw");
+        let err = build(
+            &spec(d.path(), SPEC),
+            &token,
+            &raw,
+            &out,
+            &Options::default(),
+        )
+        .expect_err("not qcow2");
+        assert!(err.is_input_error(), "{err}");
+        let err = build(
+            &spec(d.path(), SPEC),
+            &token,
+            &d.path().join("missing.qcow2"),
+            &out,
+            &Options::default(),
+        )
+        .expect_err("missing");
+        assert!(err.is_input_error(), "{err}");
+        let clash = spec(
+            d.path(),
+            &SPEC
+                .replace("name: cp,", "name: golden,")
+                .replace("  disk_size: 96M\n", "")
+                .replace(", disk_size: 128M", ""),
+        );
+        let err = build(&clash, &token, &g, d.path(), &Options::default())
+            .expect_err("output is the golden");
+        assert!(matches!(err, Error::OutputIsGolden { .. }), "{err}");
+        assert!(!out.exists());
+    }
+}

@@ -1,0 +1,369 @@
+//! The plan: everything decided and checked before the first write.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use kiln_nocloud::{ClusterSpec, NodeSeed, NodeSpec, Token};
+use kiln_qcow2::{Header, Image};
+use sha2::{Digest, Sha256};
+
+use crate::inventory::{GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo};
+use crate::{Error, Options, hex};
+
+/// What happens to a node's overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskAction {
+    /// None exists: create it.
+    Create,
+    /// The existing one matches the plan: leave it alone.
+    Keep,
+    /// The existing one is stale and [`Options::recreate_disks`] is set: replace it.
+    Recreate,
+}
+
+/// An existing overlay that no longer matches the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleDisk {
+    pub node: String,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// One node of the plan.
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    pub info: NodeInfo,
+    /// File name of the overlay inside the cluster directory.
+    pub disk_file: String,
+    /// Virtual size of the overlay in bytes.
+    pub disk_size: u64,
+    pub disk: DiskAction,
+    /// File name of the seed ISO inside the cluster directory.
+    pub seed_file: String,
+    /// The rendered seed (its user-data holds the token; `Debug` redacts it).
+    pub(crate) seed: NodeSeed,
+}
+
+/// A checked plan; [`Plan::apply`] writes it.
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) out_dir: PathBuf,
+    pub(crate) golden_path: PathBuf,
+    pub(crate) golden: GoldenRecord,
+    pub(crate) cluster: String,
+    pub(crate) nodes: Vec<NodePlan>,
+    pub(crate) opts: Options,
+}
+
+impl Plan {
+    /// The nodes, in spec order.
+    pub fn nodes(&self) -> &[NodePlan] {
+        &self.nodes
+    }
+
+    /// The golden image as the inventory records it.
+    pub fn golden(&self) -> &GoldenRecord {
+        &self.golden
+    }
+
+    /// The cluster directory.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+}
+
+/// Check everything and decide what to write, without writing anything: the spec is validated, the
+/// golden image opened read-only and hashed, every node's seed rendered and disk size checked, and
+/// every existing overlay in `out_dir` compared with what the plan needs.
+pub fn plan(
+    spec: &ClusterSpec,
+    token: &Token,
+    golden: &Path,
+    out_dir: &Path,
+    opts: &Options,
+) -> Result<Plan, Error> {
+    let golden_size = preflight(spec, golden, opts)?;
+    let golden_abs = resolve(golden, golden.canonicalize())?;
+    let dir_abs = resolve(out_dir, resolve_dir(out_dir))?;
+    let golden_rel = resolve(golden, relative_path(&dir_abs, &golden_abs))?;
+    let sha256 = sha256_file(golden).map_err(|source| Error::HashGolden {
+        path: golden.to_owned(),
+        source,
+    })?;
+    if dir_abs.join(INVENTORY_FILE) == golden_abs {
+        return Err(Error::OutputIsGolden {
+            node: "(inventory)".into(),
+            path: golden.to_owned(),
+        });
+    }
+    let recorded = match fs::read(out_dir.join(INVENTORY_FILE)) {
+        Ok(bytes) => Inventory::recorded_golden_sha256(&bytes),
+        Err(_) => None,
+    };
+    let wanted = Wanted {
+        backing: &golden_rel,
+        golden_sha256: &sha256,
+        recorded: recorded.as_deref(),
+    };
+
+    let mut nodes = Vec::with_capacity(spec.nodes.len());
+    let mut stale = Vec::new();
+    for node in &spec.nodes {
+        let disk_size = disk_size(spec, node, golden_size)?;
+        let disk_file = format!("{}.qcow2", node.name);
+        let seed_file = kiln_nocloud::SeedFormat::Iso.file_name(&node.name);
+        for f in [&disk_file, &seed_file] {
+            if dir_abs.join(f) == golden_abs {
+                return Err(Error::OutputIsGolden {
+                    node: node.name.clone(),
+                    path: golden.to_owned(),
+                });
+            }
+        }
+        let seed =
+            kiln_nocloud::render_node(spec, node, token).map_err(|source| Error::Render {
+                node: node.name.clone(),
+                source,
+            })?;
+        let disk_path = out_dir.join(&disk_file);
+        let disk = match check_existing(&disk_path, disk_size, &wanted) {
+            None => DiskAction::Create,
+            Some(Ok(())) => DiskAction::Keep,
+            Some(Err(_)) if opts.recreate_disks => DiskAction::Recreate,
+            Some(Err(reason)) => {
+                stale.push(StaleDisk {
+                    node: node.name.clone(),
+                    path: disk_path,
+                    reason,
+                });
+                DiskAction::Recreate
+            }
+        };
+        nodes.push(NodePlan {
+            info: NodeInfo {
+                name: node.name.clone(),
+                role: node.role,
+                ipv4: node.ipv4.clone(),
+                ipv6: node.ipv6.clone(),
+                mac: node
+                    .mac
+                    .as_deref()
+                    .and_then(kiln_nocloud::spec::normalize_mac),
+                instance_id: seed.instance_id.clone(),
+            },
+            disk_file,
+            disk_size,
+            disk,
+            seed_file,
+            seed,
+        });
+    }
+    if !stale.is_empty() {
+        return Err(Error::StaleDisks(stale));
+    }
+    Ok(Plan {
+        out_dir: out_dir.to_owned(),
+        golden_path: golden.to_owned(),
+        golden: GoldenRecord {
+            path: golden_rel,
+            sha256,
+            virtual_size: golden_size,
+        },
+        cluster: spec.cluster.name.clone(),
+        nodes,
+        opts: opts.clone(),
+    })
+}
+
+/// The checks that need neither the token nor the output directory: the spec validates, the golden
+/// image is a usable qcow2 (opened read-only with its own chain, as `opts.golden_open` allows) and
+/// every node's disk is at least as large as it. Returns the golden's virtual size. [`plan`] runs
+/// it first; callers that must not write anything on bad input (such as creating the token file)
+/// call it before loading the token.
+pub fn preflight(spec: &ClusterSpec, golden: &Path, opts: &Options) -> Result<u64, Error> {
+    spec.validate().map_err(Error::InvalidSpec)?;
+    let read_only = kiln_qcow2::OpenOptions {
+        write: false,
+        ..opts.golden_open.clone()
+    };
+    let golden_size = Image::open(golden, &read_only)
+        .map(|img| img.header().size)
+        .map_err(|source| Error::OpenGolden {
+            path: golden.to_owned(),
+            source: Box::new(source),
+        })?;
+    for node in &spec.nodes {
+        disk_size(spec, node, golden_size)?;
+    }
+    Ok(golden_size)
+}
+
+/// A node's overlay size: its `disk_size` rounded up to 512 bytes, else the golden's.
+fn disk_size(spec: &ClusterSpec, node: &NodeSpec, golden_size: u64) -> Result<u64, Error> {
+    let size = match spec.disk_size_of(node) {
+        Some(s) => s.div_ceil(512) * 512,
+        None => golden_size,
+    };
+    if size < golden_size {
+        return Err(Error::DiskTooSmall {
+            node: node.name.clone(),
+            size,
+            golden_size,
+        });
+    }
+    Ok(size)
+}
+
+fn resolve<T>(path: &Path, r: io::Result<T>) -> Result<T, Error> {
+    r.map_err(|source| Error::ResolvePath {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// What an existing overlay must look like to be kept.
+struct Wanted<'a> {
+    backing: &'a str,
+    golden_sha256: &'a str,
+    /// The golden sha256 recorded by the previous run's inventory.
+    recorded: Option<&'a str>,
+}
+
+/// `None` when there is no overlay at `path`; otherwise whether it can be kept, or why not.
+fn check_existing(path: &Path, size: u64, want: &Wanted<'_>) -> Option<Result<(), String>> {
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("cannot be inspected: {e}"))),
+        Ok(m) => m,
+    };
+    if !meta.is_file() {
+        return Some(Err("is not a regular file".into()));
+    }
+    Some(check_header(path, meta.len()).and_then(|h| {
+        if h.backing_file.as_deref() != Some(want.backing) {
+            return Err(format!(
+                "its backing file is {:?}, the plan needs {:?}",
+                h.backing_file.as_deref().unwrap_or("(none)"),
+                want.backing
+            ));
+        }
+        if let Some(f) = h.backing_format.as_deref().filter(|f| *f != "qcow2") {
+            return Err(format!("its backing format is {f}, the plan needs qcow2"));
+        }
+        if h.size != size {
+            return Err(format!(
+                "its virtual size is {} bytes, the plan needs {size}",
+                h.size
+            ));
+        }
+        match want.recorded {
+            None => Err(format!(
+                "no readable {INVENTORY_FILE} records which golden image it was made from"
+            )),
+            Some(r) if r != want.golden_sha256 => Err(format!(
+                "the golden image changed since it was made ({INVENTORY_FILE} records sha256 {r}, the golden is now {})",
+                want.golden_sha256
+            )),
+            Some(_) => Ok(()),
+        }
+    }))
+}
+
+/// Parse the header of an existing overlay (read-only, at most the first 2 MiB, the largest cluster).
+fn check_header(path: &Path, len: u64) -> Result<Header, String> {
+    let mut buf = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(len.min(2 << 20)).read_to_end(&mut buf))
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    Header::parse(&buf, len, path).map_err(|e| format!("is not a usable qcow2 image: {e}"))
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
+/// `dir` made absolute and free of symlinks, even when (a tail of) it does not exist yet: the
+/// longest existing ancestor is canonicalized and the missing names appended.
+fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut cur = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    loop {
+        match cur.canonicalize() {
+            Ok(mut p) => {
+                p.extend(missing.iter().rev());
+                return Ok(p);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let name = cur.file_name().ok_or(e)?;
+                missing.push(name.to_owned());
+                cur = match cur.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `to` relative to the directory `from` (both absolute and canonical), as the UTF-8 name qemu
+/// resolves against an overlay's directory.
+fn relative_path(from: &Path, to: &Path) -> io::Result<String> {
+    let f: Vec<Component<'_>> = from.components().collect();
+    let t: Vec<Component<'_>> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    rel.extend(std::iter::repeat_n("..", f.len() - common));
+    rel.extend(t[common..].iter().map(|c| c.as_os_str()));
+    rel.into_os_string().into_string().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the golden image's path is not UTF-8",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_names_match_the_qcow2_crate_and_work_for_missing_dirs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let golden = d.path().join("img/golden.qcow2");
+        fs::create_dir_all(golden.parent().expect("parent")).expect("mkdir");
+        fs::write(&golden, b"x").expect("write");
+        let golden = golden.canonicalize().expect("canon");
+        for out in ["out/cluster", "img", "img/sub", "a/b/c"] {
+            let dir = d.path().join(out);
+            let planned =
+                relative_path(&resolve_dir(&dir).expect("resolve"), &golden).expect("relative");
+            fs::create_dir_all(&dir).expect("mkdir");
+            let qcow2 = kiln_qcow2::relative_backing_name(&dir.join("n.qcow2"), &golden)
+                .expect("qcow2 name");
+            assert_eq!(planned, qcow2, "{out}");
+        }
+        assert_eq!(
+            relative_path(Path::new("/a/b"), Path::new("/a/g.qcow2")).expect("rel"),
+            "../g.qcow2"
+        );
+    }
+
+    #[test]
+    fn resolve_dir_keeps_missing_tail() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let base = d.path().canonicalize().expect("canon");
+        assert_eq!(
+            resolve_dir(&d.path().join("x/y")).expect("resolve"),
+            base.join("x/y")
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! `kiln cluster CLUSTER.yaml --golden GOLDEN.qcow2 -o DIR [--recreate-disks] [--json]`: every node's
+//! qcow2 overlay (backed by GOLDEN, relative name) and NoCloud seed ISO, plus `DIR/inventory.json`.
+//!
+//! The spec and the golden image are checked before the token file is read or created, and the whole
+//! plan before the first output is written. The token is never printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use kiln_cluster::{Options, Report, Status};
+use kiln_nocloud::{ClusterSpec, Token};
+
+use super::image_args::OpenArgs;
+use crate::exit::{CmdResult, Failure, InputErr};
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The cluster spec (YAML).
+    spec: PathBuf,
+    /// The golden image every node's overlay is backed by (qcow2).
+    #[arg(long, value_name = "GOLDEN.qcow2")]
+    golden: PathBuf,
+    /// The cluster directory (created if missing): `<node>.qcow2`, `<node>-seed.iso`, `inventory.json`.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    out: PathBuf,
+    /// Replace overlays that no longer match (golden changed, size or backing differ). They may hold
+    /// a booted node's data: without this flag kiln refuses.
+    #[arg(long)]
+    recreate_disks: bool,
+    /// Print the report (inventory and every file's status) as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+pub fn run(args: ClusterArgs) -> CmdResult {
+    let epoch = super::seed::source_date_epoch()?;
+    let spec = ClusterSpec::load(&args.spec).input_err()?;
+    let opts = Options {
+        epoch,
+        recreate_disks: args.recreate_disks,
+        golden_open: args.open.options(),
+    };
+    // Spec, golden image and disk sizes are checked before the token file may be created.
+    kiln_cluster::preflight(&spec, &args.golden, &opts).map_err(lib_failure)?;
+    let token = Token::load_or_create(&spec.token_path()).input_err()?;
+    let report =
+        kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).map_err(lib_failure)?;
+    drop(token);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn lib_failure(e: kiln_cluster::Error) -> Failure {
+    if e.is_input_error() {
+        Failure::input(e)
+    } else {
+        Failure::from(e)
+    }
+}
+
+fn print_table(report: &Report) {
+    let status = |path: &str| report.status_of(path).map_or("?", Status::as_str);
+    let mut rows = vec![[
+        "NODE".to_owned(),
+        "ROLE".into(),
+        "IPV4".into(),
+        "MAC".into(),
+        "DISK".into(),
+        "SEED".into(),
+        "STATUS".into(),
+    ]];
+    for n in &report.inventory.nodes {
+        rows.push([
+            n.info.name.clone(),
+            n.info.role.as_str().into(),
+            n.info.ipv4.clone(),
+            n.info.mac.clone().unwrap_or_else(|| "-".into()),
+            n.disk.path.clone(),
+            n.seed.path.clone(),
+            format!(
+                "disk {}, seed {}",
+                status(&n.disk.path),
+                status(&n.seed.path)
+            ),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    println!(
+        "{}: {} (golden {}, sha256 {})",
+        report.out_dir.join(kiln_cluster::INVENTORY_FILE).display(),
+        status(kiln_cluster::INVENTORY_FILE),
+        report.inventory.golden.path,
+        &report.inventory.golden.sha256
+    );
+}

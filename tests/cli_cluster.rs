@@ -1,0 +1,394 @@
+//! `kiln cluster` end to end on a generated Ubuntu-like golden (kiln_golden::fixtures, BaseSpec::small).
+//! Oracles: `qemu-img info --output=json` / `qemu-img check` on every overlay, `isoinfo -R` on every
+//! seed ISO, the files' inodes and mtimes across re-runs, and the token searched for in every output
+//! and in everything the CLI prints.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_golden::fixtures::{self, BaseSpec};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const NODES: [&str; 3] = ["k3s-cp-01", "k3s-worker-01", "k3s-worker-02"];
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    golden: PathBuf,
+    spec: PathBuf,
+    out: PathBuf,
+}
+
+/// The golden in `ROOT/golden/`, the spec (libvirt-3node) in `ROOT/`, outputs to `ROOT/out/cluster`.
+fn env() -> Env {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_owned();
+    let base = fixtures::make_base(&root.join("golden"), "golden.qcow2", &BaseSpec::small())
+        .expect("make the base image (needs .ci/run's tools)");
+    let spec = root.join("cluster.yaml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/clusters/libvirt-3node.yaml"),
+        &spec,
+    )
+    .expect("copy spec");
+    Env {
+        _tmp: tmp,
+        out: root.join("out/cluster"),
+        root,
+        golden: base.path,
+        spec,
+    }
+}
+
+fn cluster(env: &Env, extra: &[&str]) -> Output {
+    Command::new(KILN)
+        .arg("cluster")
+        .arg(&env.spec)
+        .arg("--golden")
+        .arg(&env.golden)
+        .arg("-o")
+        .arg(&env.out)
+        .args(extra)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("run kiln")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok_json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(o));
+    serde_json::from_slice(&o.stdout).expect("--json prints JSON")
+}
+
+fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("oracle {cmd} must be installed (.ci/run): {e}"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn qemu_info(p: &Path) -> serde_json::Value {
+    let s = tool(
+        "qemu-img",
+        &["info".as_ref(), "--output=json".as_ref(), p.as_ref()],
+    );
+    serde_json::from_str(&s).expect("qemu-img info JSON")
+}
+
+fn iso_file(iso: &Path, name: &str) -> String {
+    tool(
+        "isoinfo",
+        &[
+            "-R".as_ref(),
+            "-i".as_ref(),
+            iso.as_ref(),
+            "-x".as_ref(),
+            format!("/{name}").as_ref(),
+        ],
+    )
+}
+
+/// name → (inode, mtime seconds, mtime nanoseconds) of every file in `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<String, (u64, i64, i64)> {
+    std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| {
+            let e = e.expect("entry");
+            let m = e.metadata().expect("stat");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (m.ino(), m.mtime(), m.mtime_nsec()),
+            )
+        })
+        .collect()
+}
+
+fn statuses(report: &serde_json::Value) -> BTreeMap<String, String> {
+    report["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().expect("path").to_owned(),
+                f["status"].as_str().expect("status").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn token(env: &Env) -> String {
+    std::fs::read_to_string(env.root.join("secrets/lab-token"))
+        .expect("token file")
+        .trim()
+        .to_owned()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn overlays_seeds_inventory_then_idempotent_reruns() {
+    let env = env();
+    let o = cluster(&env, &["--json"]);
+    let report = ok_json(&o);
+    let tok = token(&env);
+    assert!(tok.len() >= 32);
+    assert!(!text(&o).contains(&tok), "the token was printed");
+    assert!(statuses(&report).values().all(|s| s == "created"));
+
+    // The inventory: relative golden path, its sha256 and size, nodes in spec order, no token.
+    let inv_bytes = std::fs::read(env.out.join("inventory.json")).expect("inventory");
+    assert!(inv_bytes.ends_with(b"}\n"));
+    let inv: serde_json::Value = serde_json::from_slice(&inv_bytes).expect("inventory JSON");
+    assert_eq!(inv, report["inventory"]);
+    let golden_size = qemu_info(&env.golden)["virtual-size"]
+        .as_u64()
+        .expect("size");
+    assert_eq!(inv["cluster"], "lab");
+    assert_eq!(inv["golden"]["path"], "../../golden/golden.qcow2");
+    assert_eq!(
+        inv["golden"]["sha256"].as_str(),
+        Some(fixtures::sha256_of(&env.golden).expect("sha").as_str())
+    );
+    assert_eq!(inv["golden"]["virtual_size"].as_u64(), Some(golden_size));
+    let nodes = inv["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, NODES);
+
+    for (i, n) in nodes.iter().enumerate() {
+        let name = NODES[i];
+        assert_eq!(n["ipv4"], format!("192.168.122.{}", 10 + i));
+        assert_eq!(n["mac"], format!("52:54:00:00:00:{}", 10 + i));
+        assert_eq!(n["role"], if i == 0 { "server" } else { "agent" });
+        assert_eq!(n["disk"]["virtual_size"].as_u64(), Some(40 << 30));
+
+        // The overlay: relative backing name, qcow2 backing format, the spec's size, clean.
+        let disk = env.out.join(n["disk"]["path"].as_str().expect("disk"));
+        assert_eq!(disk, env.out.join(format!("{name}.qcow2")));
+        let info = qemu_info(&disk);
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["backing-filename"], "../../golden/golden.qcow2");
+        assert_eq!(info["backing-filename-format"], "qcow2");
+        assert_eq!(info["virtual-size"].as_u64(), Some(40 << 30));
+        tool("qemu-img", &["check".as_ref(), disk.as_ref()]);
+
+        // The seed: 0600, its sha256 recorded, meta-data naming the node and its instance-id.
+        let seed = env.out.join(n["seed"]["path"].as_str().expect("seed"));
+        assert_eq!(seed, env.out.join(format!("{name}-seed.iso")));
+        let meta = std::fs::metadata(&seed).expect("stat seed");
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(
+            n["seed"]["sha256"].as_str(),
+            Some(fixtures::sha256_of(&seed).expect("sha").as_str())
+        );
+        let md = iso_file(&seed, "meta-data");
+        let iid = n["instance_id"].as_str().expect("instance id");
+        assert!(iid.starts_with(&format!("{name}-")));
+        assert!(md.contains(&format!("instance-id: {iid}")), "{md}");
+        assert!(md.contains(&format!("local-hostname: {name}")), "{md}");
+        assert!(iso_file(&seed, "user-data").contains(&tok));
+    }
+
+    // The token reaches only the seeds' user-data.
+    for (name, _) in snapshot(&env.out) {
+        let bytes = std::fs::read(env.out.join(&name)).expect("read output");
+        assert_eq!(
+            contains(&bytes, &tok),
+            name.ends_with("-seed.iso"),
+            "token in {name}?"
+        );
+    }
+
+    // Re-running (table and --json) rewrites nothing.
+    let before = snapshot(&env.out);
+    assert_eq!(before.len(), 7, "{before:?}");
+    let o = cluster(&env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.starts_with("NODE"), "{table}");
+    assert!(table.contains("disk unchanged, seed unchanged"), "{table}");
+    assert!(!text(&o).contains(&tok));
+    let again = ok_json(&cluster(&env, &["--json"]));
+    assert!(statuses(&again).values().all(|s| s == "unchanged"));
+    assert_eq!(again["inventory"], inv);
+    assert_eq!(snapshot(&env.out), before);
+
+    // Labels on one node: only its seed (new instance-id) and the inventory are replaced.
+    let spec = std::fs::read_to_string(&env.spec).expect("spec");
+    let labelled = spec.replace(
+        "ipv4: 192.168.122.11,",
+        "ipv4: 192.168.122.11, labels: { tier: db },",
+    );
+    assert_ne!(spec, labelled);
+    std::fs::write(&env.spec, labelled).expect("write spec");
+    let changed = ok_json(&cluster(&env, &["--json"]));
+    let after = snapshot(&env.out);
+    for (file, id) in &before {
+        let should_change = file == "k3s-worker-01-seed.iso" || file == "inventory.json";
+        assert_eq!(after[file] != *id, should_change, "{file}");
+        let want = if should_change {
+            "updated"
+        } else {
+            "unchanged"
+        };
+        assert_eq!(statuses(&changed)[file], want, "{file}");
+    }
+    let new_iid = changed["inventory"]["nodes"][1]["instance_id"]
+        .as_str()
+        .expect("iid");
+    assert_ne!(new_iid, nodes[1]["instance_id"].as_str().expect("old iid"));
+    assert_eq!(
+        changed["inventory"]["nodes"][0]["instance_id"],
+        nodes[0]["instance_id"]
+    );
+    let md = iso_file(&env.out.join("k3s-worker-01-seed.iso"), "meta-data");
+    assert!(md.contains(&format!("instance-id: {new_iid}")), "{md}");
+    assert!(iso_file(&env.out.join("k3s-worker-01-seed.iso"), "user-data").contains("tier=db"));
+    assert_eq!(
+        std::fs::read_dir(&env.out).expect("ls").count(),
+        7,
+        "no temporaries left"
+    );
+}
+
+#[test]
+fn stale_overlays_are_refused_without_recreate_disks_and_replaced_with_it() {
+    let env = env();
+    ok_json(&cluster(&env, &["--json"]));
+    let before = snapshot(&env.out);
+
+    // One node's disk grows: only that overlay is stale.
+    let spec = std::fs::read_to_string(&env.spec).expect("spec");
+    std::fs::write(
+        &env.spec,
+        spec.replace(
+            "ipv4: 192.168.122.12,",
+            "ipv4: 192.168.122.12, disk_size: 50G,",
+        ),
+    )
+    .expect("write spec");
+    let o = cluster(&env, &["--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("k3s-worker-02") && err.contains("--recreate-disks"),
+        "{err}"
+    );
+    assert!(!err.contains("k3s-cp-01"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(snapshot(&env.out), before, "a refused run writes nothing");
+    let r = ok_json(&cluster(&env, &["--json", "--recreate-disks"]));
+    let st = statuses(&r);
+    assert_eq!(st["k3s-worker-02.qcow2"], "updated");
+    assert_eq!(st["k3s-cp-01.qcow2"], "unchanged");
+    let w2 = env.out.join("k3s-worker-02.qcow2");
+    assert_eq!(qemu_info(&w2)["virtual-size"].as_u64(), Some(50 << 30));
+    tool("qemu-img", &["check".as_ref(), w2.as_ref()]);
+
+    // A new golden (same name, other bytes): every overlay is stale.
+    tool(
+        "qemu-io",
+        &[
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-c".as_ref(),
+            "write -P 0x5a 1M 64k".as_ref(),
+            env.golden.as_ref(),
+        ],
+    );
+    let before = snapshot(&env.out);
+    let o = cluster(&env, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for n in NODES {
+        assert!(err.contains(n), "{err}");
+    }
+    assert!(err.contains("golden image changed"), "{err}");
+    assert_eq!(snapshot(&env.out), before, "a refused run writes nothing");
+    let r = ok_json(&cluster(&env, &["--json", "--recreate-disks"]));
+    let st = statuses(&r);
+    for n in NODES {
+        assert_eq!(st[&format!("{n}.qcow2")], "updated");
+        assert_eq!(st[&format!("{n}-seed.iso")], "unchanged");
+        tool(
+            "qemu-img",
+            &[
+                "check".as_ref(),
+                env.out.join(format!("{n}.qcow2")).as_ref(),
+            ],
+        );
+    }
+    assert_eq!(st["inventory.json"], "updated");
+    assert_eq!(
+        r["inventory"]["golden"]["sha256"].as_str(),
+        Some(fixtures::sha256_of(&env.golden).expect("sha").as_str())
+    );
+    let r = ok_json(&cluster(&env, &["--json"]));
+    assert!(statuses(&r).values().all(|s| s == "unchanged"));
+}
+
+#[test]
+fn bad_inputs_exit_2_and_write_nothing() {
+    let env = env();
+    let spec = std::fs::read_to_string(&env.spec).expect("spec");
+    let raw = env.root.join("raw.img");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).expect("raw");
+    let cases: Vec<(&str, String, PathBuf, &str)> = vec![
+        (
+            "invalid spec",
+            spec.replace("ipv4: 192.168.122.12", "ipv4: 10.9.9.9"),
+            env.golden.clone(),
+            "10.9.9.9",
+        ),
+        (
+            "missing golden",
+            spec.clone(),
+            env.root.join("nope.qcow2"),
+            "nope.qcow2",
+        ),
+        ("golden not qcow2", spec.clone(), raw, "raw.img"),
+        (
+            "disk_size too small",
+            spec.replace("disk_size: 40G", "disk_size: 100M"),
+            env.golden.clone(),
+            "smaller than the golden",
+        ),
+    ];
+    for (what, text_, golden, needle) in cases {
+        std::fs::write(&env.spec, &text_).expect("write spec");
+        let o = Command::new(KILN)
+            .arg("cluster")
+            .arg(&env.spec)
+            .arg("--golden")
+            .arg(&golden)
+            .arg("-o")
+            .arg(&env.out)
+            .arg("--json")
+            .output()
+            .expect("run kiln");
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{what}: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{what}");
+        assert!(!env.root.join("out").exists(), "{what}: output written");
+        assert!(
+            !env.root.join("secrets").exists(),
+            "{what}: token file created"
+        );
+    }
+}
