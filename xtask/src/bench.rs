@@ -26,15 +26,7 @@ struct Row {
 pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
-    println!("building kiln (release)…");
-    sh(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "kiln",
-    ]))?;
-    let kiln = root().join("target/release/kiln");
+    let kiln = crate::util::build_kiln()?;
     let dir = root().join("target/bench-work");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

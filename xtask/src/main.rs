@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_image;
+mod e2e;
 mod fixtures;
 mod util;
 
@@ -11,6 +12,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build-image [RECIPE]  fixtures → golden image → 3 nodes' seeds and overlays → rebuild and compare
+  e2e [--rebuild-base] [--base-only]  boot a 3-node cluster from kiln's outputs under QEMU; real cloud-init judges
   bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
   fixtures [--force]  generate the Ubuntu-like base image and stand-in k3s assets in target/fixtures/
   help              this text";
@@ -23,6 +25,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("build-image") => build_image::run_task(&args[1..]),
+        Some("e2e") => e2e::run_task(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
         Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),

@@ -56,3 +56,16 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Build kiln (release) and return the binary's path.
+pub fn build_kiln() -> Result<PathBuf> {
+    println!("building kiln (release)…");
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "kiln",
+    ]))?;
+    Ok(root().join("target/release/kiln"))
+}

@@ -492,7 +492,7 @@ fn mkfs_ext4(
 }
 
 /// Copy `src` into `dst` at `offset`, skipping all-zero MiB chunks (keeps `dst` sparse).
-fn copy_sparse(src: &Path, dst: &std::fs::File, offset: u64) -> io::Result<()> {
+pub fn copy_sparse(src: &Path, dst: &std::fs::File, offset: u64) -> io::Result<()> {
     let mut f = std::fs::File::open(src)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
@@ -515,7 +515,6 @@ fn copy_sparse(src: &Path, dst: &std::fs::File, offset: u64) -> io::Result<()> {
     }
 }
 
-/// sha256 of a host file.
 /// Extract the root partition (GPT entry 1) of `image` into `work/root.ext4`, locating it with
 /// `sgdisk -i 1` — an oracle independent of kiln's own partition parser — for `e2fsck`/`debugfs`.
 pub fn extract_root_partition(image: &Path, work: &Path) -> io::Result<PathBuf> {
@@ -546,6 +545,7 @@ pub fn extract_root_partition(image: &Path, work: &Path) -> io::Result<PathBuf> 
     Ok(part)
 }
 
+/// sha256 of a host file, in hex.
 pub fn sha256_of(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
@@ -680,6 +680,56 @@ fn make_base_in(work: &Path, dir: &Path, name: &str, spec: &BaseSpec) -> io::Res
     })
 }
 
+/// The stand-in k3s binary: a shell script that answers `--version` with the pinned version, runs
+/// as a do-nothing service for `server`/`agent`, and answers `kubectl get --raw=/readyz` with the
+/// state of that service — enough for a node's first boot (the QEMU e2e) to go through the same
+/// install and readiness steps as with the real binary. Never run at build time.
+fn k3s_stand_in(version: &str) -> String {
+    format!(
+        "#!/bin/sh\n\
+         # kiln stand-in for the k3s binary.\n\
+         case \"$1\" in\n\
+         \x20 server|agent) exec sleep infinity ;;\n\
+         \x20 kubectl) exec systemctl is-active --quiet k3s.service ;;\n\
+         \x20 *) echo \"k3s version {version} (stand-in)\"; echo \"go version go1.24.11\" ;;\n\
+         esac\n"
+    )
+}
+
+/// The stand-in for get.k3s.io's `install.sh`: records how it was called (arguments and the
+/// `INSTALL_K3S_*`/`K3S_*` environment, never a token), then, like the real script, writes and
+/// starts `k3s.service` (server) or `k3s-agent.service` (agent) running the installed binary.
+pub const INSTALL_STAND_IN: &str = r#"#!/bin/sh
+# kiln stand-in for get.k3s.io's install.sh: records how it was called, then sets up the service.
+set -e
+log=${KILN_INSTALL_LOG:-/var/log/kiln-k3s-install.log}
+{
+  echo "args: $*"
+  env | grep -E '^(INSTALL_K3S_|K3S_)' | grep -v '^K3S_TOKEN=' | sort
+} >> "$log"
+case "${INSTALL_K3S_EXEC:-server}" in
+  agent*) unit=k3s-agent; cmd=agent ;;
+  *) unit=k3s; cmd=server ;;
+esac
+[ "${INSTALL_K3S_SKIP_START:-false}" = true ] && exit 0
+cat > "/etc/systemd/system/$unit.service" <<UNIT
+[Unit]
+Description=k3s stand-in ($cmd)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/k3s $cmd
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now "$unit.service"
+echo "service: $unit.service started" >> "$log"
+"#;
+
 /// Stand-in k3s release assets.
 #[derive(Debug, Clone)]
 pub struct K3sAssets {
@@ -706,12 +756,8 @@ pub fn make_k3s_assets(
     } else {
         format!("k3s-{arch}")
     };
-    let bin = format!(
-        "#!/bin/sh\n# kiln stand-in for the k3s binary; never run at build time.\necho \"k3s version {version} (stand-in)\"\necho \"go version go1.24.11\"\n"
-    );
-    put(dir, &bin_name, bin.as_bytes(), 0o755)?;
-    let install = "#!/bin/sh\n# kiln stand-in for get.k3s.io's install.sh: records how it was called.\nlog=${KILN_INSTALL_LOG:-/var/log/kiln-k3s-install.log}\n{\n  echo \"args: $*\"\n  env | grep -E '^(INSTALL_K3S_|K3S_)' | sort\n} >> \"$log\"\n";
-    put(dir, "install.sh", install.as_bytes(), 0o755)?;
+    put(dir, &bin_name, k3s_stand_in(version).as_bytes(), 0o755)?;
+    put(dir, "install.sh", INSTALL_STAND_IN.as_bytes(), 0o755)?;
 
     let tar_src = dir.join(".airgap-src");
     let _ = std::fs::remove_dir_all(&tar_src);

@@ -321,17 +321,16 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
 
 const POLL_SECS: u64 = 5;
 
-/// Bounded wait for a default route and a working resolver; on timeout a clear console message and a
-/// non-zero exit, which stops the rest of runcmd (so k3s is never installed on a half-up network).
+/// Bounded wait until the node's own static address is up, a default route exists and the spec's
+/// resolver is in effect; on timeout a clear console message and a non-zero exit, which stops the
+/// rest of runcmd (so k3s is never installed on a half-up network).
+///
+/// Nothing is looked up over the network: an air-gapped cluster may have no resolvable names, and
+/// reverse records for static private addresses are usually missing (a `getent hosts ADDRESS`
+/// check here failed on every node of the QEMU e2e). k3s itself retries reaching the server.
 fn network_wait_script(spec: &ClusterSpec, node: &NodeSpec, secs: u64) -> String {
     let tries = secs.div_ceil(POLL_SECS).max(1);
     let net = &spec.cluster.network;
-    // The address this node must reach: the first server's (or its own, on the first server).
-    let target = spec
-        .first_server()
-        .filter(|f| f.name != node.name)
-        .map(|f| f.ipv4.clone())
-        .unwrap_or_else(|| node.ipv4.clone());
     // The configured resolver must be in effect: systemd-resolved's per-link list where it runs,
     // /etc/resolv.conf otherwise. (Addresses are validated IPs: safe inside the script.)
     let dns_check = match net.dns.first() {
@@ -347,14 +346,15 @@ fn network_wait_script(spec: &ClusterSpec, node: &NodeSpec, secs: u64) -> String
     };
     format!(
         "i=0\n\
-         until ip -4 route show default | grep -q .{route6}{dns_check} && getent hosts {target} >/dev/null; do\n\
+         until ip -4 -o addr show | grep -qF ' {addr}/' && ip -4 route show default | grep -q .{route6}{dns_check}; do\n\
          \x20 i=$((i+1))\n\
          \x20 if [ \"$i\" -ge {tries} ]; then\n\
-         \x20   echo \"kiln: {name}: no default route or DNS after {secs}s; not installing k3s\" | tee /dev/console >&2\n\
+         \x20   echo \"kiln: {name}: no address {addr}, default route or DNS after {secs}s; not installing k3s\" | tee /dev/console >&2\n\
          \x20   exit 1\n\
          \x20 fi\n\
          \x20 sleep {POLL_SECS}\n\
          done\n",
+        addr = node.ipv4,
         name = node.name,
     )
 }

@@ -71,3 +71,58 @@ fn single_server_has_no_cluster_init() {
     assert!(!s1.contains_key("cluster-init"));
     assert!(!s1.contains_key("server"));
 }
+
+/// Every shell step of runcmd parses (`sh -n`), and the network wait looks nothing up: it waits for
+/// the node's own address, a default route and the spec's resolver (a reverse lookup of a static
+/// private address, as an earlier version did, never succeeds on most networks).
+#[test]
+fn runcmd_scripts_parse_and_wait_for_the_nodes_own_address() {
+    use kiln_nocloud::docs::Command as Step;
+    let spec = ClusterSpec::from_yaml(
+        &SPEC.replace(
+            "interface: ens3\n",
+            "interface: ens3\n    dns: [10.1.0.1]\n",
+        ),
+        "lab.yaml".as_ref(),
+    )
+    .unwrap();
+    spec.validate().unwrap();
+    let token = Token::new("t0ken-value");
+    for node in &spec.nodes {
+        let ud = kiln_nocloud::render::user_data(&spec, node, &token).unwrap();
+        let shells: Vec<&String> = ud
+            .runcmd
+            .iter()
+            .filter_map(|s| match s {
+                Step::Shell(s) => Some(s),
+                Step::Argv(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            shells.len(),
+            2,
+            "{}: network wait and ready wait",
+            node.name
+        );
+        for script in &shells {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: sh -n rejects {script:?}: {}",
+                node.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let wait = shells[0];
+        assert!(
+            wait.contains(&format!("grep -qF ' {}/'", node.ipv4)),
+            "{wait}"
+        );
+        assert!(wait.contains("ip -4 route show default"), "{wait}");
+        assert!(wait.contains("grep -qF '10.1.0.1'"), "{wait}");
+        assert!(!wait.contains("getent"), "{wait}");
+    }
+}
