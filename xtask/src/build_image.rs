@@ -2,8 +2,9 @@
 //!
 //! 1. builds kiln (release) and makes the fixtures if they are missing (`cargo xtask fixtures`);
 //! 2. builds the golden image from RECIPE (default `recipes/k3s-node-ubuntu-24.04.yaml`);
-//! 3. for every node of `recipes/clusters/libvirt-3node.yaml`: a NoCloud seed ISO and a qcow2
-//!    overlay backed by the golden image, sized as the spec says;
+//! 3. `kiln cluster` for `recipes/clusters/libvirt-3node.yaml` into `out/cluster`: for every node a
+//!    NoCloud seed ISO and a qcow2 overlay backed by the golden image (sized as the spec says), and
+//!    `inventory.json`; a second run must leave every file unchanged;
 //! 4. checks every image with `qemu-img check` and the golden image against its manifest
 //!    (`kiln verify`);
 //! 5. rebuilds everything in another directory and compares every file's sha256;
@@ -80,7 +81,7 @@ fn node_count(files: &BTreeMap<String, (u64, String)>) -> usize {
     files.keys().filter(|k| k.ends_with("-seed.iso")).count()
 }
 
-/// Build the golden image, the seeds and the overlays into `out`; return every file's size and sha256.
+/// Build the golden image and the cluster directory (seeds, overlays, inventory) into `out`; return every file's size and sha256.
 fn build_all(
     kiln: &Path,
     recipe: &Path,
@@ -99,36 +100,36 @@ fn build_all(
     run(Command::new("qemu-img").args(["check", s(&golden)]))?;
     run(Command::new(kiln).args(["verify", s(&golden)]))?;
 
+    // Every node's overlay + seed ISO + inventory.json, in one call.
     let nodes_dir = out.join("cluster");
     let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "1700000000".into());
-    run(Command::new(kiln).env("SOURCE_DATE_EPOCH", &epoch).args([
-        "seed",
+    let mut cluster_cmd = Command::new(kiln);
+    cluster_cmd.env("SOURCE_DATE_EPOCH", &epoch).args([
+        "cluster",
         s(cluster),
+        "--golden",
+        s(&golden),
         "-o",
         s(&nodes_dir),
-        "--format",
-        "iso",
-    ]))?;
+    ]);
+    print!("{}", run(&mut cluster_cmd)?);
     let spec = kiln_nocloud::ClusterSpec::load(cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
     for node in &spec.nodes {
-        let size = node
-            .disk_size
-            .clone()
-            .or_else(|| spec.cluster.disk_size.clone());
         let overlay = nodes_dir.join(format!("{}.qcow2", node.name));
-        let mut cmd = Command::new(kiln);
-        cmd.args([
-            "overlay",
-            s(&golden),
-            s(&overlay),
-            "--allow-backing-dir",
-            s(out),
-        ]);
-        if let Some(size) = &size {
-            cmd.args(["--size", size]);
-        }
-        run(&mut cmd)?;
         run(Command::new("qemu-img").args(["check", s(&overlay)]))?;
+        let info = run(Command::new("qemu-img").args(["info", s(&overlay)]))?;
+        let golden_name = golden.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !info.contains(&format!("backing file: ../{golden_name}")) {
+            bail!(
+                "{}: backing file is not ../{golden_name}:\n{info}",
+                overlay.display()
+            );
+        }
+    }
+    // A second run must leave every file as it is.
+    let again = run(&mut cluster_cmd)?;
+    if again.contains("created") || again.contains("updated") {
+        bail!("kiln cluster is not idempotent; the second run reported:\n{again}");
     }
     hash_tree(out)
 }
