@@ -297,6 +297,22 @@ nodes:
         assert_eq!(r3.status_of("cp-seed.iso"), Some(Status::Unchanged));
         let r4 = build(&s2, &token, &g, &out, &opts).expect("after recreate");
         assert!(r4.files.iter().all(|f| f.status == Status::Unchanged));
+
+        // Without the inventory nothing vouches for the overlays' golden; a foreign file is no overlay.
+        std::fs::remove_file(out.join(INVENTORY_FILE)).expect("rm inventory");
+        let err = build(&s2, &token, &g, &out, &opts).expect_err("no inventory");
+        assert!(
+            err.to_string().contains("no readable inventory.json"),
+            "{err}"
+        );
+        build(&s2, &token, &g, &out, &recreate).expect("recreate without inventory");
+        std::fs::write(out.join("cp.qcow2"), b"not an image").expect("clobber");
+        let err = build(&s2, &token, &g, &out, &opts).expect_err("garbage overlay");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"cp\"") && msg.contains("not a usable qcow2") && !msg.contains("\"w1\""),
+            "{msg}"
+        );
         // No temporaries left behind.
         for e in std::fs::read_dir(&out).expect("ls") {
             let n = e.expect("entry").file_name();
