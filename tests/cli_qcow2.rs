@@ -1,5 +1,7 @@
 //! The qcow2 verbs through the real binary: outputs, JSON, exit codes, nothing left on failure.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 use std::process::Command;
 

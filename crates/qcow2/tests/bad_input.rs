@@ -1,6 +1,8 @@
 //! Hostile and broken images: each is refused with a clear, specific error, never a panic, and the
 //! input file is never modified.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use std::path::Path;

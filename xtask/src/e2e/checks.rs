@@ -130,10 +130,20 @@ pub fn distinct_machine_ids(kiln: &Path, nodes: &[(String, &Observed)]) -> Check
             seen.push((name.clone(), id));
         }
     }
+    let unread: Vec<&str> = nodes
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !seen.iter().any(|(s, _)| s == n))
+        .collect();
     check(
         "cluster",
         "machine-ids differ between nodes",
-        if dup.is_empty() {
+        if !unread.is_empty() {
+            Err(format!(
+                "no machine-id could be read from {}",
+                unread.join(", ")
+            ))
+        } else if dup.is_empty() {
             Ok(format!("{} distinct ids", seen.len()))
         } else {
             Err(dup.join("; "))
@@ -368,7 +378,8 @@ fn k3s_install(e: &Expect, r: &Reader<'_>) -> Result<String, String> {
             .find_map(|l| l.strip_prefix(&format!("{key}: ")))
             .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
     };
-    let mut wants = vec![("node-name", e.name.clone()), ("node-ip", e.ipv4.clone())];
+    // k3s names the node after the hostname (checked above); kiln pins its address.
+    let mut wants = vec![("node-ip", e.ipv4.clone())];
     if e.role == "agent" {
         wants.push(("server", format!("https://{}:6443", e.first_server_ipv4)));
     }
@@ -387,8 +398,15 @@ fn k3s_install(e: &Expect, r: &Reader<'_>) -> Result<String, String> {
         return Err(format!("{}: config.yaml has no token", e.name));
     }
     Ok(format!(
-        "install.sh ran with INSTALL_K3S_EXEC={} and {}; config.yaml names {} at {}",
-        e.role, e.k3s_version, e.name, e.ipv4
+        "install.sh ran with INSTALL_K3S_EXEC={} and {}; config.yaml: node-ip {}{}",
+        e.role,
+        e.k3s_version,
+        e.ipv4,
+        if e.role == "agent" {
+            format!(", server https://{}:6443", e.first_server_ipv4)
+        } else {
+            String::new()
+        }
     ))
 }
 
@@ -436,6 +454,19 @@ fn e2fsck(obs: &Observed) -> Result<String, String> {
             .output()
             .map_err(|e| format!("cannot run e2fsck: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // `e2fsck -n` skips a journal that needs recovery: an unclean shutdown is caught here.
+        let header = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&part)
+            .output()
+            .map_err(|e| format!("cannot run dumpe2fs: {e}"))?;
+        let header = String::from_utf8_lossy(&header.stdout);
+        if header
+            .lines()
+            .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery"))
+        {
+            return Err("the journal needs recovery: the guest did not shut down cleanly".into());
+        }
         if out.status.success() {
             Ok(text.lines().last().unwrap_or_default().to_owned())
         } else {

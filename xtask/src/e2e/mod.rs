@@ -47,7 +47,7 @@ cluster:
     ipv4: { cidr: 10.0.2.0/24, gateway: 10.0.2.2 }
     dns: [10.0.2.3]
   disk_size: 4G
-  wait: { network: 60s, ready: 90s }
+  wait: { network: 30s, ready: 90s }
 nodes:
   - { name: e2e-server-1, role: server, ipv4: 10.0.2.11, mac: "52:54:00:e2:e0:11" }
   - { name: e2e-agent-1, role: agent, ipv4: 10.0.2.12, mac: "52:54:00:e2:e0:12" }
@@ -336,8 +336,13 @@ fn boot_all(
                         _ => None,
                     };
                     let clean = match seen {
-                        Ok(_) => vm.shutdown(off_limit)?,
-                        Err(_) => {
+                        Ok(_) => vm.shutdown(off_limit).unwrap_or_else(|err| {
+                            println!("  {}: {err:#}", e.name);
+                            vm.kill();
+                            false
+                        }),
+                        Err(err) => {
+                            println!("  {}: {err:#}", e.name);
                             vm.kill();
                             false
                         }

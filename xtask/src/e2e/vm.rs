@@ -3,7 +3,7 @@
 //! PID. A `Vm` that is dropped while QEMU still runs kills it.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -211,12 +211,38 @@ impl Vm {
         }
     }
 
-    /// Press the ACPI power button (what `virsh shutdown` does).
+    /// Press the ACPI power button (what `virsh shutdown` does). The monitor is read until it has
+    /// answered the command: QEMU drops a command whose client hangs up at once.
     pub fn powerdown(&mut self) -> Result<()> {
         let mut s = UnixStream::connect(&self.monitor)
             .with_context(|| format!("{}: connecting to the QEMU monitor", self.name))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
         s.write_all(b"system_powerdown\n")?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The greeting ends in a prompt; the command's echo is followed by a second one.
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let text = String::from_utf8_lossy(&seen);
+            if text.contains("system_powerdown") && text.matches("(qemu)").count() >= 2 {
+                return Ok(());
+            }
+        }
+        bail!(
+            "{}: the QEMU monitor did not answer system_powerdown: {:?}",
+            self.name,
+            String::from_utf8_lossy(&seen)
+        )
     }
 
     /// Wait up to `timeout` for QEMU to exit; `None` if it still runs.
@@ -248,6 +274,12 @@ impl Vm {
         if self.wait_exit(timeout)?.is_some() {
             return Ok(true);
         }
+        println!(
+            "  {}: no power-off within {} s; killing QEMU (pid {})",
+            self.name,
+            timeout.as_secs(),
+            self.child.as_ref().map_or(0, Child::id)
+        );
         self.kill();
         Ok(false)
     }
