@@ -19,8 +19,16 @@ impl Failure {
         }
     }
 
-    /// Print `kiln: error: …` with the whole cause chain and return the exit code.
+    /// Print `kiln: error: …` with the whole cause chain and return the exit code. A write to a
+    /// stdout whose reader has gone (`kiln cat … | head`) ends quietly with exit 0.
     pub fn report(self) -> ExitCode {
+        let broken_pipe = self.error.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return ExitCode::SUCCESS;
+        }
         eprintln!("kiln: error: {:#}", self.error);
         ExitCode::from(self.code)
     }

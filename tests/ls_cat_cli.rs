@@ -156,3 +156,40 @@ fn ls_and_cat_agree_with_debugfs() {
         );
     }
 }
+
+/// Run kiln with a stdout pipe whose reader is already gone: the first write fails with EPIPE.
+fn kiln_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// `kiln … | head` stops quietly: exit 0, nothing on stderr, no panic — both for verbs that print
+/// lines (`ls`, `scrub --list`) and for `cat`, which streams file data.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (qcow, _) = fixture(dir.path());
+    let many = format!("{qcow}:/var/many");
+    let hostname = format!("{qcow}:/etc/hostname");
+    for args in [
+        vec!["ls", many.as_str()],
+        vec!["cat", hostname.as_str()],
+        vec!["scrub", "--list"],
+    ] {
+        let out = kiln_into_closed_pipe(&args);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "kiln {args:?} into a closed pipe"
+        );
+    }
+}

@@ -81,8 +81,12 @@ pub fn run_task(args: &[String]) -> Result<()> {
     let kiln = crate::util::build_kiln()?;
     let mut accel = None;
     let base = base::ensure(&kiln, &mut accel, rebuild)?;
-    let accel = accel.unwrap_or_else(|| Accel::detect(&base.kernel, &base.initrd));
-    println!("accelerator: {}", accel.name());
+    // Detected while building the base when it was built (and printed there).
+    let accel = accel.unwrap_or_else(|| {
+        let a = Accel::detect(&base.kernel, &base.initrd);
+        println!("accelerator: {}", a.name());
+        a
+    });
     if base_only {
         println!(
             "base image: {} (sha256 {})",
