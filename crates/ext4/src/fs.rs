@@ -1344,7 +1344,7 @@ impl<'d> Filesystem<'d> {
                 total += n as u64;
             }
             let bs = u64::from(self.info().block_size);
-            if zero_tail && total % bs != 0 {
+            if zero_tail && !total.is_multiple_of(bs) {
                 let pad = vec![0u8; (bs - total % bs) as usize];
                 self.put(op, path, file, &pad)?;
                 // SAFETY: live file handle; shrinks back to the content length within the block.

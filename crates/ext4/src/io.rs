@@ -79,10 +79,10 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(name) = self.name.to_str() {
-            if let Some(map) = lock(&REGISTRY).as_mut() {
-                map.remove(name);
-            }
+        if let Ok(name) = self.name.to_str()
+            && let Some(map) = lock(&REGISTRY).as_mut()
+        {
+            map.remove(name);
         }
     }
 }

@@ -115,7 +115,7 @@ impl DirRecord<'_> {
     /// Recorded length for an identifier and system use area of the given sizes: the identifier
     /// is followed by a pad byte when its length is even, and the whole record is kept even.
     pub fn len_for(ident_len: usize, su_len: usize) -> usize {
-        let base = Self::FIXED + ident_len + usize::from(ident_len % 2 == 0);
+        let base = Self::FIXED + ident_len + usize::from(ident_len.is_multiple_of(2));
         let n = base + su_len;
         n + n % 2
     }
@@ -139,7 +139,7 @@ impl DirRecord<'_> {
         Both16(1).put(out); // volume sequence number
         out.push(self.ident.len() as u8);
         out.extend_from_slice(self.ident);
-        if self.ident.len() % 2 == 0 {
+        if self.ident.len().is_multiple_of(2) {
             out.push(0);
         }
         out.extend_from_slice(self.system_use);

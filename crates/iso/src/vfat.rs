@@ -175,10 +175,11 @@ pub fn write_vfat(
     let now = fat_datetime(opts.epoch)?;
     let mut too_large = None;
     tree.walk(|path, node| {
-        if let Node::File { data, .. } = node {
-            if data.len() as u64 > u64::from(u32::MAX) && too_large.is_none() {
-                too_large = Some((path.to_owned(), data.len() as u64));
-            }
+        if let Node::File { data, .. } = node
+            && data.len() as u64 > u64::from(u32::MAX)
+            && too_large.is_none()
+        {
+            too_large = Some((path.to_owned(), data.len() as u64));
         }
     });
     if let Some((path, size)) = too_large {

@@ -306,12 +306,12 @@ impl ClusterSpec {
             }
             MatchBy::Mac => {}
         }
-        if let Some(i) = &net.interface {
-            if !is_ifname(i) {
-                p.push(format!(
-                    "cluster.network.interface {i:?} is not a valid interface name"
-                ));
-            }
+        if let Some(i) = &net.interface
+            && !is_ifname(i)
+        {
+            p.push(format!(
+                "cluster.network.interface {i:?} is not a valid interface name"
+            ));
         }
         check_subnet::<Ipv4Addr>("cluster.network.ipv4", &net.ipv4, p);
         if let Some(v6) = &net.ipv6 {
@@ -329,10 +329,10 @@ impl ClusterSpec {
                 ));
             }
         }
-        if let Some(u) = &c.user {
-            if !is_username(u) {
-                p.push(format!("cluster.user {u:?} is not a valid user name"));
-            }
+        if let Some(u) = &c.user
+            && !is_username(u)
+        {
+            p.push(format!("cluster.user {u:?} is not a valid user name"));
         }
         for (i, k) in c.ssh_authorized_keys.iter().enumerate() {
             if k.contains('\n') || k.split_whitespace().count() < 2 {
@@ -341,10 +341,10 @@ impl ClusterSpec {
                 ));
             }
         }
-        if let Some(s) = &c.disk_size {
-            if let Err(e) = parse_size(s) {
-                p.push(format!("cluster.disk_size: {e}"));
-            }
+        if let Some(s) = &c.disk_size
+            && let Err(e) = parse_size(s)
+        {
+            p.push(format!("cluster.disk_size: {e}"));
         }
         if let Err(e) = parse_duration(&c.wait.network) {
             p.push(format!("cluster.wait.network: {e}"));
@@ -413,14 +413,13 @@ impl ClusterSpec {
                 (Some(s), Some(_)) => match s.parse::<Ipv6Addr>() {
                     Err(_) => p.push(format!("{who}: ipv6 {s:?} is not an IPv6 address")),
                     Ok(a) => {
-                        if let Some(c) = &v6 {
-                            if !c.contains(a) {
+                        if let Some(c) = &v6
+                            && !c.contains(a) {
                                 p.push(format!(
                                     "{who}: ipv6 {a} is outside {}",
                                     net.ipv6.as_ref().map(|s| s.cidr.as_str()).unwrap_or("")
                                 ));
                             }
-                        }
                         if gw6 == Some(a) {
                             p.push(format!("{who}: ipv6 {a} is the gateway address"));
                         }
@@ -449,12 +448,12 @@ impl ClusterSpec {
                     }
                 },
             }
-            if let Some(i) = &n.interface {
-                if !is_ifname(i) {
-                    p.push(format!(
-                        "{who}: interface {i:?} is not a valid interface name"
-                    ));
-                }
+            if let Some(i) = &n.interface
+                && !is_ifname(i)
+            {
+                p.push(format!(
+                    "{who}: interface {i:?} is not a valid interface name"
+                ));
             }
             for (k, v) in &n.labels {
                 if !is_label_key(k) || !is_label_value(v) {
@@ -469,10 +468,10 @@ impl ClusterSpec {
                 }
             }
             check_extra_keys(&format!("{who}: config"), &n.config, p);
-            if let Some(s) = &n.disk_size {
-                if let Err(e) = parse_size(s) {
-                    p.push(format!("{who}: disk_size: {e}"));
-                }
+            if let Some(s) = &n.disk_size
+                && let Err(e) = parse_size(s)
+            {
+                p.push(format!("{who}: disk_size: {e}"));
             }
         }
     }
@@ -507,13 +506,13 @@ fn check_subnet<A: Addr>(what: &str, s: &Subnet, p: &mut Vec<String>) {
             A::FAMILY
         )),
         Ok(g) => {
-            if let Some(c) = cidr {
-                if !c.contains(g) {
-                    p.push(format!(
-                        "{what}.gateway {} is outside {}",
-                        s.gateway, s.cidr
-                    ));
-                }
+            if let Some(c) = cidr
+                && !c.contains(g)
+            {
+                p.push(format!(
+                    "{what}.gateway {} is outside {}",
+                    s.gateway, s.cidr
+                ));
             }
         }
     }

@@ -60,14 +60,14 @@ impl Token {
             .and_then(|mut f| f.read_exact(&mut raw))
             .map_err(err)?;
         let token = crate::render::hex(&raw);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(err)?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
         }
         let mut f = fs::OpenOptions::new()
             .write(true)

@@ -669,25 +669,25 @@ fn scan_gpt<D: BlockDev + ?Sized>(
     let primary_problem = check_gpt_header(dev, device, sector_size, 1)?;
     let last_lba = size / sector_size - 1;
     let backup_problem = check_gpt_header(dev, device, sector_size, last_lba)?;
-    if let Some(reason) = &primary_problem {
-        if reason != "no signature" {
-            return Err(Error::CorruptGpt {
-                device: device.to_owned(),
-                lba: 1,
-                sector_size,
-                reason: reason.clone(),
-            });
-        }
+    if let Some(reason) = &primary_problem
+        && reason != "no signature"
+    {
+        return Err(Error::CorruptGpt {
+            device: device.to_owned(),
+            lba: 1,
+            sector_size,
+            reason: reason.clone(),
+        });
     }
-    if let Some(reason) = backup_problem {
-        if reason != "no signature" {
-            return Err(Error::CorruptGpt {
-                device: device.to_owned(),
-                lba: last_lba,
-                sector_size,
-                reason,
-            });
-        }
+    if let Some(reason) = backup_problem
+        && reason != "no signature"
+    {
+        return Err(Error::CorruptGpt {
+            device: device.to_owned(),
+            lba: last_lba,
+            sector_size,
+            reason,
+        });
     }
 
     let mut reader = DevReader::new(dev);

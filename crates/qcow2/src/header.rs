@@ -185,7 +185,7 @@ impl Header {
             h.autoclear_features = be.u64(88);
             h.refcount_order = be.u32(96);
             h.header_length = be.u32(100);
-            if h.header_length < 104 || h.header_length % 8 != 0 {
+            if h.header_length < 104 || !h.header_length.is_multiple_of(8) {
                 return Err(invalid("header_length", h.header_length as u64));
             }
         }
@@ -251,7 +251,7 @@ impl Header {
             return Err(invalid("l1_size", h.l1_size as u64));
         }
         if h.l1_size > 0 {
-            if h.l1_table_offset % cs != 0 {
+            if !h.l1_table_offset.is_multiple_of(cs) {
                 return Err(Error::Misaligned {
                     image: image.to_owned(),
                     what: "L1 table",
@@ -273,7 +273,7 @@ impl Header {
                 });
             }
         }
-        if h.refcount_table_offset % cs != 0 {
+        if !h.refcount_table_offset.is_multiple_of(cs) {
             return Err(Error::Misaligned {
                 image: image.to_owned(),
                 what: "refcount table",

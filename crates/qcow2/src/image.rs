@@ -553,7 +553,7 @@ impl Image {
 
     fn check_cluster(&self, what: &'static str, off: u64, file_len: u64) -> Result<()> {
         let cs = self.cluster_size();
-        if off % cs != 0 {
+        if !off.is_multiple_of(cs) {
             return Err(Error::Misaligned {
                 image: self.path.clone(),
                 what,
@@ -627,7 +627,7 @@ impl Image {
             return Ok(Mapping::Unallocated);
         }
         let cs = self.cluster_size();
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(Error::Misaligned {
                 image: self.path.clone(),
                 what: "data cluster",
@@ -1074,7 +1074,7 @@ impl Image {
                 value: cb as u64,
             });
         }
-        if opts.size > crate::header::MAX_VIRTUAL_SIZE || opts.size % 512 != 0 {
+        if opts.size > crate::header::MAX_VIRTUAL_SIZE || !opts.size.is_multiple_of(512) {
             return Err(Error::InvalidHeader {
                 image: name,
                 field: "size",
