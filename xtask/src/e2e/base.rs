@@ -149,6 +149,15 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn build(kiln: &Path, work: &Path, accel: &mut Option<Accel>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0) != 0 {
+        bail!(
+            "building the e2e base image needs root (debootstrap creates device nodes and chroots); \
+             run `cargo xtask e2e` as root, as CI does, or point KILN_E2E_CACHE at a cache that \
+             already holds the base"
+        );
+    }
     println!("base image: building Debian {SUITE} in {}", work.display());
     let root = work.join("root");
     step("debootstrap", || debootstrap(work, &root))?;
@@ -182,13 +191,13 @@ fn build(kiln: &Path, work: &Path, accel: &mut Option<Accel>) -> Result<()> {
         first_boot(work, &image, accel)
     })?;
     run(Command::new("qemu-img").args(["check", "-q", s(&image)]))?;
-    let machine_id = kiln_cat(kiln, &image, work, "/etc/machine-id")?
-        .trim()
-        .to_owned();
+    let read =
+        |p: &str| super::checks::read_guest(kiln, &image, work, p).map_err(anyhow::Error::msg);
+    let machine_id = read("/etc/machine-id")?.trim().to_owned();
     let mut keys = Vec::new();
     for alg in ["ecdsa", "ed25519", "rsa"] {
         let p = format!("/etc/ssh/ssh_host_{alg}_key.pub");
-        keys.push(kiln_cat(kiln, &image, work, &p)?.trim().to_owned());
+        keys.push(read(&p)?.trim().to_owned());
     }
     let sha = kiln_golden::fixtures::sha256_of(&image)?;
     let mut meta = format!("sha256 {sha}\nmachine-id {machine_id}\n");
@@ -197,15 +206,6 @@ fn build(kiln: &Path, work: &Path, accel: &mut Option<Accel>) -> Result<()> {
     }
     fs::write(work.join("first-boot.txt"), meta)?;
     Ok(())
-}
-
-/// `kiln cat IMAGE:PATH` as text; backing files may come from under `allow`.
-pub fn kiln_cat(kiln: &Path, image: &Path, allow: &Path, path: &str) -> Result<String> {
-    run(Command::new(kiln)
-        .arg("cat")
-        .arg(format!("{}:{path}", image.display()))
-        .arg("--allow-backing-dir")
-        .arg(allow))
 }
 
 fn debootstrap(work: &Path, root: &Path) -> Result<()> {

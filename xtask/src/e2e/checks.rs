@@ -51,25 +51,41 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn bytes(&self, path: &str) -> Result<Vec<u8>, String> {
-        let out = Command::new(self.kiln)
-            .arg("cat")
-            .arg(format!("{}:{path}", self.obs.overlay.display()))
-            .arg("--allow-backing-dir")
-            .arg(&self.obs.allow_dir)
-            .output()
-            .map_err(|e| format!("cannot run kiln cat: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kiln cat {path}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(out.stdout)
+        read_guest_bytes(self.kiln, &self.obs.overlay, &self.obs.allow_dir, path)
     }
     fn text(&self, path: &str) -> Result<String, String> {
         self.bytes(path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
+}
+
+/// A file from inside a (stopped) guest's disk, read with `kiln cat`; backing files may come from
+/// under `allow`.
+pub fn read_guest_bytes(
+    kiln: &Path,
+    image: &Path,
+    allow: &Path,
+    path: &str,
+) -> Result<Vec<u8>, String> {
+    let out = Command::new(kiln)
+        .arg("cat")
+        .arg(format!("{}:{path}", image.display()))
+        .arg("--allow-backing-dir")
+        .arg(allow)
+        .output()
+        .map_err(|e| format!("cannot run kiln cat: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kiln cat {path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// [`read_guest_bytes`] as text.
+pub fn read_guest(kiln: &Path, image: &Path, allow: &Path, path: &str) -> Result<String, String> {
+    read_guest_bytes(kiln, image, allow, path).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 fn check(node: &str, name: &'static str, r: Result<String, String>) -> Check {
