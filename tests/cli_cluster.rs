@@ -392,3 +392,108 @@ fn bad_inputs_exit_2_and_write_nothing() {
         );
     }
 }
+
+#[test]
+fn removed_nodes_files_are_reported_and_left_in_place() {
+    let env = env();
+    ok_json(&cluster(&env, &["--json"]));
+    let before = snapshot(&env.out);
+    let old_inventory = std::fs::read(env.out.join("inventory.json")).expect("inventory");
+    let gone = ["k3s-worker-02.qcow2", "k3s-worker-02-seed.iso"];
+    let sha_before: Vec<String> = gone
+        .iter()
+        .map(|f| fixtures::sha256_of(&env.out.join(f)).expect("sha"))
+        .collect();
+
+    let spec = std::fs::read_to_string(&env.spec).expect("spec");
+    let line = spec
+        .lines()
+        .find(|l| l.contains("name: k3s-worker-02"))
+        .expect("worker-02 line");
+    std::fs::write(&env.spec, spec.replace(&format!("{line}\n"), "")).expect("write spec");
+
+    // Only the inventory is replaced; the removed node's files stay exactly as they were.
+    let check_untouched = |what: &str| {
+        let after = snapshot(&env.out);
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>(),
+            "{what}"
+        );
+        for (file, id) in &before {
+            assert_eq!(
+                after[file] != *id,
+                file == "inventory.json",
+                "{what}: {file}"
+            );
+        }
+        for (f, sha) in gone.iter().zip(&sha_before) {
+            assert_eq!(
+                &fixtures::sha256_of(&env.out.join(f)).expect("sha"),
+                sha,
+                "{what}: {f}"
+            );
+        }
+        let inv: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.out.join("inventory.json")).expect("inv"))
+                .expect("inventory JSON");
+        let names: Vec<&str> = inv["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names, NODES[..2], "{what}");
+    };
+
+    // The table names both files on one line; exit 0.
+    let table_run = || {
+        let o = cluster(&env, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let table = table_run();
+    assert!(
+        table.contains(
+            "\nleft in place (no longer in the spec): k3s-worker-02.qcow2, k3s-worker-02-seed.iso\n"
+        ),
+        "{table}"
+    );
+    assert_eq!(table.matches("left in place").count(), 1, "{table}");
+    assert!(!table.contains("k3s-worker-02  "), "no node row: {table}");
+    check_untouched("table run");
+
+    // --json from the same starting point (the old inventory back in place).
+    std::fs::write(env.out.join("inventory.json"), &old_inventory).expect("restore inventory");
+    let r = ok_json(&cluster(&env, &["--json"]));
+    assert_eq!(
+        r["leftovers"],
+        serde_json::json!([
+            {"path": "k3s-worker-02.qcow2", "kind": "disk", "node": "k3s-worker-02"},
+            {"path": "k3s-worker-02-seed.iso", "kind": "seed", "node": "k3s-worker-02"},
+        ])
+    );
+    let st = statuses(&r);
+    assert_eq!(st.len(), 5, "{st:?}");
+    assert_eq!(st["inventory.json"], "updated");
+    assert!(
+        st.iter()
+            .all(|(f, s)| f == "inventory.json" || s == "unchanged")
+    );
+    check_untouched("json run");
+
+    // Later runs: no inventory names the node any more, the files are still reported.
+    let after = snapshot(&env.out);
+    let table = table_run();
+    assert!(
+        table.contains(
+            "left in place (no node in the spec owns them): k3s-worker-02-seed.iso, k3s-worker-02.qcow2\n"
+        ),
+        "{table}"
+    );
+    let r = ok_json(&cluster(&env, &["--json"]));
+    assert_eq!(r["leftovers"].as_array().map(Vec::len), Some(2));
+    assert!(r["leftovers"][0]["node"].is_null());
+    assert!(statuses(&r).values().all(|s| s == "unchanged"));
+    assert_eq!(snapshot(&env.out), after);
+}

@@ -2,12 +2,14 @@
 //! qcow2 overlay (backed by GOLDEN, relative name) and NoCloud seed ISO, plus `DIR/inventory.json`.
 //!
 //! The spec and the golden image are checked before the token file is read or created, and the whole
-//! plan before the first output is written. The token is never printed.
+//! plan before the first output is written. The token is never printed. Files of nodes no longer in
+//! the spec (and other `*.qcow2` / `*-seed.iso` no node owns) are left in place and reported: one
+//! `left in place …` line per node in the table, `leftovers` in `--json`; the exit code stays 0.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use kiln_cluster::{Options, Report, Status};
+use kiln_cluster::{Leftover, Options, Report, Status};
 use kiln_nocloud::{ClusterSpec, Token};
 
 use super::image_args::OpenArgs;
@@ -27,7 +29,8 @@ pub struct ClusterArgs {
     /// a booted node's data: without this flag kiln refuses.
     #[arg(long)]
     recreate_disks: bool,
-    /// Print the report (inventory and every file's status) as JSON instead of a table.
+    /// Print the report (inventory, every file's status, files left in place) as JSON instead of a
+    /// table.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -111,4 +114,31 @@ fn print_table(report: &Report) {
         report.inventory.golden.path,
         &report.inventory.golden.sha256
     );
+    for line in leftover_lines(&report.leftovers) {
+        println!("{line}");
+    }
+}
+
+/// One line per node whose files were left in place (in report order), then one for the files no
+/// inventory attributes to a node.
+fn leftover_lines(leftovers: &[Leftover]) -> Vec<String> {
+    let mut groups: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+    for l in leftovers {
+        let node = l.node.as_deref();
+        match groups.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, files)) => files.push(&l.path),
+            None => groups.push((node, vec![&l.path])),
+        }
+    }
+    groups.sort_by_key(|(node, _)| node.is_none());
+    groups
+        .into_iter()
+        .map(|(node, files)| {
+            let why = match node {
+                Some(_) => "no longer in the spec",
+                None => "no node in the spec owns them",
+            };
+            format!("left in place ({why}): {}", files.join(", "))
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ use kiln_nocloud::SeedFormat;
 use serde::Serialize;
 
 use crate::inventory::{DiskRecord, INVENTORY_FILE, Inventory, NodeRecord, SeedRecord};
+use crate::leftover::Leftover;
 use crate::plan::{DiskAction, Plan};
 use crate::{Error, hex};
 
@@ -53,13 +54,20 @@ pub struct FileReport {
     pub status: Status,
 }
 
-/// The result of [`Plan::apply`]: the inventory as written and the status of every file (nodes in
-/// spec order, disk before seed, the inventory last). Holds no secret.
+/// The result of [`Plan::apply`]: the inventory as written, the status of every file (nodes in
+/// spec order, disk before seed, the inventory last) and the files left in place that no node of the
+/// spec owns. Holds no secret.
+///
+/// JSON: `{"out_dir": …, "inventory": {…}, "files": [{path, kind, node, status}], "leftovers":
+/// [{path, kind, node}]}` (`leftovers` is always present, `[]` when there are none).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub out_dir: PathBuf,
     pub inventory: Inventory,
     pub files: Vec<FileReport>,
+    /// Overlays and seeds of nodes no longer in the spec (and any other `*.qcow2` / `*-seed.iso`
+    /// no node owns): never deleted, no longer in the inventory. See [`Leftover`].
+    pub leftovers: Vec<Leftover>,
 }
 
 impl Report {
@@ -85,7 +93,7 @@ impl Drop for Staged {
 impl Plan {
     /// Write the plan. Seeds and the inventory are compared with what is on disk and only replaced
     /// (temporary file + rename) when their bytes differ; overlays are created or recreated as
-    /// planned. The inventory is renamed into place last.
+    /// planned. The inventory is renamed into place last. [`Plan::leftovers`] are not touched.
     pub fn apply(self) -> Result<Report, Error> {
         let dir = &self.out_dir;
         fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
@@ -219,6 +227,7 @@ impl Plan {
             out_dir: self.out_dir,
             inventory,
             files,
+            leftovers: self.leftovers,
         })
     }
 }

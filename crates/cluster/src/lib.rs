@@ -21,6 +21,10 @@
 //! the first write; every output goes through a temporary file renamed into place; the inventory is
 //! renamed last, so it never records a golden that the overlays beside it were not made from.
 //!
+//! **Nothing deleted.** Files of nodes no longer in the spec (named by the previous inventory), and
+//! any other `*.qcow2` / `*-seed.iso` in the directory that no current node owns, are left in place
+//! and listed in [`Report::leftovers`]; the new inventory no longer lists them.
+//!
 //! ```no_run
 //! use kiln_cluster::{Options, build};
 //! use kiln_nocloud::{ClusterSpec, Token};
@@ -31,6 +35,9 @@
 //! for f in &report.files {
 //!     println!("{} {}", f.path, f.status.as_str());
 //! }
+//! for l in &report.leftovers {
+//!     println!("{} left in place (node {:?})", l.path, l.node);
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -38,6 +45,7 @@
 
 mod apply;
 mod inventory;
+mod leftover;
 mod plan;
 
 use std::path::PathBuf;
@@ -46,6 +54,7 @@ pub use apply::{FileKind, FileReport, Report, Status};
 pub use inventory::{
     DiskRecord, GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo, NodeRecord, SeedRecord,
 };
+pub use leftover::Leftover;
 pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
 
 use kiln_nocloud::{ClusterSpec, Token};
@@ -95,6 +104,11 @@ pub enum Error {
     },
     #[error("validating the cluster spec")]
     InvalidSpec(#[source] kiln_nocloud::Error),
+    #[error("listing output directory {path}")]
+    ListDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("node {node:?}: writing overlay {path}")]
     Overlay {
         node: String,
@@ -318,6 +332,105 @@ nodes:
             let n = e.expect("entry").file_name();
             assert!(!n.to_string_lossy().starts_with('.'), "{n:?}");
         }
+    }
+
+    /// name → (inode, mtime, mtime nanoseconds).
+    fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (u64, i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("stat");
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, (m.ino(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removed_nodes_files_are_reported_and_left_in_place() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // The golden lives in the cluster directory itself: it is never a leftover.
+        let out = d.path().join("cluster");
+        std::fs::create_dir(&out).expect("mkdir");
+        let g = out.join("golden.qcow2");
+        golden(&g, 64 << 20);
+        let token = Token::new("t");
+        let opts = Options::default();
+        let r = build(&spec(d.path(), SPEC), &token, &g, &out, &opts).expect("build");
+        assert_eq!(r.leftovers, vec![]);
+        std::fs::write(out.join("stray-seed.iso"), b"not ours").expect("stray");
+        let before = snapshot(&out);
+
+        let w1_line = SPEC
+            .lines()
+            .find(|l| l.contains("name: w1"))
+            .expect("w1 line");
+        let without = spec(d.path(), &SPEC.replace(&format!("{w1_line}\n"), ""));
+        assert_eq!(without.nodes.len(), 1);
+        let plan = plan(&without, &token, &g, &out, &opts).expect("plan");
+        let leftover = |path: &str, kind, node: Option<&str>| Leftover {
+            path: path.into(),
+            kind,
+            node: node.map(str::to_owned),
+        };
+        let want = vec![
+            leftover("w1.qcow2", FileKind::Disk, Some("w1")),
+            leftover("w1-seed.iso", FileKind::Seed, Some("w1")),
+            leftover("stray-seed.iso", FileKind::Seed, None),
+        ];
+        assert_eq!(plan.leftovers(), want);
+        let r = plan.apply().expect("apply");
+        assert_eq!(r.leftovers, want);
+        assert_eq!(
+            statuses(&r),
+            vec![
+                ("cp.qcow2", Status::Unchanged),
+                ("cp-seed.iso", Status::Unchanged),
+                (INVENTORY_FILE, Status::Updated),
+            ]
+        );
+        let after = snapshot(&out);
+        assert_eq!(after.len(), before.len(), "{after:?}");
+        for (name, id) in &before {
+            assert_eq!(after[name] != *id, name == INVENTORY_FILE, "{name}");
+        }
+        let inv = std::fs::read_to_string(out.join(INVENTORY_FILE)).expect("inventory");
+        assert!(!inv.contains("w1"), "{inv}");
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(
+            json["leftovers"][0],
+            serde_json::json!({"path": "w1.qcow2", "kind": "disk", "node": "w1"})
+        );
+
+        // Next run: the inventory no longer names w1, so its files are still listed, unattributed.
+        let again = build(&without, &token, &g, &out, &opts).expect("again");
+        let paths: Vec<(&str, Option<&str>)> = again
+            .leftovers
+            .iter()
+            .map(|l| (l.path.as_str(), l.node.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("stray-seed.iso", None),
+                ("w1-seed.iso", None),
+                ("w1.qcow2", None)
+            ]
+        );
+        assert!(again.files.iter().all(|f| f.status == Status::Unchanged));
+        assert_eq!(snapshot(&out), after);
+
+        // w1 back in the spec: its overlay (same golden, same size) is kept, nothing is left over
+        // but the stray seed.
+        let back = build(&spec(d.path(), SPEC), &token, &g, &out, &opts).expect("back");
+        assert_eq!(back.status_of("w1.qcow2"), Some(Status::Unchanged));
+        assert_eq!(back.status_of("w1-seed.iso"), Some(Status::Unchanged));
+        assert_eq!(
+            back.leftovers,
+            vec![leftover("stray-seed.iso", FileKind::Seed, None)]
+        );
     }
 
     #[test]

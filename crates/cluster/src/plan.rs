@@ -1,5 +1,6 @@
 //! The plan: everything decided and checked before the first write.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -9,6 +10,7 @@ use kiln_qcow2::{Header, Image};
 use sha2::{Digest, Sha256};
 
 use crate::inventory::{GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo};
+use crate::leftover::{self, Leftover};
 use crate::{Error, Options, hex};
 
 /// What happens to a node's overlay.
@@ -53,6 +55,7 @@ pub struct Plan {
     pub(crate) golden: GoldenRecord,
     pub(crate) cluster: String,
     pub(crate) nodes: Vec<NodePlan>,
+    pub(crate) leftovers: Vec<Leftover>,
     pub(crate) opts: Options,
 }
 
@@ -71,11 +74,17 @@ impl Plan {
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
     }
+
+    /// Files in the cluster directory that no planned node owns; [`Plan::apply`] leaves them alone.
+    pub fn leftovers(&self) -> &[Leftover] {
+        &self.leftovers
+    }
 }
 
 /// Check everything and decide what to write, without writing anything: the spec is validated, the
 /// golden image opened read-only and hashed, every node's seed rendered and disk size checked, and
-/// every existing overlay in `out_dir` compared with what the plan needs.
+/// every existing overlay in `out_dir` compared with what the plan needs. Files no planned node owns
+/// (see [`Leftover`]) are listed, never touched.
 pub fn plan(
     spec: &ClusterSpec,
     token: &Token,
@@ -83,7 +92,7 @@ pub fn plan(
     out_dir: &Path,
     opts: &Options,
 ) -> Result<Plan, Error> {
-    let golden_size = preflight(spec, golden, opts)?;
+    let (golden_size, golden_chain) = check_inputs(spec, golden, opts)?;
     let golden_abs = resolve(golden, golden.canonicalize())?;
     let dir_abs = resolve(out_dir, resolve_dir(out_dir))?;
     let golden_rel = resolve(golden, relative_path(&dir_abs, &golden_abs))?;
@@ -97,10 +106,10 @@ pub fn plan(
             path: golden.to_owned(),
         });
     }
-    let recorded = match fs::read(out_dir.join(INVENTORY_FILE)) {
-        Ok(bytes) => Inventory::recorded_golden_sha256(&bytes),
-        Err(_) => None,
-    };
+    let old_inventory = fs::read(out_dir.join(INVENTORY_FILE)).ok();
+    let recorded = old_inventory
+        .as_deref()
+        .and_then(Inventory::recorded_golden_sha256);
     let wanted = Wanted {
         backing: &golden_rel,
         golden_sha256: &sha256,
@@ -162,6 +171,17 @@ pub fn plan(
     if !stale.is_empty() {
         return Err(Error::StaleDisks(stale));
     }
+    let owned: BTreeSet<String> = nodes
+        .iter()
+        .flat_map(|n| [n.disk_file.clone(), n.seed_file.clone()])
+        .chain([INVENTORY_FILE.to_owned()])
+        .collect();
+    let leftovers = leftover::find(&leftover::Scan {
+        dir: out_dir,
+        old_inventory: old_inventory.as_deref(),
+        owned: &owned,
+        golden_chain: &golden_chain,
+    })?;
     Ok(Plan {
         out_dir: out_dir.to_owned(),
         golden_path: golden.to_owned(),
@@ -172,6 +192,7 @@ pub fn plan(
         },
         cluster: spec.cluster.name.clone(),
         nodes,
+        leftovers,
         opts: opts.clone(),
     })
 }
@@ -182,21 +203,42 @@ pub fn plan(
 /// it first; callers that must not write anything on bad input (such as creating the token file)
 /// call it before loading the token.
 pub fn preflight(spec: &ClusterSpec, golden: &Path, opts: &Options) -> Result<u64, Error> {
+    check_inputs(spec, golden, opts).map(|(size, _)| size)
+}
+
+/// [`preflight`], also returning the canonical paths of the golden image and its backing chain.
+fn check_inputs(
+    spec: &ClusterSpec,
+    golden: &Path,
+    opts: &Options,
+) -> Result<(u64, Vec<PathBuf>), Error> {
     spec.validate().map_err(Error::InvalidSpec)?;
     let read_only = kiln_qcow2::OpenOptions {
         write: false,
         ..opts.golden_open.clone()
     };
-    let golden_size = Image::open(golden, &read_only)
-        .map(|img| img.header().size)
-        .map_err(|source| Error::OpenGolden {
-            path: golden.to_owned(),
-            source: Box::new(source),
-        })?;
+    let img = Image::open(golden, &read_only).map_err(|source| Error::OpenGolden {
+        path: golden.to_owned(),
+        source: Box::new(source),
+    })?;
+    let golden_size = img.header().size;
     for node in &spec.nodes {
         disk_size(spec, node, golden_size)?;
     }
-    Ok(golden_size)
+    let mut chain = vec![img.path().to_owned()];
+    let mut next = img.backing();
+    while let Some(b) = next {
+        chain.push(b.path().to_owned());
+        next = match b {
+            kiln_qcow2::Backing::Qcow2(i) => i.backing(),
+            kiln_qcow2::Backing::Raw { .. } => None,
+        };
+    }
+    let chain = chain
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    Ok((golden_size, chain))
 }
 
 /// A node's overlay size: its `disk_size` rounded up to 512 bytes, else the golden's.
