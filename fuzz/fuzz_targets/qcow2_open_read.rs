@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join("kiln-fuzz-empty");
     let _ = std::fs::create_dir_all(&dir);
     let opts = OpenOptions::default().allow_backing_dir(&dir);
-    let Ok(img) = Image::open_storage(Box::new(MemDev::from_vec(data.to_vec())), dir.join("input.qcow2"), &opts) else {
+    let Ok(img) = Image::open_storage(
+        Box::new(MemDev::from_vec(data.to_vec())),
+        dir.join("input.qcow2"),
+        &opts,
+    ) else {
         return;
     };
     let cs = img.cluster_size();
