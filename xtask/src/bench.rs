@@ -182,6 +182,9 @@ pub fn run(args: &[String]) -> Result<()> {
     // 6. NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
     rows.push(seeds_row(&kiln, &dir, reps)?);
 
+    // 7. A 100-node cluster directory: overlays + seeds + inventory vs qemu-img + cloud-localds.
+    rows.push(cluster_row(&kiln, &dir, &base, reps)?);
+
     print_table(&rows, reps);
     Ok(())
 }
@@ -262,15 +265,15 @@ fn make_overlay_changing_ten_percent(base: &Path, top: &Path, data_mib: u64) -> 
 
 /// 1000 nodes: `kiln seed --format iso` for all of them in one run, against `cloud-localds` (Ubuntu's
 /// cloud-image-utils, genisoimage underneath) run once per node over the very same documents.
-fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
-    const NODES: usize = 1000;
-    let spec_dir = dir.join("seeds");
-    std::fs::create_dir_all(&spec_dir)?;
-    let spec = spec_dir.join("cluster.yaml");
+/// A spec of `nodes` nodes (3 servers, the rest agents) in `dir/cluster.yaml`, and its documents
+/// rendered by kiln into `dir/docs/<node>-seed/` (the reference tools' input). Returns both paths.
+fn big_spec(kiln: &Path, dir: &Path, nodes: usize) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let spec = dir.join("cluster.yaml");
     let mut yaml = String::from(
-        "cluster:\n  name: big\n  k3s:\n    version: v1.34.3+k3s1\n    token_file: token\n  network:\n    match: mac\n    interface: ens3\n    ipv4: { cidr: 10.20.0.0/16, gateway: 10.20.0.1 }\n    dns: [10.20.0.1]\n  user: ubuntu\n  ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKeyBenchKeyBenchKeyBenchKeyBenchKey00 bench\"]\nnodes:\n",
+        "cluster:\n  name: big\n  k3s:\n    version: v1.34.3+k3s1\n    token_file: token\n  network:\n    match: mac\n    interface: ens3\n    ipv4: { cidr: 10.20.0.0/16, gateway: 10.20.0.1 }\n    dns: [10.20.0.1]\n  user: ubuntu\n  ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKeyBenchKeyBenchKeyBenchKeyBenchKey00 bench\"]\n  disk_size: 40G\nnodes:\n",
     );
-    for i in 0..NODES {
+    for i in 0..nodes {
         let role = if i < 3 { "server" } else { "agent" };
         yaml.push_str(&format!(
             "  - {{ name: node-{i:04}, role: {role}, ipv4: 10.20.{}.{}, mac: \"52:54:00:00:{:02x}:{:02x}\" }}\n",
@@ -281,8 +284,28 @@ fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
         ));
     }
     std::fs::write(&spec, yaml)?;
-    let docs = spec_dir.join("docs");
+    let docs = dir.join("docs");
     sh(Command::new(kiln).args(["seed", s(&spec), "-o", s(&docs), "--format", "dir"]))?;
+    Ok((spec, docs))
+}
+
+/// `cloud-localds` for one node's documents from [`big_spec`].
+fn cloud_localds(docs: &Path, node: &str, out: &Path) -> Result<()> {
+    let d = docs.join(format!("{node}-seed"));
+    sh(Command::new("cloud-localds").args([
+        "-N",
+        s(&d.join("network-config")),
+        s(out),
+        s(&d.join("user-data")),
+        s(&d.join("meta-data")),
+    ]))
+    .map(drop)
+}
+
+fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
+    const NODES: usize = 1000;
+    let spec_dir = dir.join("seeds");
+    let (spec, docs) = big_spec(kiln, &spec_dir, NODES)?;
     let iso = spec_dir.join("iso");
     let k = best_of(reps, || {
         let _ = std::fs::remove_dir_all(&iso);
@@ -296,15 +319,8 @@ fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
         let _ = std::fs::remove_dir_all(&localds);
         std::fs::create_dir_all(&localds)?;
         for i in 0..NODES {
-            let d = docs.join(format!("node-{i:04}-seed"));
-            let out = localds.join(format!("node-{i:04}-seed.iso"));
-            sh(Command::new("cloud-localds").args([
-                "-N",
-                s(&d.join("network-config")),
-                s(&out),
-                s(&d.join("user-data")),
-                s(&d.join("meta-data")),
-            ]))?;
+            let name = format!("node-{i:04}");
+            cloud_localds(&docs, &name, &localds.join(format!("{name}-seed.iso")))?;
         }
         Ok(())
     })?;
@@ -314,6 +330,51 @@ fn seeds_row(kiln: &Path, dir: &Path, reps: usize) -> Result<Row> {
         reference: q,
         reference_name: "cloud-localds per node".into(),
         target: 50.0,
+    })
+}
+
+/// `kiln cluster` for 100 nodes against a golden image (every node's overlay and seed ISO, and the
+/// inventory with the golden's sha256) vs the scripted equivalent: `sha256sum` of the golden once,
+/// then per node `qemu-img create -b` and `cloud-localds` (from the same documents kiln renders).
+fn cluster_row(kiln: &Path, dir: &Path, golden: &Path, reps: usize) -> Result<Row> {
+    const NODES: usize = 100;
+    let spec_dir = dir.join("cluster");
+    let (spec, docs) = big_spec(kiln, &spec_dir, NODES)?;
+    let out = spec_dir.join("out");
+    let k = best_of(reps, || {
+        let _ = std::fs::remove_dir_all(&out);
+        sh(Command::new(kiln)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("cluster")
+            .arg(&spec)
+            .arg("--golden")
+            .arg(golden)
+            .arg("-o")
+            .arg(&out))
+        .map(drop)
+    })?;
+    let scripted = spec_dir.join("scripted");
+    let q = best_of(reps, || {
+        let _ = std::fs::remove_dir_all(&scripted);
+        std::fs::create_dir_all(&scripted)?;
+        sh(Command::new("sha256sum").arg(golden))?;
+        for i in 0..NODES {
+            let name = format!("node-{i:04}");
+            sh(Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(golden)
+                .arg(scripted.join(format!("{name}.qcow2")))
+                .arg("40G"))?;
+            cloud_localds(&docs, &name, &scripted.join(format!("{name}-seed.iso")))?;
+        }
+        Ok(())
+    })?;
+    Ok(Row {
+        name: format!("{NODES}-node cluster dir (overlays + seeds + inventory)"),
+        kiln: k,
+        reference: q,
+        reference_name: "sha256sum + qemu-img create + cloud-localds per node".into(),
+        target: 5.0,
     })
 }
 
