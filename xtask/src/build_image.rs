@@ -25,15 +25,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
         None => root().join("recipes/k3s-node-ubuntu-24.04.yaml"),
     };
     let cluster = root().join("recipes/clusters/libvirt-3node.yaml");
-    println!("building kiln (release)…");
-    run(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "kiln",
-    ]))?;
-    let kiln = root().join("target/release/kiln");
+    let kiln = crate::util::build_kiln()?;
     crate::fixtures::ensure(false)?;
 
     let first_dir = root().join("out");
