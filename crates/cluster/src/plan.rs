@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use kiln_nocloud::{ClusterSpec, NodeSeed, NodeSpec, Token};
 use kiln_qcow2::{Header, Image};
@@ -95,7 +95,7 @@ pub fn plan(
     let (golden_size, golden_chain) = check_inputs(spec, golden, opts)?;
     let golden_abs = resolve(golden, golden.canonicalize())?;
     let dir_abs = resolve(out_dir, resolve_dir(out_dir))?;
-    let golden_rel = resolve(golden, relative_path(&dir_abs, &golden_abs))?;
+    let golden_rel = resolve(golden, kiln_qcow2::relative_name(&dir_abs, &golden_abs))?;
     let sha256 = sha256_file(golden).map_err(|source| Error::HashGolden {
         path: golden.to_owned(),
         source,
@@ -356,23 +356,6 @@ fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// `to` relative to the directory `from` (both absolute and canonical), as the UTF-8 name qemu
-/// resolves against an overlay's directory.
-fn relative_path(from: &Path, to: &Path) -> io::Result<String> {
-    let f: Vec<Component<'_>> = from.components().collect();
-    let t: Vec<Component<'_>> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut rel = PathBuf::new();
-    rel.extend(std::iter::repeat_n("..", f.len() - common));
-    rel.extend(t[common..].iter().map(|c| c.as_os_str()));
-    rel.into_os_string().into_string().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the golden image's path is not UTF-8",
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,15 +369,15 @@ mod tests {
         let golden = golden.canonicalize().expect("canon");
         for out in ["out/cluster", "img", "img/sub", "a/b/c"] {
             let dir = d.path().join(out);
-            let planned =
-                relative_path(&resolve_dir(&dir).expect("resolve"), &golden).expect("relative");
+            let planned = kiln_qcow2::relative_name(&resolve_dir(&dir).expect("resolve"), &golden)
+                .expect("relative");
             fs::create_dir_all(&dir).expect("mkdir");
             let qcow2 = kiln_qcow2::relative_backing_name(&dir.join("n.qcow2"), &golden)
                 .expect("qcow2 name");
             assert_eq!(planned, qcow2, "{out}");
         }
         assert_eq!(
-            relative_path(Path::new("/a/b"), Path::new("/a/g.qcow2")).expect("rel"),
+            kiln_qcow2::relative_name(Path::new("/a/b"), Path::new("/a/g.qcow2")).expect("rel"),
             "../g.qcow2"
         );
     }

@@ -1231,10 +1231,15 @@ pub fn relative_backing_name(overlay: &Path, backing: &Path) -> std::io::Result<
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let odir = odir.canonicalize()?;
-    let b = backing.canonicalize()?;
-    let oc: Vec<Component<'_>> = odir.components().collect();
-    let bc: Vec<Component<'_>> = b.components().collect();
+    relative_name(&odir.canonicalize()?, &backing.canonicalize()?)
+}
+
+/// `to` relative to the directory `from_dir` (both absolute and canonical), as the UTF-8 name qemu
+/// resolves against an overlay's directory. For callers that plan an overlay in a directory that
+/// does not exist yet; [`relative_backing_name`] is the usual entry.
+pub fn relative_name(from_dir: &Path, to: &Path) -> std::io::Result<String> {
+    let oc: Vec<Component<'_>> = from_dir.components().collect();
+    let bc: Vec<Component<'_>> = to.components().collect();
     let common = oc.iter().zip(&bc).take_while(|(a, b)| a == b).count();
     let mut rel = PathBuf::new();
     for _ in common..oc.len() {

@@ -47,7 +47,7 @@ pub use flatten::{FlattenOptions, FlattenStats, export_raw, flatten, flatten_to_
 pub use header::{CompressionType, Header};
 pub use image::{
     AllocationCounts, Backing, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, Mapping, NewBacking,
-    OpenOptions, Storage, is_qcow2, relative_backing_name,
+    OpenOptions, Storage, is_qcow2, relative_backing_name, relative_name,
 };
 
 #[doc(hidden)]

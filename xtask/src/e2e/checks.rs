@@ -54,8 +54,7 @@ impl Reader<'_> {
         read_guest_bytes(self.kiln, &self.obs.overlay, &self.obs.allow_dir, path)
     }
     fn text(&self, path: &str) -> Result<String, String> {
-        self.bytes(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        read_guest(self.kiln, &self.obs.overlay, &self.obs.allow_dir, path)
     }
 }
 
