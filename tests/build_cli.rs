@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kiln_golden::fixtures::{self, BaseFixture, BaseSpec, K3sAssets};
+use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -410,4 +410,74 @@ fn diff_reports_what_the_build_changed() {
         "--json",
     ]);
     assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), "[]");
+}
+
+/// `--update-lock` writes the lock, `--locked` passes on the same inputs, and a lock whose digests
+/// differ makes `--locked` exit 1 naming the changed file; a missing lock is bad input (exit 2).
+#[test]
+fn locked_builds_match_or_explain_file_by_file() {
+    let env = env();
+    let r = default_recipe(&env);
+    let out = env.root.join("out");
+    let lock = env.root.join("recipe.lock");
+    let o = out.to_str().unwrap();
+    let missing = kiln(&["build", &r, "-o", o, "--locked"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(
+        !out.join("node.qcow2").exists(),
+        "nothing is built without the lock"
+    );
+
+    let w = kiln(&["build", &r, "-o", o, "--update-lock"]);
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let image_sha = sha256(&out.join("node.qcow2"));
+    assert!(text.starts_with("# kiln lock v1\n"), "{text}");
+    assert!(
+        text.contains(&format!("output node.qcow2 sha256:{image_sha}\n")),
+        "{text}"
+    );
+    let hostname = text
+        .lines()
+        .find(|l| l.ends_with(" /etc/hosts"))
+        .expect("the lock lists /etc/hosts")
+        .to_owned();
+
+    let ok = kiln(&["build", &r, "-o", o, "--locked"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Another machine's lock: other image bytes, and /etc/hosts with other content.
+    let forged_line = format!(
+        "{} ffffffffffffffff /etc/hosts",
+        hostname.rsplitn(3, ' ').nth(2).unwrap()
+    );
+    let forged = text
+        .replace(&image_sha, &"0".repeat(64))
+        .replace(&hostname, &forged_line);
+    std::fs::write(&lock, forged).unwrap();
+    let bad = kiln(&["build", &r, "-o", o, "--locked"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("differ from the lock"), "{err}");
+    assert!(err.contains("node.qcow2: sha256"), "{err}");
+    assert!(err.contains("changed /etc/hosts (content)"), "{err}");
+    assert!(
+        !err.contains("changed /etc/hostname"),
+        "only what differs is named: {err}"
+    );
+
+    std::fs::write(&lock, "output node.qcow2 sha256:zz\n").unwrap();
+    let garbage = kiln(&["build", &r, "-o", o, "--locked"]);
+    let err = String::from_utf8_lossy(&garbage.stderr);
+    assert_eq!(garbage.status.code(), Some(2), "{err}");
+    assert!(err.contains("recipe.lock:1"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! `kiln cluster` end to end on a generated Ubuntu-like golden (kiln_golden::fixtures, BaseSpec::small).
+//! `kiln cluster` end to end on a generated Ubuntu-like golden (kiln_fixtures, BaseSpec::small).
 //! Oracles: `qemu-img info --output=json` / `qemu-img check` on every overlay, `isoinfo -R` on every
 //! seed ISO, the files' inodes and mtimes across re-runs, and the token searched for in every output
 //! and in everything the CLI prints.
@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kiln_golden::fixtures::{self, BaseSpec};
+use kiln_fixtures::{self as fixtures, BaseSpec};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const NODES: [&str; 3] = ["k3s-cp-01", "k3s-worker-01", "k3s-worker-02"];
@@ -496,4 +496,58 @@ fn removed_nodes_files_are_reported_and_left_in_place() {
     assert!(r["leftovers"][0]["node"].is_null());
     assert!(statuses(&r).values().all(|s| s == "unchanged"));
     assert_eq!(snapshot(&env.out), after);
+}
+
+/// `--token-file` replaces the spec's token file; `--update-lock` records every output and each
+/// seed's documents (never the token); `--locked` passes on a re-run and, against a lock from
+/// other inputs, exits 1 naming the seed document that differs.
+#[test]
+fn token_file_override_and_locked_seeds() {
+    let env = env();
+    let tok_file = env.root.join("ci-token");
+    std::fs::write(&tok_file, "a-token-from-ci-0123456789abcdef0123456789\n").expect("token");
+    let t = tok_file.to_str().expect("path");
+    let w = cluster(&env, &["--token-file", t, "--update-lock"]);
+    assert!(w.status.success(), "{}", text(&w));
+    assert!(
+        !env.root.join("secrets/lab-token").exists(),
+        "the spec's token file was made despite --token-file"
+    );
+    let lock_path = env.root.join("cluster.lock");
+    let lock = std::fs::read_to_string(&lock_path).expect("lock written beside the spec");
+    assert!(
+        !lock.contains("a-token-from-ci"),
+        "the token is in the lock"
+    );
+    for node in NODES {
+        let seed = env.out.join(format!("{node}-seed.iso"));
+        let sha = fixtures::sha256_of(&seed).expect("sha");
+        assert!(
+            lock.contains(&format!("output {node}-seed.iso sha256:{sha}\n")),
+            "{lock}"
+        );
+    }
+    assert!(
+        lock.contains(" user-data\n") && lock.contains(" network-config\n"),
+        "{lock}"
+    );
+    let again = cluster(&env, &["--token-file", t, "--locked"]);
+    assert!(again.status.success(), "{}", text(&again));
+
+    // Another token of the same length: every seed's user-data (and so the seed and the inventory)
+    // differ.
+    std::fs::write(&tok_file, "another-token-0123456789abcdef0123456789ab\n").expect("token");
+    let bad = cluster(&env, &["--token-file", t, "--locked"]);
+    let err = text(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("k3s-cp-01-seed.iso: sha256"), "{err}");
+    assert!(err.contains("changed user-data (content)"), "{err}");
+    // The instance-id is derived from the seed's inputs, so meta-data changes too; the network
+    // config does not.
+    assert!(err.contains("changed meta-data (content)"), "{err}");
+    assert!(!err.contains("changed network-config"), "{err}");
+    assert!(
+        !err.contains("another-token"),
+        "the token was printed: {err}"
+    );
 }

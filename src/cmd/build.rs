@@ -8,6 +8,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_golden::pipeline::{STEPS, StepEvent};
 use kiln_golden::{BuildOptions, build_file};
 
+use kiln_golden::lock::{self, Lock, LockedOutput};
+
+use super::lock::LockArgs;
 use crate::exit::{CmdResult, Failure};
 
 #[derive(Debug, Args)]
@@ -23,9 +26,12 @@ pub struct BuildArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 pub fn run(args: BuildArgs) -> CmdResult {
+    let expected = args.lock.preload(&args.recipe)?;
     let bar = ProgressBar::with_draw_target(
         Some(STEPS.len() as u64),
         if args.quiet || args.json {
@@ -85,5 +91,37 @@ pub fn run(args: BuildArgs) -> CmdResult {
             total as f64 / 1000.0
         );
     }
+    if args.lock.wanted() {
+        let actual = |parts: bool| -> anyhow::Result<Lock> {
+            let mut l = Lock::default();
+            let image = LockedOutput {
+                sha256: out.manifest.output.sha256.clone(),
+                parts: if parts {
+                    lock::image_parts(&out.image)?
+                } else {
+                    Default::default()
+                },
+            };
+            let manifest = LockedOutput {
+                sha256: lock::file_sha256(&out.manifest_path)?,
+                parts: Default::default(),
+            };
+            l.outputs.insert(file_name(&out.image), image);
+            l.outputs.insert(file_name(&out.manifest_path), manifest);
+            Ok(l)
+        };
+        args.lock.finish(
+            ("build", &args.recipe),
+            "the golden image's root filesystem is listed under it, for file-level explanations",
+            expected,
+            actual,
+            args.json,
+        )?;
+    }
     Ok(())
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }

@@ -12,7 +12,10 @@ use clap::Args;
 use kiln_cluster::{Leftover, Options, Report, Status};
 use kiln_nocloud::{ClusterSpec, Token};
 
+use kiln_golden::lock::{self, Lock, LockedOutput};
+
 use super::image_args::OpenArgs;
+use super::lock::LockArgs;
 use crate::exit::{CmdResult, Failure, InputErr};
 
 #[derive(Debug, Args)]
@@ -33,13 +36,23 @@ pub struct ClusterArgs {
     /// table.
     #[arg(long)]
     json: bool,
+    /// The cluster token file, in place of the spec's `cluster.k3s.token_file` (e.g. a secret
+    /// mounted by CI). Created 0600 when missing, like the spec's.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(flatten)]
     open: OpenArgs,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 pub fn run(args: ClusterArgs) -> CmdResult {
     let epoch = super::seed::source_date_epoch()?;
-    let spec = ClusterSpec::load(&args.spec).input_err()?;
+    let expected = args.lock.preload(&args.spec)?;
+    let mut spec = ClusterSpec::load(&args.spec).input_err()?;
+    if let Some(t) = &args.token_file {
+        spec.cluster.k3s.token_file = std::path::absolute(t)?;
+    }
     let opts = Options {
         epoch,
         recreate_disks: args.recreate_disks,
@@ -50,12 +63,52 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     let token = Token::load_or_create(&spec.token_path()).input_err()?;
     let report =
         kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).map_err(lib_failure)?;
-    drop(token);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
     }
+    if args.lock.wanted() {
+        let actual = |parts: bool| -> anyhow::Result<Lock> {
+            let seeds = if parts {
+                kiln_nocloud::render_all(&spec, &token)?
+            } else {
+                Vec::new()
+            };
+            let mut l = Lock::default();
+            for f in &report.files {
+                let mut rec = LockedOutput {
+                    sha256: lock::file_sha256(&args.out.join(&f.path))?,
+                    parts: Default::default(),
+                };
+                if let Some(seed) = seeds.iter().find(|s| {
+                    f.kind == kiln_cluster::FileKind::Seed && f.node.as_deref() == Some(&s.node)
+                }) {
+                    let docs = [
+                        ("meta-data", Some(&seed.meta_data)),
+                        ("network-config", Some(&seed.network_config)),
+                        ("user-data", Some(&seed.user_data)),
+                        ("vendor-data", seed.vendor_data.as_ref()),
+                    ];
+                    for (name, data) in docs {
+                        if let Some(d) = data {
+                            rec.parts.insert(name.to_owned(), lock::document_part(d));
+                        }
+                    }
+                }
+                l.outputs.insert(f.path.clone(), rec);
+            }
+            Ok(l)
+        };
+        args.lock.finish(
+            ("cluster", &args.spec),
+            "each seed's documents are listed under it, for explanations",
+            expected,
+            actual,
+            args.json,
+        )?;
+    }
+    drop(token);
     Ok(())
 }
 

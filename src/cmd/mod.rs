@@ -13,6 +13,7 @@ mod diff;
 mod guest;
 mod image_args;
 mod inspect;
+mod lock;
 mod ls;
 mod overlay;
 mod progress;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiln_golden::fixtures::{self, BaseSpec};
+use kiln_fixtures::{self as fixtures, BaseSpec};
 
 use crate::util::root;
 

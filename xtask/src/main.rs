@@ -1,9 +1,13 @@
 //! `cargo xtask <task>`: kiln's developer tasks, one small binary (see matklad/cargo-xtask).
 
+mod apt;
 mod bench;
 mod build_image;
 mod e2e;
 mod fixtures;
+mod repro;
+mod setup;
+mod test;
 mod util;
 
 use anyhow::{Result, bail};
@@ -11,10 +15,13 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
+  test [--skip STEP]… [--only STEP]…  README's test command (what CI runs): install what is missing,
+                    fmt, clippy, fuzz build, the suite, build-image --locked, e2e, Debian 13 rebuild
   build-image [RECIPE]  fixtures → golden image → 3 nodes' seeds and overlays → rebuild and compare
   e2e [--rebuild-base] [--base-only]  boot a 3-node cluster from kiln's outputs under QEMU; real cloud-init judges
   bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
   fixtures [--force]  generate the Ubuntu-like base image and stand-in k3s assets in target/fixtures/
+  fuzz-lock         make fuzz/Cargo.lock agree with Cargo.lock
   help              this text";
 
 fn main() -> Result<()> {
@@ -28,6 +35,8 @@ fn main() -> Result<()> {
         Some("e2e") => e2e::run_task(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
+        Some("test") => test::run_task(&args[1..]),
+        Some("fuzz-lock") => test::fuzz_lock(),
         Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
 }

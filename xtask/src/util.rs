@@ -57,8 +57,12 @@ impl Rng {
     }
 }
 
-/// Build kiln (release) and return the binary's path.
+/// Build kiln (release) and return the binary's path; `$KILN_BIN`, when set, is used as it is
+/// (the Debian 13 reproducibility build runs inside a root that has no cargo).
 pub fn build_kiln() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("KILN_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     println!("building kiln (release)…");
     run(Command::new(env!("CARGO")).current_dir(root()).args([
         "build",

@@ -107,7 +107,19 @@ fn open_fs<'d>(w: &'d kiln_blockdev::SliceDev<&Disk>, p: &Path) -> Result<Filesy
     })
 }
 
-fn ext4_err(p: &Path) -> impl Fn(kiln_ext4::Error) -> Error {
+/// Opens the root filesystem of `image` read-only, walks it, and hands both to `f`.
+pub(crate) fn with_root_fs<T>(
+    image: &Path,
+    f: impl FnOnce(&Filesystem<'_>, &BTreeMap<String, Metadata>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let disk = open(image)?;
+    let window = root_window(&disk, image)?;
+    let fs = open_fs(&window, image)?;
+    let tree = walk(&fs, image)?;
+    f(&fs, &tree)
+}
+
+pub(crate) fn ext4_err(p: &Path) -> impl Fn(kiln_ext4::Error) -> Error {
     let p = p.to_owned();
     move |source| Error::Ext4 {
         op: "reading the root filesystem",

@@ -13,14 +13,12 @@
 
 pub mod diff;
 pub mod inject;
+pub mod lock;
 pub mod manifest;
 pub mod pipeline;
 pub mod recipe;
 pub mod scrub;
 pub mod verify;
-
-#[cfg(feature = "fixtures")]
-pub mod fixtures;
 
 use std::path::PathBuf;
 
@@ -70,6 +68,13 @@ pub enum Error {
     },
     #[error("parsing recipe {path}: {message}")]
     ParseRecipe { path: PathBuf, message: String },
+    /// A lock file (`kiln build --locked`) that is not in the lock format.
+    #[error("{}:{line}: not a kiln lock line: {reason}", path.display())]
+    ParseLock {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("finding the root filesystem of {image}")]
     Partition {
         image: PathBuf,
@@ -116,6 +121,7 @@ impl Error {
             | Error::ChecksumMismatch { .. }
             | Error::Invalid(_)
             | Error::ParseRecipe { .. }
+            | Error::ParseLock { .. }
             | Error::Partition { .. }
             | Error::Prereq { .. }
             | Error::ReadInput { .. }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_golden::fixtures::{self, BaseFixture, BaseSpec, K3sAssets};
+use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
 use kiln_golden::{BuildOptions, Error, build_file};
 
 const VERSION: &str = "v1.34.3+k3s1";

@@ -49,4 +49,4 @@ mod vfat;
 pub use error::{Error, Result};
 pub use iso::{IsoOptions, write_iso};
 pub use tree::{MAX_JOLIET_CHARS, MAX_NAME_BYTES, Tree};
-pub use vfat::{VfatOptions, write_vfat};
+pub use vfat::{VfatOptions, write_vfat, write_vfat_sized};

@@ -171,6 +171,18 @@ pub fn write_vfat(
     opts: &VfatOptions,
     out: &mut (impl Read + Write + Seek),
 ) -> Result<(), Error> {
+    write_vfat_sized(tree, opts, None, out)
+}
+
+/// [`write_vfat`] with the volume's size fixed to `size` bytes (a multiple of 512, e.g. a whole
+/// partition) instead of chosen from the contents; `None` chooses it. Fails with an error naming
+/// the file that no longer fits when the contents need more room.
+pub fn write_vfat_sized(
+    tree: &Tree,
+    opts: &VfatOptions,
+    fixed_size: Option<u64>,
+    out: &mut (impl Read + Write + Seek),
+) -> Result<(), Error> {
     let label = label_bytes(&opts.volume_label)?;
     let now = fat_datetime(opts.epoch)?;
     let mut too_large = None;
@@ -191,7 +203,19 @@ pub fn write_vfat(
     }
     check_fat_names(&tree.root, "")?;
     let serial = volume_serial(tree, opts);
-    let (mut size, root_entries) = estimate_size(tree);
+    let (estimate, root_entries) = estimate_size(tree);
+    let mut size = match fixed_size {
+        Some(s) if s % 512 != 0 || s < MIN_IMAGE => {
+            return Err(Error::ImageTooLarge {
+                what: "vfat image bytes (a multiple of 512, at least 1 MiB)",
+                value: s,
+                max: MAX_IMAGE,
+            });
+        }
+        Some(s) => s,
+        None => estimate,
+    };
+    let fixed = fixed_size.is_some();
     let previous = NOW.with(|n| n.replace(now));
     let result = loop {
         if size > MAX_IMAGE {
@@ -205,7 +229,7 @@ pub fn write_vfat(
             // Out of space (or a root directory too small): retry with a larger volume.
             // Out of space: retry with a larger volume. (fatfs 0.3 reports it only as a message.)
             Err(Error::Vfat { ref source, .. })
-                if source.to_string().contains("No space left on device") =>
+                if !fixed && source.to_string().contains("No space left on device") =>
             {
                 size *= 2;
             }

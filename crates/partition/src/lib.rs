@@ -14,7 +14,8 @@
 //!   window(dev, &partition) -> SliceDev  (the filesystem's own byte range)
 //! ```
 //!
-//! Everything here only reads. The partition-table parsers are fed untrusted bytes, so the GPT
+//! [`write_gpt`] writes a new GPT from a [`GptLayout`] (for disks kiln makes itself); everything
+//! else here only reads. The partition-table parsers are fed untrusted bytes, so the GPT
 //! header is sanity-checked *before* gptman sees it (entry count and size, array location inside
 //! the device), every read is bounded by the device size, and a panic inside a parser is caught and
 //! reported as an error naming the device.
@@ -37,6 +38,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use kiln_blockdev::{BlockDev, SliceDev};
+
+mod write;
+pub use write::{GptLayout, GptPartition, write_gpt};
 
 /// The label Ubuntu (and kiln's fixtures) give the root filesystem.
 pub const ROOT_LABEL: &str = "cloudimg-rootfs";

@@ -39,7 +39,7 @@ pub const PACKAGES: &[&str] = &[
     "openssh-server",
 ];
 /// Bump when the steps below change what the image holds.
-const RECIPE_VERSION: &str = "kiln-e2e-base-2";
+const RECIPE_VERSION: &str = "kiln-e2e-base-3";
 const FIRST_BOOT_MAC: &str = "52:54:00:e2:e0:01";
 pub const FIRST_BOOT_INSTANCE: &str = "kiln-e2e-base-first-boot";
 
@@ -67,26 +67,38 @@ pub fn cache_dir() -> PathBuf {
     base.join("kiln").join("e2e")
 }
 
-fn mirror() -> String {
-    std::env::var("KILN_E2E_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+/// The Debian mirror: `$KILN_E2E_MIRROR`, else the one this machine's apt uses.
+fn mirror() -> Result<String> {
+    crate::apt::debian_mirror()
 }
 
 /// The cached base for this recipe, built (and booted once) when missing or when `rebuild`.
+/// The cache directory of the base for this recipe (and mirror).
+fn base_dir() -> Result<PathBuf> {
+    Ok(cache_dir().join(format!("debian-{SUITE}-{}", key()?)))
+}
+
+fn key() -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let text = format!(
+        "{RECIPE_VERSION}\n{SUITE}\n{}\n{}",
+        PACKAGES.join(","),
+        mirror()?
+    );
+    let d = Sha256::digest(text.as_bytes());
+    Ok(d[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The debootstrapped Debian root the cached base was made from (kept for the Debian 13
+/// reproducibility build), if the base has been built.
+pub fn debian_root() -> Result<Option<PathBuf>> {
+    let root = base_dir()?.join("rootfs");
+    Ok(root.join("usr/sbin/mke2fs").exists().then_some(root))
+}
+
 pub fn ensure(kiln: &Path, accel: &mut Option<Accel>, rebuild: bool) -> Result<Base> {
-    let key = {
-        use sha2::{Digest, Sha256};
-        let text = format!(
-            "{RECIPE_VERSION}\n{SUITE}\n{}\n{}",
-            PACKAGES.join(","),
-            mirror()
-        );
-        let d = Sha256::digest(text.as_bytes());
-        d[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let dir = cache_dir().join(format!("debian-{SUITE}-{key}"));
+    let key = key()?;
+    let dir = base_dir()?;
     if !rebuild && let Some(b) = load(&dir)? {
         println!("base image: cached, {}", dir.display());
         return Ok(b);
@@ -164,7 +176,8 @@ fn build(kiln: &Path, work: &Path, accel: &mut Option<Accel>) -> Result<()> {
     step("configure", || configure(&root, work))?;
     let part = work.join("root.ext4");
     step("mkfs.ext4 -d", || mkfs(&root, &part))?;
-    fs::remove_dir_all(&root)?;
+    // Kept: `cargo xtask test`'s Debian 13 reproducibility build runs kiln inside it.
+    fs::rename(&root, work.join("rootfs"))?;
     let raw = work.join("disk.raw");
     step("GPT disk", || gpt_disk(&part, &raw))?;
     fs::remove_file(&part)?;
@@ -199,7 +212,7 @@ fn build(kiln: &Path, work: &Path, accel: &mut Option<Accel>) -> Result<()> {
         let p = format!("/etc/ssh/ssh_host_{alg}_key.pub");
         keys.push(read(&p)?.trim().to_owned());
     }
-    let sha = kiln_golden::fixtures::sha256_of(&image)?;
+    let sha = kiln_fixtures::sha256_of(&image)?;
     let mut meta = format!("sha256 {sha}\nmachine-id {machine_id}\n");
     for k in &keys {
         meta.push_str(&format!("host-key {k}\n"));
@@ -215,7 +228,7 @@ fn debootstrap(work: &Path, root: &Path) -> Result<()> {
         .arg(format!("--include={}", PACKAGES.join(",")))
         .arg(SUITE)
         .arg(root)
-        .arg(mirror())
+        .arg(mirror()?)
         .output()
         .context("running debootstrap (is it installed? see .ci/run)")?;
     fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat())?;
@@ -314,7 +327,7 @@ fn gpt_disk(part: &Path, raw: &Path) -> Result<()> {
         .args(["--typecode=1:8300", "--change-name=1:cloudimg-rootfs"])
         .arg(raw))?;
     let f = fs::OpenOptions::new().write(true).open(raw)?;
-    kiln_golden::fixtures::copy_sparse(part, &f, mib)?;
+    kiln_fixtures::copy_sparse(part, &f, mib)?;
     f.sync_all()?;
     Ok(())
 }

@@ -461,7 +461,7 @@ fn e2fsck(obs: &Observed) -> Result<String, String> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let r = (|| {
-        let part = kiln_golden::fixtures::extract_root_partition(&obs.overlay, &work)
+        let part = kiln_fixtures::extract_root_partition(&obs.overlay, &work)
             .map_err(|e| format!("extracting the root partition: {e}"))?;
         let out = Command::new("e2fsck")
             .args(["-fn"])
