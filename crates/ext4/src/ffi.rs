@@ -45,7 +45,13 @@ pub const EINVAL: errcode_t = 22;
 
 // --- flags ---------------------------------------------------------------------------------------
 pub const EXT2_FLAG_RW: c_int = 0x01;
+pub const EXT2_FLAG_CHANGED: c_int = 0x02;
 pub const EXT2_FLAG_DIRTY: c_int = 0x04;
+pub const EXT2_FLAG_BB_DIRTY: c_int = 0x20;
+pub const EXT2_FLAG_MASTER_SB_ONLY: c_int = 0x200;
+pub const EXT2_FLAG_SUPER_ONLY: c_int = 0x800;
+/// Block-group descriptor flag: the group's block bitmap is not initialised on disk.
+pub const EXT2_BG_BLOCK_UNINIT: u16 = 0x0002;
 pub const EXT2_FLAG_64BITS: c_int = 0x20000;
 pub const EXT2_FLAG_SKIP_MMP: c_int = 0x100000;
 pub const EXT2_FLAG_FLUSH_NO_SYNC: c_int = 1;
@@ -375,6 +381,8 @@ unsafe extern "C" {
     pub fn ext2fs_free(fs: ext2_filsys);
     pub fn ext2fs_flush2(fs: ext2_filsys, flags: c_int) -> errcode_t;
     pub fn ext2fs_read_bitmaps(fs: ext2_filsys) -> errcode_t;
+    pub fn ext2fs_bg_flags_clear(fs: ext2_filsys, group: dgrp_t, bg_flags: u16);
+    pub fn ext2fs_group_desc_csum_set(fs: ext2_filsys, group: dgrp_t);
     pub fn ext2fs_lookup(
         fs: ext2_filsys,
         dir: ext2_ino_t,

@@ -613,6 +613,45 @@ impl<'d> Filesystem<'d> {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Make a filesystem that `mkfs.ext4` just made independent of the e2fsprogs release that made
+    /// it: every block group's block bitmap is initialised (releases differ in which groups they
+    /// leave `BLOCK_UNINIT`) and the lifetime-writes counter (`s_kbytes_written`, which counts
+    /// mke2fs's own I/O) is set to zero — in the primary superblock and group descriptors and in
+    /// every backup copy, all rewritten at [`Filesystem::close`]. Only for a filesystem opened for
+    /// writing.
+    pub fn normalize_fresh(&mut self) -> Result<()> {
+        let fs = self.raw();
+        // SAFETY: live handle; `flags` and `group_desc_count` are plain fields (layout checked at
+        // open).
+        let (flags, groups) = unsafe { ((*fs).flags, (*fs).group_desc_count) };
+        if flags & ffi::EXT2_FLAG_RW == 0 {
+            return Err(lib_error(
+                Op::Write,
+                &self.device,
+                "/",
+                ffi::EROFS,
+                &self.shared,
+            ));
+        }
+        for g in 0..groups {
+            // SAFETY: live read-write handle whose bitmaps were loaded at open (so clearing the
+            // flag cannot make libext2fs read an uninitialised bitmap block); `g` is a valid group.
+            unsafe {
+                ffi::ext2fs_bg_flags_clear(fs, g, ffi::EXT2_BG_BLOCK_UNINIT);
+                ffi::ext2fs_group_desc_csum_set(fs, g);
+            }
+        }
+        // SAFETY: live handle; the superblock pointer is valid while it is; marking the superblock
+        // and the block bitmap dirty is what libext2fs's inline ext2fs_mark_*_dirty do, and
+        // clearing the *_ONLY flags makes the flush write the backup copies too (as tune2fs does).
+        unsafe {
+            (*(*fs).super_).s_kbytes_written = 0;
+            (*fs).flags |= ffi::EXT2_FLAG_DIRTY | ffi::EXT2_FLAG_CHANGED | ffi::EXT2_FLAG_BB_DIRTY;
+            (*fs).flags &= !(ffi::EXT2_FLAG_MASTER_SB_ONLY | ffi::EXT2_FLAG_SUPER_ONLY);
+        }
+        Ok(())
+    }
+
     /// Flush everything and release the handle. Reports every error; the handle is released in
     /// all cases.
     #[must_use = "close reports whether the filesystem was written completely"]
