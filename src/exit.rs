@@ -1,8 +1,11 @@
 //! How the CLI ends: exit 0 on success, 2 when the input (arguments, files, images, specs) is at
-//! fault, 1 for everything else (I/O on outputs, internal errors).
+//! fault, 1 for everything else (I/O on outputs, internal errors). This is the one place that maps
+//! a library error's [`ErrorKind`] to an exit code: verbs end library calls with `.or_exit()?`.
 
 use std::fmt;
 use std::process::ExitCode;
+
+use kiln_blockdev::ErrorKind;
 
 /// A failed command and the exit code it maps to.
 pub struct Failure {
@@ -59,5 +62,61 @@ pub trait InputErr<T> {
 impl<T, E: Into<anyhow::Error>> InputErr<T> for Result<T, E> {
     fn input_err(self) -> Result<T, Failure> {
         self.map_err(Failure::input)
+    }
+}
+
+/// A library error that knows who is at fault (every kiln crate's `Error::kind`).
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+}
+
+macro_rules! classify {
+    ($($t:ty),* $(,)?) => {
+        $(impl Classify for $t {
+            fn kind(&self) -> ErrorKind {
+                <$t>::kind(self)
+            }
+        })*
+    };
+}
+
+classify!(
+    kiln_blockdev::Error,
+    kiln_qcow2::Error,
+    kiln_partition::Error,
+    kiln_ext4::Error,
+    kiln_nocloud::Error,
+    kiln_golden::Error,
+    kiln_cluster::Error,
+);
+
+impl Failure {
+    /// Adds what was being done to the error's message (the exit code stays).
+    pub fn context(mut self, what: String) -> Self {
+        self.error = self.error.context(what);
+        self
+    }
+
+    /// The exit code of a library error: 2 when the input is at fault, 1 otherwise.
+    pub fn of<E: Classify + Into<anyhow::Error>>(error: E) -> Self {
+        let code = match error.kind() {
+            ErrorKind::Input => 2,
+            _ => 1,
+        };
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+/// `library_call().or_exit()?`: the error's exit code from its [`ErrorKind`].
+pub trait OrExit<T> {
+    fn or_exit(self) -> Result<T, Failure>;
+}
+
+impl<T, E: Classify + Into<anyhow::Error>> OrExit<T> for Result<T, E> {
+    fn or_exit(self) -> Result<T, Failure> {
+        self.map_err(Failure::of)
     }
 }

@@ -131,6 +131,20 @@ fn bad_input_exits_2_and_leaves_nothing() {
         "{leftovers:?}"
     );
 
+    // Found broken only while converting (an L2 table past the end of the file): still bad input,
+    // for both output formats, with nothing left behind.
+    let late = dir.path().join("late.qcow2");
+    let mut d = std::fs::read(&base).unwrap();
+    let l1 = u64::from_be_bytes(d[40..48].try_into().unwrap()) as usize;
+    d[l1..l1 + 8].copy_from_slice(&((1u64 << 40) | (1 << 63)).to_be_bytes());
+    std::fs::write(&late, &d).unwrap();
+    for format in ["qcow2", "raw"] {
+        let (code, _, err) = kiln(&["convert", p(&late), p(&out), "--format", format]);
+        assert_eq!(code, 2, "{format}: {err}");
+        assert!(err.contains("L2 table"), "{format}: {err}");
+        assert!(!out.exists());
+    }
+
     let (code, _, err) = kiln(&["convert", p(&dir.path().join("missing.qcow2")), p(&out)]);
     assert_eq!(code, 2, "{err}");
     assert!(

@@ -11,7 +11,7 @@ use kiln_golden::{BuildOptions, build_file};
 use kiln_golden::lock::{self, Lock, LockedOutput};
 
 use super::lock::LockArgs;
-use crate::exit::{CmdResult, Failure};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -64,11 +64,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
         out_dir: args.out.clone(),
         progress: Some(&progress),
     };
-    let out = match build_file(&args.recipe, &opts) {
-        Ok(o) => o,
-        Err(e) if e.is_input() => return Err(Failure::input(e)),
-        Err(e) => return Err(e.into()),
-    };
+    let out = build_file(&args.recipe, &opts).or_exit()?;
     bar.finish_and_clear();
     let total: u64 = out.steps.iter().map(|s| s.millis).sum();
     if args.json {

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::guest::{FsArgs, GuestSpec, parse_spec, with_fs};
-use crate::exit::{CmdResult, InputErr};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
@@ -19,7 +19,7 @@ pub struct CatArgs {
 pub fn run(args: CatArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     with_fs(&args.target, &args.fs, |fs| {
-        fs.read_to(&args.target.path, &mut out).input_err()?;
+        fs.read_to(&args.target.path, &mut out).or_exit()?;
         Ok(())
     })?;
     out.flush()?;

@@ -16,7 +16,7 @@ use kiln_golden::lock::{self, Lock, LockedOutput};
 
 use super::image_args::OpenArgs;
 use super::lock::LockArgs;
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -49,7 +49,7 @@ pub struct ClusterArgs {
 pub fn run(args: ClusterArgs) -> CmdResult {
     let epoch = super::seed::source_date_epoch()?;
     let expected = args.lock.preload(&args.spec)?;
-    let mut spec = ClusterSpec::load(&args.spec).input_err()?;
+    let mut spec = ClusterSpec::load(&args.spec).or_exit()?;
     if let Some(t) = &args.token_file {
         spec.cluster.k3s.token_file = std::path::absolute(t)?;
     }
@@ -59,10 +59,9 @@ pub fn run(args: ClusterArgs) -> CmdResult {
         golden_open: args.open.options(),
     };
     // Spec, golden image and disk sizes are checked before the token file may be created.
-    kiln_cluster::preflight(&spec, &args.golden, &opts).map_err(lib_failure)?;
-    let token = Token::load_or_create(&spec.token_path()).input_err()?;
-    let report =
-        kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).map_err(lib_failure)?;
+    kiln_cluster::preflight(&spec, &args.golden, &opts).or_exit()?;
+    let token = Token::load_or_create(&spec.token_path()).or_exit()?;
+    let report = kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).or_exit()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -110,14 +109,6 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     }
     drop(token);
     Ok(())
-}
-
-fn lib_failure(e: kiln_cluster::Error) -> Failure {
-    if e.is_input_error() {
-        Failure::input(e)
-    } else {
-        Failure::from(e)
-    }
 }
 
 fn print_table(report: &Report) {

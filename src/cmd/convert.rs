@@ -9,7 +9,7 @@ use kiln_qcow2::{CompressionType, Disk, FlattenOptions};
 use super::args::{human_size, parse_size};
 use super::image_args::OpenArgs;
 use super::progress;
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, Failure, OrExit};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Compress {
@@ -77,7 +77,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
             args.output.display()
         )));
     }
-    let src = Disk::open(&args.input, &args.open.options()).input_err()?;
+    let src = Disk::open(&args.input, &args.open.options()).or_exit()?;
     let bar = progress::bytes(
         "convert",
         kiln_blockdev::BlockDev::len(&src),
@@ -86,7 +86,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
     let report = |done: u64, _total: u64| bar.set_position(done);
     let summary = match args.format {
         Format::Raw => {
-            kiln_qcow2::export_raw(&src, &args.output, &report)?;
+            kiln_qcow2::export_raw(&src, &args.output, &report).or_exit()?;
             serde_json::json!({ "output": args.output, "format": "raw" })
         }
         Format::Qcow2 => {
@@ -99,7 +99,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
                 cluster_bits,
                 passthrough: !args.no_passthrough,
             };
-            let st = kiln_qcow2::flatten_to_path(&src, &args.output, &opts, &report)?;
+            let st = kiln_qcow2::flatten_to_path(&src, &args.output, &opts, &report).or_exit()?;
             serde_json::json!({
                 "output": args.output,
                 "format": "qcow2",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use kiln_golden::Difference;
 
-use crate::exit::{CmdResult, Failure};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -20,11 +20,7 @@ pub struct DiffArgs {
 }
 
 pub fn run(args: DiffArgs) -> CmdResult {
-    let diffs = match kiln_golden::diff(&args.a, &args.b) {
-        Ok(d) => d,
-        Err(e) if e.is_input() => return Err(Failure::input(e)),
-        Err(e) => return Err(e.into()),
-    };
+    let diffs = kiln_golden::diff(&args.a, &args.b).or_exit()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diffs)?);
         return Ok(());

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::Args;
 use kiln_ext4::{Filesystem, OpenOptions as FsOpenOptions};
 use kiln_partition::Selector;
 use kiln_qcow2::Disk;
 
 use super::image_args::OpenArgs;
-use crate::exit::{Failure, InputErr};
+use crate::exit::{Failure, OrExit};
 
 /// `IMAGE:/path` as given on the command line.
 #[derive(Debug, Clone)]
@@ -60,15 +60,14 @@ pub fn with_fs<T>(
     f: impl FnOnce(&Filesystem<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let name = spec.image.display().to_string();
-    let disk = Disk::open(&spec.image, &args.open.options()).input_err()?;
-    let table = kiln_partition::scan(&disk, &name).input_err()?;
+    let disk = Disk::open(&spec.image, &args.open.options()).or_exit()?;
+    let table = kiln_partition::scan(&disk, &name).or_exit()?;
     let selector = args.partition.map_or(Selector::Root, Selector::Number);
-    let part = table.select(selector).input_err()?;
-    let window = kiln_partition::window(&disk, &name, part).input_err()?;
+    let part = table.select(selector).or_exit()?;
+    let window = kiln_partition::window(&disk, &name, part).or_exit()?;
     let label = format!("{name} partition {}", part.number);
     let fs = Filesystem::open(&window, &label, FsOpenOptions::read_only())
-        .with_context(|| format!("opening the {} filesystem", part.fs))
-        .input_err()?;
+        .map_err(|e| Failure::of(e).context(format!("opening the {} filesystem", part.fs)))?;
     let out = f(&fs);
     fs.close().map_err(|e| anyhow!(e))?;
     out

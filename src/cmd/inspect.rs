@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::args::human_size;
 use super::image_args::OpenArgs;
-use crate::exit::{CmdResult, InputErr};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -40,13 +40,13 @@ fn layer_json(img: &Image) -> kiln_qcow2::Result<Value> {
 }
 
 pub fn run(args: InspectArgs) -> CmdResult {
-    let disk = Disk::open(&args.image, &args.open.options()).input_err()?;
+    let disk = Disk::open(&args.image, &args.open.options()).or_exit()?;
     let mut chain = Vec::new();
     match &disk {
         Disk::Qcow2(top) => {
             let mut img = top;
             loop {
-                chain.push(layer_json(img).input_err()?);
+                chain.push(layer_json(img).or_exit()?);
                 match img.backing() {
                     Some(Backing::Qcow2(b)) => img = b,
                     Some(Backing::Raw { path, dev }) => {

@@ -9,7 +9,7 @@ use clap::Args;
 use kiln_blockdev::AtomicFile;
 use kiln_golden::lock::Lock;
 
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, Failure, OrExit};
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -42,7 +42,7 @@ impl LockArgs {
         if !self.locked {
             return Ok(None);
         }
-        Lock::load(&self.path(input)).input_err().map(Some)
+        Lock::load(&self.path(input)).or_exit().map(Some)
     }
 
     /// After `kiln VERB INPUT`: check `expected` against the outputs, or write the lock (its

@@ -8,7 +8,7 @@ use kiln_ext4::{FileKind, Filesystem, Metadata};
 use serde_json::{Value, json};
 
 use super::guest::{FsArgs, GuestSpec, parse_spec, with_fs};
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, Failure, OrExit};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -29,9 +29,9 @@ struct Row {
 }
 
 fn row(fs: &Filesystem<'_>, path: &str, name: String) -> Result<Row, Failure> {
-    let meta = fs.lstat(path).input_err()?;
+    let meta = fs.lstat(path).or_exit()?;
     let target = if meta.kind == FileKind::Symlink {
-        Some(String::from_utf8_lossy(&fs.read_link(path).input_err()?).into_owned())
+        Some(String::from_utf8_lossy(&fs.read_link(path).or_exit()?).into_owned())
     } else {
         None
     };
@@ -58,13 +58,13 @@ fn mode_string(m: &Metadata) -> String {
 pub fn run(args: LsArgs) -> CmdResult {
     let path = args.target.path.clone();
     let rows = with_fs(&args.target, &args.fs, |fs| {
-        let meta = fs.stat(&path).input_err()?;
+        let meta = fs.stat(&path).or_exit()?;
         if meta.kind != FileKind::Dir {
             let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
             return Ok(vec![row(fs, &path, name)?]);
         }
         let mut rows = Vec::new();
-        for e in fs.read_dir(&path).input_err()? {
+        for e in fs.read_dir(&path).or_exit()? {
             let name = e.name_lossy().into_owned();
             let child = format!("{}/{}", path.trim_end_matches('/'), name);
             rows.push(row(fs, &child, name)?);

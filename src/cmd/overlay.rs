@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::args::{human_size, parse_size};
 use super::image_args::OpenArgs;
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, Failure, OrExit};
 
 #[derive(Debug, Args)]
 pub struct OverlayArgs {
@@ -31,7 +31,7 @@ pub fn run(args: OverlayArgs) -> CmdResult {
     }
     let size = args.size.map(|s| s.div_ceil(512) * 512);
     let pending =
-        kiln_qcow2::begin_overlay(&args.out, &args.base, size, &args.open.options()).input_err()?;
+        kiln_qcow2::begin_overlay(&args.out, &args.base, size, &args.open.options()).or_exit()?;
     let vs = pending.image().header().size;
     let backing = pending
         .image()

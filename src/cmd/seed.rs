@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use kiln_nocloud::{ClusterSpec, SeedFormat, Token};
 use serde::Serialize;
 
-use crate::exit::{CmdResult, Failure, InputErr};
+use crate::exit::{CmdResult, Failure, InputErr, OrExit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -75,9 +75,9 @@ pub(super) fn source_date_epoch() -> Result<u64, Failure> {
 
 pub fn run(args: SeedArgs) -> CmdResult {
     let epoch = source_date_epoch()?;
-    let spec = ClusterSpec::load(&args.spec).input_err()?;
-    spec.validate().input_err()?;
-    let token = Token::load_or_create(&spec.token_path()).input_err()?;
+    let spec = ClusterSpec::load(&args.spec).or_exit()?;
+    spec.validate().or_exit()?;
+    let token = Token::load_or_create(&spec.token_path()).or_exit()?;
     let seeds = kiln_nocloud::render_all(&spec, &token)?;
     drop(token);
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::exit::{CmdResult, Failure};
+use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -29,11 +29,7 @@ pub fn run(args: VerifyArgs) -> CmdResult {
             .unwrap_or_default();
         args.image.with_file_name(format!("{stem}.manifest.json"))
     });
-    let rep = match kiln_golden::verify(&args.image, &manifest) {
-        Ok(r) => r,
-        Err(e) if e.is_input() => return Err(Failure::input(e)),
-        Err(e) => return Err(e.into()),
-    };
+    let rep = kiln_golden::verify(&args.image, &manifest).or_exit()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {

@@ -1,5 +1,9 @@
 //! `cargo xtask build-image [RECIPE]`: the main job, on a fresh machine.
 //!
+//! With a lock beside the recipe (the committed recipe and cluster spec have one) the outputs are
+//! checked against it (`--locked`, the default then); `--update-lock` rewrites the locks,
+//! `--no-lock` skips them.
+//!
 //! 1. builds kiln (release) and makes the fixtures if they are missing (`cargo xtask fixtures`);
 //! 2. builds the golden image from RECIPE (default `recipes/k3s-node-ubuntu-24.04.yaml`);
 //! 3. `kiln cluster` for `recipes/clusters/libvirt-3node.yaml` into `out/cluster`: for every node a
@@ -32,19 +36,34 @@ enum LockMode {
 }
 
 pub fn run_task(args: &[String]) -> Result<()> {
-    let mut mode = LockMode::None;
+    let mut mode = None;
     let mut recipe = None;
     for a in args {
         match a.as_str() {
-            "--locked" => mode = LockMode::Check,
-            "--update-lock" => mode = LockMode::Update,
+            "--locked" => mode = Some(LockMode::Check),
+            "--update-lock" => mode = Some(LockMode::Update),
+            "--no-lock" => mode = Some(LockMode::None),
             x if x.starts_with('-') => bail!(
-                "usage: cargo xtask build-image [--locked | --update-lock] [RECIPE] (got {x:?})"
+                "usage: cargo xtask build-image [--locked | --update-lock | --no-lock] [RECIPE] (got {x:?})"
             ),
             x => recipe = Some(PathBuf::from(x)),
         }
     }
     let recipe = recipe.unwrap_or_else(|| root().join("recipes/k3s-node-ubuntu-24.04.yaml"));
+    // Checked against its lock whenever the recipe has one (the committed recipe does).
+    let mode = mode.unwrap_or(if recipe.with_extension("lock").exists() {
+        LockMode::Check
+    } else {
+        LockMode::None
+    });
+    match mode {
+        LockMode::Check => println!(
+            "checking the outputs against {} and the cluster spec's lock",
+            recipe.with_extension("lock").display()
+        ),
+        LockMode::None => println!("no lock checked (none for this recipe, or --no-lock)"),
+        LockMode::Update => println!("rewriting the locks from this build"),
+    }
     let cluster = root().join("recipes/clusters/libvirt-3node.yaml");
     let kiln = crate::util::build_kiln()?;
     crate::fixtures::ensure(false)?;

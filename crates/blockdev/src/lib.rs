@@ -56,6 +56,22 @@ impl fmt::Display for Op {
     }
 }
 
+/// Who is at fault when a kiln operation fails — what a caller acts on: the CLI's exit code
+/// (2 for [`ErrorKind::Input`], 1 otherwise), a provisioner's choice between asking its user to
+/// fix something and retrying. Every library error type of kiln has a `kind()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// What was passed in is at fault — a malformed or foreign image, a recipe or spec that fails
+    /// validation, an input file that cannot be opened: change the input.
+    Input,
+    /// The host failed something kiln needed — I/O on an output, no space, permissions, a system
+    /// library that does not match: the same input may work elsewhere.
+    Host,
+    /// kiln broke one of its own invariants: a bug to report.
+    Internal,
+}
+
 /// A block-device error: which operation, where, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,6 +81,8 @@ pub enum Error {
         op: Op,
         offset: u64,
         len: u64,
+        /// The layer's own classification of `source`.
+        kind: ErrorKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -89,6 +107,19 @@ pub enum Error {
     /// The device was opened read-only.
     #[error("{op} refused: the device is read-only")]
     ReadOnly { op: Op },
+}
+
+impl Error {
+    /// Who is at fault: a file that cannot be opened or a request past the end of the device is
+    /// the input's fault, other host I/O failures the host's, a write to a read-only device kiln's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Backend { kind, .. } => *kind,
+            Error::Io { op: Op::Open, .. } | Error::OutOfBounds { .. } => ErrorKind::Input,
+            Error::Io { .. } => ErrorKind::Host,
+            Error::ReadOnly { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

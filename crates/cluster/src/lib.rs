@@ -57,6 +57,7 @@ pub use inventory::{
 pub use leftover::Leftover;
 pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
 
+pub use kiln_blockdev::ErrorKind;
 use kiln_nocloud::{ClusterSpec, Token};
 
 /// How [`build`] runs.
@@ -160,18 +161,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the caller's input (spec, golden image, existing disks) is at fault rather than the
-    /// host failing an I/O. The CLI maps these to exit code 2.
-    pub fn is_input_error(&self) -> bool {
+    /// Who is at fault: the spec, the golden image and existing disks are the caller's input;
+    /// writing the cluster directory is the host's.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::DiskTooSmall { .. }
             | Error::InvalidSpec(_)
             | Error::OutputIsGolden { .. }
             | Error::ResolvePath { .. }
-            | Error::StaleDisks(_) => true,
-            Error::OpenGolden { source, .. } => source.is_input_error(),
-            Error::Render { source, .. } => matches!(source, kiln_nocloud::Error::Invalid(_)),
-            _ => false,
+            | Error::StaleDisks(_) => ErrorKind::Input,
+            Error::OpenGolden { source, .. } => source.kind(),
+            Error::Render { source, .. } => source.kind(),
+            Error::SerializeInventory { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Host,
         }
     }
 }
@@ -296,7 +298,7 @@ nodes:
         img.write(b"changed", 4096).expect("write");
         img.close().expect("close");
         let err = build(&s2, &token, &g, &out, &opts).expect_err("stale");
-        assert!(err.is_input_error());
+        assert!(err.kind() == ErrorKind::Input);
         let msg = err.to_string();
         assert!(
             msg.contains("\"cp\"") && msg.contains("\"w1\"") && msg.contains("--recreate-disks"),
@@ -446,7 +448,7 @@ nodes:
             matches!(err, Error::DiskTooSmall { ref node, .. } if node == "cp"),
             "{err}"
         );
-        assert!(err.is_input_error());
+        assert!(err.kind() == ErrorKind::Input);
         let raw = d.path().join("raw.img");
         std::fs::write(&raw, vec![0u8; 1 << 20]).expect("raw");
         let err = build(
@@ -457,7 +459,7 @@ nodes:
             &Options::default(),
         )
         .expect_err("not qcow2");
-        assert!(err.is_input_error(), "{err}");
+        assert!(err.kind() == ErrorKind::Input, "{err}");
         let err = build(
             &spec(d.path(), SPEC),
             &token,
@@ -466,7 +468,7 @@ nodes:
             &Options::default(),
         )
         .expect_err("missing");
-        assert!(err.is_input_error(), "{err}");
+        assert!(err.kind() == ErrorKind::Input, "{err}");
         let clash = spec(
             d.path(),
             &SPEC

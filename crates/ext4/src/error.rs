@@ -169,6 +169,22 @@ pub enum Error {
     Layout { device: String, what: String },
 }
 
+impl Error {
+    /// Who is at fault: the device's classification when I/O failed underneath; the host for the
+    /// caller's own source or sink and for a libext2fs whose structures do not match; kiln for a
+    /// write through a read-only handle; the filesystem or the guest path asked for otherwise.
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
+        use kiln_blockdev::ErrorKind;
+        match self {
+            Error::Lib { io: Some(io), .. } => io.kind(),
+            Error::Superblock { source, .. } => source.kind(),
+            Error::Source { .. } | Error::Sink { .. } | Error::Layout { .. } => ErrorKind::Host,
+            Error::ReadOnly { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Input,
+        }
+    }
+}
+
 fn io_suffix(io: &Option<Box<kiln_blockdev::Error>>) -> String {
     io.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
 }

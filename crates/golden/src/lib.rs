@@ -23,6 +23,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use diff::{Difference, diff};
+pub use kiln_blockdev::ErrorKind;
 pub use manifest::Manifest;
 pub use pipeline::{BuildOptions, BuildOutput, StepReport, build, build_file};
 pub use recipe::{MachineIdMode, Problems, Recipe};
@@ -113,8 +114,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the user's input (recipe, base image, assets) is at fault rather than the machine.
-    pub fn is_input(&self) -> bool {
+    /// Who is at fault: the recipe, its pinned inputs and the base image are the caller's input;
+    /// writing the outputs is the host's; the layers below answer for their own failures.
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
+        use kiln_blockdev::ErrorKind;
         match self {
             Error::AssetMissing { .. }
             | Error::AssetNotPinned { .. }
@@ -122,13 +125,15 @@ impl Error {
             | Error::Invalid(_)
             | Error::ParseRecipe { .. }
             | Error::ParseLock { .. }
-            | Error::Partition { .. }
             | Error::Prereq { .. }
             | Error::ReadInput { .. }
-            | Error::SumsFile { .. } => true,
-            Error::Ext4 { source, .. } => matches!(**source, kiln_ext4::Error::Refused { .. }),
-            Error::Qcow2 { op, .. } => *op == "open base image" || *op == "opening image",
-            Error::Inject { .. } | Error::Output { .. } | Error::Scrub { .. } => false,
+            | Error::SumsFile { .. } => ErrorKind::Input,
+            Error::Ext4 { source, .. }
+            | Error::Inject { source, .. }
+            | Error::Scrub { source, .. } => source.kind(),
+            Error::Partition { source, .. } => source.kind(),
+            Error::Qcow2 { source, .. } => source.kind(),
+            Error::Output { .. } => ErrorKind::Host,
         }
     }
 }

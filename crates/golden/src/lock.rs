@@ -105,6 +105,8 @@ impl Lock {
         let mut current: Option<String> = None;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
+            // `lines` leaves a lone `\r` on the last line; it is a line ending all the same.
+            let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }

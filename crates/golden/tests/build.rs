@@ -350,7 +350,7 @@ fn bad_inputs_fail_cleanly_with_nothing_left() {
     )
     .unwrap();
     let e = build_file(&p, &opts(&out)).unwrap_err();
-    assert!(e.is_input());
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
     assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
     assert!(e.to_string().contains(&wrong), "{e}");
     assert_no_output(&out);
@@ -361,7 +361,10 @@ fn bad_inputs_fail_cleanly_with_nothing_left() {
     std::fs::write(&k3s, b"#!/bin/sh\necho evil\n").unwrap();
     let p = write_recipe(&env, "r.yaml", "");
     let e = build_file(&p, &opts(&out)).unwrap_err();
-    assert!(e.is_input() && e.to_string().contains("k3s"), "{e}");
+    assert!(
+        e.kind() == kiln_golden::ErrorKind::Input && e.to_string().contains("k3s"),
+        "{e}"
+    );
     assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
     assert_no_output(&out);
 
@@ -461,7 +464,7 @@ fn dirty_journal_is_refused_with_nothing_left() {
     std::fs::write(&p, fixtures::recipe_yaml("golden", &base, &assets, "")).unwrap();
     let out = root.join("out");
     let e = build_file(&p, &opts(&out)).unwrap_err();
-    assert!(e.is_input(), "{e}");
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(
         chain.contains("recovery") || chain.contains("journal"),

@@ -139,3 +139,14 @@ pub enum Error {
 
 /// Shorthand for results carrying this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Who is at fault: writing the volume is the host's; everything else (names, sizes, modes,
+    /// the epoch) is what the caller asked for.
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
+        match self {
+            Error::Io { .. } | Error::Vfat { .. } => kiln_blockdev::ErrorKind::Host,
+            _ => kiln_blockdev::ErrorKind::Input,
+        }
+    }
+}

@@ -61,6 +61,25 @@ pub use spec::{ClusterSpec, NodeSpec, Problems, Role, parse_duration, parse_size
 pub use token::Token;
 pub use write::{SeedFormat, write_seed};
 
+impl Error {
+    /// Who is at fault: the spec and the token file are the caller's input (a token file that
+    /// cannot be created is the spec's `token_file` to fix); writing the seed is the host's.
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
+        use kiln_blockdev::ErrorKind;
+        match self {
+            Error::CreateToken { .. }
+            | Error::EmptyToken { .. }
+            | Error::Invalid(_)
+            | Error::ParseSpec { .. }
+            | Error::ReadSpec { .. }
+            | Error::ReadToken { .. }
+            | Error::Render { .. } => ErrorKind::Input,
+            Error::Serialize { .. } => ErrorKind::Internal,
+            Error::Volume { .. } | Error::WriteSeed { .. } => ErrorKind::Host,
+        }
+    }
+}
+
 /// Where the golden image carries k3s' `install.sh`; the seed's runcmd runs it at first boot.
 pub const K3S_INSTALL_SCRIPT: &str = "/usr/local/lib/kiln/k3s-install.sh";
 

@@ -135,6 +135,17 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Who is at fault: the device's own classification for a failed read, the disk's contents
+    /// for everything else.
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
+        match self {
+            Error::Read { source, .. } => source.kind(),
+            _ => kiln_blockdev::ErrorKind::Input,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which kind of table describes the disk.

@@ -78,19 +78,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the input image (or the way it was named) is at fault, as opposed to the host failing
-    /// an I/O. The CLI maps input faults to exit code 2.
-    pub fn is_input_error(&self) -> bool {
+    /// Who is at fault: the device's own classification for I/O, kiln for a write through a
+    /// read-only handle, the image for everything else (its header, tables, clusters, backing
+    /// chain).
+    pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         match self {
-            Error::Device { source, .. } => matches!(
-                source,
-                kiln_blockdev::Error::Io {
-                    op: kiln_blockdev::Op::Open,
-                    ..
-                } | kiln_blockdev::Error::OutOfBounds { .. }
-            ),
-            Error::ReadOnly { .. } => false,
-            _ => true,
+            Error::Device { source, .. } => source.kind(),
+            Error::ReadOnly { .. } => kiln_blockdev::ErrorKind::Internal,
+            _ => kiln_blockdev::ErrorKind::Input,
         }
     }
 }

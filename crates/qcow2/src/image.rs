@@ -1220,6 +1220,7 @@ fn to_blockdev(e: Error, op: Op, offset: u64, len: usize) -> kiln_blockdev::Erro
             op,
             offset,
             len: len as u64,
+            kind: other.kind(),
             source: Box::new(other),
         },
     }

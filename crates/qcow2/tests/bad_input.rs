@@ -37,7 +37,11 @@ fn refused(path: &Path, opts: OpenOptions, check: impl Fn(&Error) -> bool) -> St
             ),
             Err(e) => {
                 assert!(check(&e), "{}: unexpected error: {e:?}", path.display());
-                assert!(e.is_input_error(), "{e}: must count as bad input");
+                assert_eq!(
+                    e.kind(),
+                    kiln_blockdev::ErrorKind::Input,
+                    "{e}: must count as bad input"
+                );
                 msg = e.to_string();
             }
         }
