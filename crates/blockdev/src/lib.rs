@@ -72,6 +72,39 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Open `path` with `opts`, refusing anything but a regular file. The open itself is
+/// non-blocking, so naming a FIFO cannot hang it (the flag does nothing on a regular file).
+fn regular(opts: &mut std::fs::OpenOptions, path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = opts
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let ft = file
+        .metadata()
+        .map_err(|e| open_error(path, e))?
+        .file_type();
+    let what = if ft.is_file() {
+        return Ok(file);
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    };
+    Err(Error::NotRegularFile {
+        path: path.to_owned(),
+        what,
+    })
+}
+
 /// A block-device error: which operation, where, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -107,6 +140,10 @@ pub enum Error {
     /// The device was opened read-only.
     #[error("{op} refused: the device is read-only")]
     ReadOnly { op: Op },
+    /// A named file that is not a regular file (a FIFO, a device, a directory, a socket): kiln
+    /// opens only regular files as images, so that nothing blocks or reads a stream.
+    #[error("{}: is a {what}, not a regular file; kiln opens only regular files as disk images", path.display())]
+    NotRegularFile { path: PathBuf, what: &'static str },
 }
 
 impl Error {
@@ -115,7 +152,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Backend { kind, .. } => *kind,
-            Error::Io { op: Op::Open, .. } | Error::OutOfBounds { .. } => ErrorKind::Input,
+            Error::Io { op: Op::Open, .. }
+            | Error::OutOfBounds { .. }
+            | Error::NotRegularFile { .. } => ErrorKind::Input,
             Error::Io { .. } => ErrorKind::Host,
             Error::ReadOnly { .. } => ErrorKind::Internal,
         }
@@ -281,18 +320,14 @@ impl FileDev {
     /// Open an existing file for reading only.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let file = regular(File::options().read(true), path)?;
         Self::from_file(file, path, true)
     }
 
     /// Open an existing file for reading and writing.
     pub fn open_read_write(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| open_error(path, e))?;
+        let file = regular(File::options().read(true).write(true), path)?;
         Self::from_file(file, path, false)
     }
 

@@ -309,10 +309,10 @@ impl Header {
             if ty == EXT_END {
                 break;
             }
-            if at + len > limit {
+            let Some(end) = at.checked_add(len).filter(|e| *e <= limit) else {
                 return Err(invalid("header extension length", len as u64));
-            }
-            let data = &buf[at..at + len];
+            };
+            let data = &buf[at..end];
             match ty {
                 EXT_BACKING_FORMAT => {
                     h.backing_format = Some(String::from_utf8_lossy(data).into_owned())
@@ -324,12 +324,17 @@ impl Header {
             at += len.div_ceil(8) * 8;
         }
         if h.backing_file_offset != 0 {
-            let off = h.backing_file_offset as usize;
             let len = h.backing_file_size;
-            if len == 0 || len > MAX_BACKING_NAME || off + len as usize > limit {
+            if len == 0 || len > MAX_BACKING_NAME {
                 return Err(invalid("backing_file_size", len as u64));
             }
-            let name = std::str::from_utf8(&buf[off..off + len as usize]).map_err(|_| {
+            // Checked: an offset near 2^64 must not wrap around into the buffer.
+            let span = usize::try_from(h.backing_file_offset)
+                .ok()
+                .and_then(|off| Some(off..off.checked_add(len as usize)?))
+                .filter(|r| r.end <= limit)
+                .ok_or_else(|| invalid("backing_file_offset", h.backing_file_offset))?;
+            let name = std::str::from_utf8(&buf[span]).map_err(|_| {
                 invalid(
                     "backing_file_offset (name is not UTF-8)",
                     h.backing_file_offset,

@@ -348,3 +348,81 @@ fn mutated_images_never_panic() {
     }
     let _ = Disk::open(&base, &OpenOptions::default()).unwrap();
 }
+
+/// Runs `f` on another thread and fails the test if it has not returned within 20 s (a hang).
+fn within_20s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after 20 s"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what}: failed (see the panic above)"),
+    }
+}
+
+fn not_regular(e: &Error) -> String {
+    let text = format!(
+        "{e}: {}",
+        std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(text.contains("not a regular file"), "{text}");
+    assert_eq!(e.kind(), kiln_blockdev::ErrorKind::Input, "{text}");
+    text
+}
+
+/// A backing name that points at a FIFO or a directory inside the allowed directory is refused by
+/// name — opening never blocks on the FIFO — and so are a FIFO, a directory and a device named as
+/// the image itself.
+#[test]
+fn fifo_directory_and_device_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    run("mkfifo", &[s(&dir.path().join("fifo"))]);
+    std::fs::create_dir(dir.path().join("subdir")).unwrap();
+    for backing in ["fifo", "subdir"] {
+        let top = make(
+            dir.path(),
+            &format!("on-{backing}.qcow2"),
+            &["-u", "-b", backing, "-F", "raw"],
+        );
+        within_20s(backing, move || {
+            refused(&top, OpenOptions::default(), |e| {
+                not_regular(e);
+                true
+            })
+        });
+    }
+    for (image, what) in [
+        (dir.path().join("fifo"), "FIFO"),
+        (dir.path().join("subdir"), "directory"),
+        (Path::new("/dev/zero").to_owned(), "character device"),
+    ] {
+        let e = within_20s(what, move || {
+            Disk::open(&image, &OpenOptions::default()).map(drop)
+        })
+        .unwrap_err();
+        let text = not_regular(&e);
+        assert!(
+            text.contains(&format!("is a {what}, not a regular file")),
+            "{text}"
+        );
+    }
+}
+/// A backing-name offset near 2^64 with a small size must not wrap around the bounds check.
+#[test]
+fn backing_file_offset_near_u64_max_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for off in [u64::MAX, u64::MAX - 7, u64::MAX - 15] {
+        let p = make(dir.path(), &format!("wrap-{}.qcow2", u64::MAX - off), &[]);
+        patch(&p, 8, &off.to_be_bytes());
+        patch(&p, 16, &16u32.to_be_bytes());
+        let m = refused(&p, OpenOptions::default(), |e| {
+            matches!(e, Error::InvalidHeader { .. })
+        });
+        assert!(m.contains("backing_file_offset"), "{m}");
+    }
+}
