@@ -191,3 +191,37 @@ fn convert_is_deterministic() {
         "two converts differ"
     );
 }
+
+/// `convert` never writes over a file its input reads: the top image or a backing file, named
+/// directly, through a symlink or as a hard link. Exit 2, and every file stays as it was.
+#[test]
+fn convert_refuses_to_overwrite_any_file_of_the_input_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = compressed_base(dir.path());
+    let top = dir.path().join("top.qcow2");
+    let (code, _, err) = kiln(&["overlay", p(&base), p(&top)]);
+    assert_eq!(code, 0, "{err}");
+    std::os::unix::fs::symlink(&base, dir.path().join("link.qcow2")).unwrap();
+    std::fs::hard_link(&base, dir.path().join("hard.qcow2")).unwrap();
+    let before = (std::fs::read(&base).unwrap(), std::fs::read(&top).unwrap());
+    for (out, what) in [
+        (top.clone(), "is the input"),
+        (base.clone(), "is a backing file of the input"),
+        (
+            dir.path().join("link.qcow2"),
+            "is a backing file of the input",
+        ),
+        (
+            dir.path().join("hard.qcow2"),
+            "is a backing file of the input",
+        ),
+    ] {
+        let (code, _, err) = kiln(&["convert", p(&top), p(&out)]);
+        assert_eq!(code, 2, "{}: {err}", out.display());
+        assert!(err.contains(what), "{}: {err}", out.display());
+    }
+    assert!(
+        (std::fs::read(&base).unwrap(), std::fs::read(&top).unwrap()) == before,
+        "an input changed"
+    );
+}

@@ -64,20 +64,29 @@ pub fn run(args: ConvertArgs) -> CmdResult {
             )));
         }
     };
-    let same = match (
-        std::fs::canonicalize(&args.input),
-        std::fs::canonicalize(&args.output),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        return Err(Failure::input(anyhow::anyhow!(
-            "the output {} is the input; choose another name",
-            args.output.display()
-        )));
-    }
     let src = Disk::open(&args.input, &args.open.options()).or_exit()?;
+    // The output must be none of the files the input reads — the top image or any backing file —
+    // however it is named (symlinks, hard links, `..`): compared by device and inode.
+    if let Ok(out) = std::fs::metadata(&args.output) {
+        use std::os::unix::fs::MetadataExt;
+        let id = (out.dev(), out.ino());
+        if let Some(f) = src
+            .files()
+            .into_iter()
+            .find(|f| std::fs::metadata(f).is_ok_and(|m| (m.dev(), m.ino()) == id))
+        {
+            let what = if f == src.files()[0] {
+                "the input"
+            } else {
+                "a backing file of the input"
+            };
+            return Err(Failure::input(anyhow::anyhow!(
+                "the output {} is {what} ({}); choose another name",
+                args.output.display(),
+                f.display()
+            )));
+        }
+    }
     let bar = progress::bytes(
         "convert",
         kiln_blockdev::BlockDev::len(&src),

@@ -109,6 +109,25 @@ impl Disk {
         }
     }
 
+    /// Every file this disk reads, the top image first, then each backing file down the chain.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            Disk::Raw(d) => vec![d.path()],
+            Disk::Qcow2(top) => {
+                let mut out = vec![top.path()];
+                let mut img = top;
+                while let Some(b) = img.backing() {
+                    out.push(b.path());
+                    match b {
+                        Backing::Qcow2(next) => img = next,
+                        Backing::Raw { .. } => break,
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// `"qcow2"` or `"raw"`.
     pub fn format(&self) -> &'static str {
         match self {
