@@ -225,3 +225,24 @@ fn convert_refuses_to_overwrite_any_file_of_the_input_chain() {
         "an input changed"
     );
 }
+
+/// A raw input whose size is not a multiple of 512 keeps every byte: the qcow2 is rounded up to a
+/// whole sector, as qemu-img does, and reads back as the input followed by zeros.
+#[test]
+fn odd_sized_raw_input_is_rounded_up_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("odd.raw");
+    let data: Vec<u8> = (0..1690u32).map(|i| (i * 7 + 1) as u8).collect();
+    std::fs::write(&raw, &data).unwrap();
+    let out = dir.path().join("odd.qcow2");
+    let (code, _, err) = kiln(&["convert", p(&raw), p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let info = tool("qemu-img", &["info", "--output=json", p(&out)]);
+    assert!(info.contains("\"virtual-size\": 2048"), "{info}");
+    let back = dir.path().join("back.raw");
+    tool("qemu-img", &["convert", "-O", "raw", p(&out), p(&back)]);
+    let mut want = data.clone();
+    want.resize(2048, 0);
+    assert_eq!(std::fs::read(&back).unwrap(), want);
+    tool("qemu-img", &["check", p(&out)]);
+}

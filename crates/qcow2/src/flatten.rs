@@ -280,7 +280,16 @@ pub fn flatten(
         backing_file_offset: 0,
         backing_file_size: 0,
         cluster_bits: cb,
-        size,
+        // A whole number of 512-byte sectors, as qemu rounds a raw file up (qemu reads a qcow2
+        // size in sectors, so an odd size would lose its tail); the pad reads as zeros.
+        size: size
+            .div_ceil(512)
+            .checked_mul(512)
+            .ok_or_else(|| Error::InvalidHeader {
+                image: out_name.to_owned(),
+                field: "size",
+                value: size,
+            })?,
         crypt_method: 0,
         l1_size: l1_size as u32,
         l1_table_offset: cs,
