@@ -246,3 +246,52 @@ fn odd_sized_raw_input_is_rounded_up_not_truncated() {
     assert_eq!(std::fs::read(&back).unwrap(), want);
     tool("qemu-img", &["check", p(&out)]);
 }
+
+/// Images of other formats are named and refused (exit 2, nothing written) by every verb that
+/// opens an image, instead of passing for raw data.
+#[test]
+fn foreign_formats_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    for (fmt, opts, name) in [
+        ("vmdk", "", "VMDK (sparse)"),
+        ("vmdk", "subformat=streamOptimized", "VMDK (sparse)"),
+        ("vhdx", "", "VHDX"),
+        ("vpc", "", "VHD (vpc)"),
+        ("vdi", "", "VDI"),
+        ("qed", "", "QED"),
+        ("parallels", "", "Parallels"),
+    ] {
+        let f = dir.path().join(format!("disk-{fmt}-{}.img", opts.len()));
+        let mut args = vec!["create", "-q", "-f", fmt];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        args.extend([p(&f), "8M"]);
+        tool("qemu-img", &args);
+        cases.push((f, name));
+    }
+    let luks = dir.path().join("luks.img");
+    let mut head = b"LUKS\xba\xbe\x00\x01".to_vec();
+    head.resize(1 << 20, 0);
+    std::fs::write(&luks, head).unwrap();
+    cases.push((luks, "LUKS-encrypted"));
+
+    let out = dir.path().join("out.qcow2");
+    for (img, name) in &cases {
+        let want = format!("is a {name} image, which kiln does not read");
+        for verb in [
+            vec!["inspect", p(img)],
+            vec!["convert", p(img), p(&out)],
+            vec!["overlay", p(img), p(&out)],
+        ] {
+            let (code, _, err) = kiln(&verb);
+            assert_eq!(code, 2, "{verb:?}: {err}");
+            assert!(
+                err.contains(&want) && err.contains("qemu-img convert"),
+                "{verb:?}: {err}"
+            );
+            assert!(!out.exists(), "{verb:?} wrote an output");
+        }
+    }
+}

@@ -25,6 +25,17 @@ pub enum Error {
     },
     #[error("{image}: not a qcow2 image (magic {magic:#010x}, expected 0x514649fb)", image = .image.display())]
     BadMagic { image: PathBuf, magic: u32 },
+    /// A disk image of a format kiln does not read (recognised by its magic), which would
+    /// otherwise pass for raw data.
+    #[error(
+        "{image}: is a {format} image, which kiln does not read; convert it first, e.g. `qemu-img convert -O qcow2 {image} out.qcow2`{note}",
+        image = .image.display()
+    )]
+    ForeignFormat {
+        image: PathBuf,
+        format: &'static str,
+        note: &'static str,
+    },
     #[error("{image}: compressed cluster at host offset {host_offset} (guest offset {guest_offset}) does not decompress: {reason}", image = .image.display())]
     Decompress {
         image: PathBuf,

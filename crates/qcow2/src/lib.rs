@@ -47,7 +47,7 @@ pub use flatten::{FlattenOptions, FlattenStats, export_raw, flatten, flatten_to_
 pub use header::{CompressionType, Header};
 pub use image::{
     AllocationCounts, Backing, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, Mapping, NewBacking,
-    OpenOptions, Storage, is_qcow2, relative_backing_name, relative_name,
+    OpenOptions, Storage, foreign_format, is_qcow2, relative_backing_name, relative_name,
 };
 
 #[doc(hidden)]
@@ -77,6 +77,12 @@ impl Disk {
         if is_qcow2(&dev) {
             drop(dev);
             Ok(Disk::Qcow2(Image::open(path, opts)?))
+        } else if let Some((format, note)) = foreign_format(&dev) {
+            Err(Error::ForeignFormat {
+                image: path.to_owned(),
+                format,
+                note,
+            })
         } else if opts.write {
             let dev = FileDev::open_read_write(path).map_err(|e| Error::Device {
                 image: path.to_owned(),
