@@ -76,6 +76,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
     } else {
         recipe
     };
+    let stand_in_lock = recipe_lock(&recipe);
     let ctx = Ctx {
         kiln: &kiln,
         recipe: &recipe,
@@ -86,7 +87,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
             LockMode::Check => Some("--locked"),
             LockMode::Update => Some("--update-lock"),
         },
-        lock: recipe_lock(&recipe),
+        lock: stand_in_lock.as_deref(),
     };
 
     let first_dir = root().join("out");
@@ -170,20 +171,11 @@ impl Ctx<'_> {
 }
 
 /// The committed recipe's lock, when `recipe` is a stand-in written by [`pinned_or_explained`].
-fn recipe_lock(recipe: &Path) -> Option<&'static Path> {
+fn recipe_lock(recipe: &Path) -> Option<PathBuf> {
     recipe.starts_with(root().join("target")).then(|| {
-        let p: &'static Path = Box::leak(
-            root()
-                .join("recipes")
-                .join(
-                    recipe
-                        .with_extension("lock")
-                        .file_name()
-                        .unwrap_or_default(),
-                )
-                .into_boxed_path(),
-        );
-        p
+        root()
+            .join("recipes")
+            .join(recipe.with_extension("lock").file_name().unwrap_or_default())
     })
 }
 
