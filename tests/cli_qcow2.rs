@@ -295,3 +295,31 @@ fn foreign_formats_are_refused_by_name() {
         }
     }
 }
+
+/// A compressed cluster that does not decompress is not passed through into the output as it is
+/// (which would make an output qemu-img cannot read): the convert fails as bad input, writing
+/// nothing, with or without passthrough.
+#[test]
+fn broken_compressed_cluster_is_not_passed_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = compressed_base(dir.path());
+    let mut d = std::fs::read(&base).unwrap();
+    let be64 = |d: &[u8], at: usize| u64::from_be_bytes(d[at..at + 8].try_into().unwrap());
+    let cluster_bits = u32::from_be_bytes(d[20..24].try_into().unwrap());
+    let l2 = (be64(&d, be64(&d, 40) as usize) & ((1 << 56) - 1) & !511) as usize;
+    let entry = be64(&d, l2);
+    assert!(entry & (1 << 62) != 0, "guest cluster 0 must be compressed");
+    let host = (entry & ((1u64 << (62 - (cluster_bits - 8))) - 1)) as usize;
+    d[host..host + 32].fill(0xa5);
+    let broken = dir.path().join("broken.qcow2");
+    std::fs::write(&broken, &d).unwrap();
+    let out = dir.path().join("out.qcow2");
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        let mut args = vec!["convert", p(&broken), p(&out), "--compress", "zstd"];
+        args.extend_from_slice(extra);
+        let (code, _, err) = kiln(&args);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains("does not decompress"), "{extra:?}: {err}");
+        assert!(!out.exists());
+    }
+}

@@ -173,9 +173,12 @@ impl Ctx<'_> {
 /// The committed recipe's lock, when `recipe` is a stand-in written by [`pinned_or_explained`].
 fn recipe_lock(recipe: &Path) -> Option<PathBuf> {
     recipe.starts_with(root().join("target")).then(|| {
-        root()
-            .join("recipes")
-            .join(recipe.with_extension("lock").file_name().unwrap_or_default())
+        root().join("recipes").join(
+            recipe
+                .with_extension("lock")
+                .file_name()
+                .unwrap_or_default(),
+        )
     })
 }
 

@@ -11,7 +11,9 @@
 //! and appended in guest order, so the output does not depend on thread scheduling. All-zero clusters
 //! stay unallocated. A cluster that is already compressed somewhere in the source chain with the
 //! output's compression type and cluster size (and not overridden above) is copied byte for byte —
-//! **passthrough** — never decompressed and recompressed.
+//! **passthrough** — never recompressed. It is decompressed once, in the parallel stage, only to
+//! check that it does: a broken compressed cluster fails the flatten (bad input) instead of being
+//! copied into an output nothing can read.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -185,7 +187,7 @@ pub fn flatten(
                 if let Some((img, ty)) = qsrc
                     && let Some((layer, host, len)) = img.resolve_compressed(gc, ty)?
                 {
-                    return Ok(Out::Passthrough(layer.read_stored(host, len)?));
+                    return Ok(Out::Passthrough(layer.read_stored_verified(gc, host, len)?));
                 }
                 let valid = (size - gc * cs).min(cs) as usize;
                 let mut data = vec![0u8; cs as usize];

@@ -799,6 +799,23 @@ impl Image {
         Ok(buf)
     }
 
+    /// The stored bytes of guest cluster `gc`'s compressed data at `host`, checked to decompress
+    /// to a whole cluster first — so that copying them as they are (flatten's passthrough) never
+    /// turns a broken input into a broken output without a word.
+    pub fn read_stored_verified(&self, gc: u64, host: u64, len: u64) -> Result<Vec<u8>> {
+        let stored = self.read_stored(host, len)?;
+        let mut out = vec![0u8; self.cluster_size() as usize];
+        codec::decompress(self.header.compression_type, &stored, &mut out).map_err(|reason| {
+            Error::Decompress {
+                image: self.path.clone(),
+                guest_offset: gc * self.cluster_size(),
+                host_offset: host,
+                reason,
+            }
+        })?;
+        Ok(stored)
+    }
+
     fn decompressed(&self, gc: u64, host: u64, len: u64) -> Result<Arc<Vec<u8>>> {
         if let Some((_, d)) = lock(&self.zcache).iter().find(|(h, _)| *h == host) {
             return Ok(d.clone());
