@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::recipe::{Arch, K3s, Prerequisite, Recipe};
@@ -18,12 +18,20 @@ pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
 /// Where the air-gap images go (k3s imports every tarball in this directory at start).
 pub const K3S_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 
+/// What kind of path was injected (`"dir"`, `"file"`, `"symlink"` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectedKind {
+    Dir,
+    File,
+    Symlink,
+}
+
 /// One path written into the image.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Injected {
     pub path: String,
-    /// `file`, `dir` or `symlink`.
-    pub kind: &'static str,
+    pub kind: InjectedKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,7 +48,7 @@ pub struct Injected {
 }
 
 /// A k3s release asset that passed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
     /// File name in the assets directory.
     pub name: String,
@@ -53,7 +61,7 @@ pub struct Asset {
 }
 
 /// The verified k3s release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct K3sRelease {
     pub version: String,
     pub assets: Vec<Asset>,
@@ -118,6 +126,25 @@ pub fn parse_sums(text: &str, path: &Path) -> Result<BTreeMap<String, String>, E
         }
     }
     Ok(out)
+}
+
+impl K3sRelease {
+    /// The release as the manifest records it: names, pins, sizes and destinations, without the
+    /// host paths the assets were read from (so the manifest, and its value read back, are the same
+    /// wherever the build ran).
+    pub fn for_manifest(&self) -> K3sRelease {
+        K3sRelease {
+            version: self.version.clone(),
+            assets: self
+                .assets
+                .iter()
+                .map(|a| Asset {
+                    host_path: PathBuf::new(),
+                    ..a.clone()
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Check the release assets in `k.assets` against `sha256sum-ARCH.txt` (and `install.sh` against
@@ -273,7 +300,7 @@ impl Writer<'_, '_> {
                 })?;
             self.out.push(Injected {
                 path: path.to_owned(),
-                kind: "dir",
+                kind: InjectedKind::Dir,
                 sha256: None,
                 size: None,
                 mode: Some("0755".into()),
@@ -317,7 +344,7 @@ impl Writer<'_, '_> {
         let sha = hex(&h.hash.finalize());
         self.out.push(Injected {
             path: path.to_owned(),
-            kind: "file",
+            kind: InjectedKind::File,
             sha256: Some(sha.clone()),
             size: Some(h.n),
             mode: Some(format!("{:04o}", attrs.perm)),
@@ -358,7 +385,7 @@ impl Writer<'_, '_> {
         self.fs.symlink(target, path, uid, gid).map_err(e)?;
         self.out.push(Injected {
             path: path.to_owned(),
-            kind: "symlink",
+            kind: InjectedKind::Symlink,
             sha256: None,
             size: None,
             mode: None,
@@ -498,7 +525,7 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
                 w.out.retain(|x| x.path != d.path);
                 w.out.push(Injected {
                     path: d.path.clone(),
-                    kind: "dir",
+                    kind: InjectedKind::Dir,
                     sha256: None,
                     size: None,
                     mode: Some(d.mode.to_string()),

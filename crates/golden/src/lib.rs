@@ -69,6 +69,9 @@ pub enum Error {
     },
     #[error("parsing recipe {path}: {message}")]
     ParseRecipe { path: PathBuf, message: String },
+    /// A manifest (`kiln verify`) that is not a kiln manifest of this version.
+    #[error("{}: not a kiln manifest: {message}", path.display())]
+    ParseManifest { path: PathBuf, message: String },
     /// A lock file (`kiln build --locked`) that is not in the lock format.
     #[error("{}:{line}: not a kiln lock line: {reason}", path.display())]
     ParseLock {
@@ -125,6 +128,7 @@ impl Error {
             | Error::Invalid(_)
             | Error::ParseRecipe { .. }
             | Error::ParseLock { .. }
+            | Error::ParseManifest { .. }
             | Error::Prereq { .. }
             | Error::ReadInput { .. }
             | Error::SumsFile { .. } => ErrorKind::Input,

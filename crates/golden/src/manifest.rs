@@ -3,7 +3,7 @@
 //! `source_date_epoch`, no host paths) and free of secrets (hashes and metadata only, never file
 //! content).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inject::{Injected, K3sRelease};
 use crate::recipe::{Arch, Compression, MachineIdMode, OutputKind};
@@ -12,7 +12,8 @@ use crate::scrub::Change;
 /// Format version of the manifest.
 pub const MANIFEST_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub kiln_manifest: u32,
     pub name: String,
@@ -31,7 +32,8 @@ pub struct Manifest {
     pub output: OutputInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BaseInfo {
     /// File name only (host directories would make the manifest depend on where it was built).
     pub file: String,
@@ -41,13 +43,15 @@ pub struct BaseInfo {
     pub root_partition: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScrubRecord {
     pub op: String,
     pub changed: Vec<Change>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutputInfo {
     pub file: String,
     pub kind: OutputKind,
@@ -61,6 +65,23 @@ pub struct OutputInfo {
 }
 
 impl Manifest {
+    /// Reads a manifest written by [`Manifest::to_json`]; `path` names it in errors. Unknown
+    /// fields are errors, and so is another `kiln_manifest` version.
+    pub fn from_json(bytes: &[u8], path: &std::path::Path) -> Result<Manifest, crate::Error> {
+        let bad = |message: String| crate::Error::ParseManifest {
+            path: path.to_owned(),
+            message,
+        };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if m.kiln_manifest != MANIFEST_VERSION {
+            return Err(bad(format!(
+                "kiln_manifest {} (this kiln reads version {MANIFEST_VERSION})",
+                m.kiln_manifest
+            )));
+        }
+        Ok(m)
+    }
+
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();

@@ -25,7 +25,7 @@ use kiln_qcow2::{CompressionType, CreateOptions, Disk, FlattenOptions, Image, Op
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::inject::{self, Injected, Writer};
+use crate::inject::{self, Injected, K3sRelease, Writer};
 use crate::manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 use crate::recipe::{Compression, OutputKind, Recipe};
 use crate::scrub::ScrubInput;
@@ -482,7 +482,7 @@ pub fn build(
                 virtual_size,
                 root_partition,
             },
-            k3s: k3s_release.clone(),
+            k3s: k3s_release.as_ref().map(K3sRelease::for_manifest),
             scrub: std::mem::take(&mut scrub_records),
             injected: std::mem::take(&mut injected),
             output: OutputInfo {

@@ -6,13 +6,13 @@
 //! Every op is idempotent: on an image that is already clean it changes nothing and reports nothing.
 
 use kiln_ext4::{FileKind, Filesystem, NewFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::recipe::MachineIdMode;
 
 /// What an op did to one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Removed (a directory with everything below it).
@@ -25,8 +25,20 @@ pub enum Action {
     Linked,
 }
 
+impl Action {
+    /// The name the manifest uses (`removed`, `truncated`, `reset`, `linked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Removed => "removed",
+            Action::Truncated => "truncated",
+            Action::Reset => "reset",
+            Action::Linked => "linked",
+        }
+    }
+}
+
 /// One changed path.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Change {
     pub path: String,
     pub action: Action,

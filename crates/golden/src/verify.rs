@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use kiln_blockdev::BlockDev;
 use kiln_ext4::{FileKind, Filesystem};
 use kiln_qcow2::{Disk, OpenOptions};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::inject::{Injected, InjectedKind};
+use crate::manifest::Manifest;
+use crate::recipe::MachineIdMode;
+use crate::scrub::Action;
 use crate::{Error, hex};
 
 /// What `verify` found.
@@ -30,13 +33,6 @@ impl VerifyReport {
     }
 }
 
-fn bad_manifest(path: &Path, message: impl Into<String>) -> Error {
-    Error::ParseRecipe {
-        path: path.to_owned(),
-        message: format!("not a kiln manifest: {}", message.into()),
-    }
-}
-
 /// Verify `image` against the manifest at `manifest_path`.
 pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error> {
     let text = std::fs::read(manifest_path).map_err(|source| Error::ReadInput {
@@ -44,17 +40,13 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
         path: manifest_path.to_owned(),
         source,
     })?;
-    let m: Value =
-        serde_json::from_slice(&text).map_err(|e| bad_manifest(manifest_path, e.to_string()))?;
-    if m["kiln_manifest"].as_u64() != Some(u64::from(crate::manifest::MANIFEST_VERSION)) {
-        return Err(bad_manifest(manifest_path, "unknown kiln_manifest version"));
-    }
+    let m = Manifest::from_json(&text, manifest_path)?;
     let mut rep = VerifyReport::default();
     let (sha, _) = crate::inject::sha256_file(image, "image")?;
-    if m["output"]["sha256"].as_str() != Some(sha.as_str()) {
+    if m.output.sha256 != sha {
         rep.problems.push(format!(
             "image sha256 is {sha}, the manifest says {}",
-            m["output"]["sha256"]
+            m.output.sha256
         ));
     }
     rep.image_sha256 = sha;
@@ -72,11 +64,11 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
                 source: Box::new(source),
             }
         })?;
-    if m["output"]["virtual_size"].as_u64() != Some(disk.len()) {
+    if m.output.virtual_size != disk.len() {
         rep.problems.push(format!(
             "virtual size is {}, the manifest says {}",
             disk.len(),
-            m["output"]["virtual_size"]
+            m.output.virtual_size
         ));
     }
     let perr = |source| Error::Partition {
@@ -84,10 +76,7 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
         source: Box::new(source),
     };
     let table = kiln_partition::scan(&disk, "image").map_err(perr)?;
-    let part = match m["base"]["root_partition"].as_u64() {
-        Some(n) => table.get(n as u32).map_err(perr)?.clone(),
-        None => table.root().map_err(perr)?.clone(),
-    };
+    let part = table.get(m.base.root_partition).map_err(perr)?.clone();
     let win = kiln_partition::window(&disk, "image", &part).map_err(perr)?;
     let fs =
         Filesystem::open(&win, "root", kiln_ext4::OpenOptions::read_only()).map_err(|source| {
@@ -98,51 +87,42 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
             }
         })?;
 
-    for e in m["injected"].as_array().into_iter().flatten() {
+    for e in &m.injected {
         rep.injected += 1;
         check_injected(&fs, e, &mut rep.problems);
     }
-    let machine_id: &[u8] = if m["machine_id"] == "empty" {
-        b""
-    } else {
-        b"uninitialized\n"
+    let machine_id: &[u8] = match m.machine_id {
+        MachineIdMode::Empty => b"",
+        _ => b"uninitialized\n",
     };
-    for r in m["scrub"].as_array().into_iter().flatten() {
-        for c in r["changed"].as_array().into_iter().flatten() {
-            rep.scrubbed += 1;
-            let (Some(path), Some(action)) = (c["path"].as_str(), c["action"].as_str()) else {
-                rep.problems.push(format!("malformed scrub record {c}"));
-                continue;
-            };
-            let st = fs.lstat(path);
-            let problem = match (action, &st) {
-                ("removed", Err(kiln_ext4::Error::NotFound { .. })) => None,
-                ("removed", Ok(_)) => Some("still exists".to_owned()),
-                ("truncated", Ok(md)) if md.kind == FileKind::File && md.size == 0 => None,
-                ("truncated", Ok(md)) => Some(format!("has {} bytes", md.size)),
-                ("reset", Ok(md)) if md.kind == FileKind::File => match fs.read(path) {
-                    Ok(b) if path != "/etc/machine-id" || b == machine_id => None,
-                    Ok(_) => Some("content is not what the op writes".into()),
-                    Err(e) => Some(e.to_string()),
-                },
-                ("linked", Ok(md)) if md.kind == FileKind::Symlink => None,
-                (_, Err(e)) => Some(e.to_string()),
-                (a, Ok(md)) => Some(format!("is a {} after {a}", md.kind.as_str())),
-            };
-            if let Some(p) = problem {
-                rep.problems
-                    .push(format!("scrubbed {path} ({action}): {p}"));
-            }
+    for c in m.scrub.iter().flat_map(|r| &r.changed) {
+        rep.scrubbed += 1;
+        let path = c.path.as_str();
+        let st = fs.lstat(path);
+        let problem = match (c.action, &st) {
+            (Action::Removed, Err(kiln_ext4::Error::NotFound { .. })) => None,
+            (Action::Removed, Ok(_)) => Some("still exists".to_owned()),
+            (Action::Truncated, Ok(md)) if md.kind == FileKind::File && md.size == 0 => None,
+            (Action::Truncated, Ok(md)) => Some(format!("has {} bytes", md.size)),
+            (Action::Reset, Ok(md)) if md.kind == FileKind::File => match fs.read(path) {
+                Ok(b) if path != "/etc/machine-id" || b == machine_id => None,
+                Ok(_) => Some("content is not what the op writes".into()),
+                Err(e) => Some(e.to_string()),
+            },
+            (Action::Linked, Ok(md)) if md.kind == FileKind::Symlink => None,
+            (_, Err(e)) => Some(e.to_string()),
+            (a, Ok(md)) => Some(format!("is a {} after {}", md.kind.as_str(), a.as_str())),
+        };
+        if let Some(p) = problem {
+            rep.problems
+                .push(format!("scrubbed {path} ({}): {p}", c.action.as_str()));
         }
     }
     Ok(rep)
 }
 
-fn check_injected(fs: &Filesystem<'_>, e: &Value, problems: &mut Vec<String>) {
-    let Some(path) = e["path"].as_str() else {
-        problems.push(format!("malformed injected record {e}"));
-        return;
-    };
+fn check_injected(fs: &Filesystem<'_>, e: &Injected, problems: &mut Vec<String>) {
+    let path = e.path.as_str();
     let md = match fs.lstat(path) {
         Ok(md) => md,
         Err(err) => {
@@ -150,14 +130,10 @@ fn check_injected(fs: &Filesystem<'_>, e: &Value, problems: &mut Vec<String>) {
             return;
         }
     };
-    let want_kind = match e["kind"].as_str() {
-        Some("file") => FileKind::File,
-        Some("dir") => FileKind::Dir,
-        Some("symlink") => FileKind::Symlink,
-        _ => {
-            problems.push(format!("injected {path}: unknown kind {}", e["kind"]));
-            return;
-        }
+    let want_kind = match e.kind {
+        InjectedKind::File => FileKind::File,
+        InjectedKind::Dir => FileKind::Dir,
+        InjectedKind::Symlink => FileKind::Symlink,
     };
     let mut p = |what: String| problems.push(format!("injected {path}: {what}"));
     if md.kind != want_kind {
@@ -168,15 +144,14 @@ fn check_injected(fs: &Filesystem<'_>, e: &Value, problems: &mut Vec<String>) {
         ));
         return;
     }
-    if e["uid"].as_u64() != Some(u64::from(md.uid)) || e["gid"].as_u64() != Some(u64::from(md.gid))
-    {
+    if (e.uid, e.gid) != (md.uid, md.gid) {
         p(format!(
             "owner {}:{}, the manifest says {}:{}",
-            md.uid, md.gid, e["uid"], e["gid"]
+            md.uid, md.gid, e.uid, e.gid
         ));
     }
-    if let Some(mode) = e["mode"].as_str()
-        && format!("{:04o}", md.perm) != mode
+    if let Some(mode) = &e.mode
+        && format!("{:04o}", md.perm) != *mode
     {
         p(format!("mode {:04o}, the manifest says {mode}", md.perm));
     }
@@ -184,28 +159,29 @@ fn check_injected(fs: &Filesystem<'_>, e: &Value, problems: &mut Vec<String>) {
         FileKind::File => match fs.read(path) {
             Ok(bytes) => {
                 let sha = hex(&Sha256::digest(&bytes));
-                if e["sha256"].as_str() != Some(sha.as_str()) {
+                if e.sha256.as_deref() != Some(sha.as_str()) {
                     p(format!(
                         "content sha256 {sha}, the manifest says {}",
-                        e["sha256"]
+                        e.sha256.as_deref().unwrap_or("nothing")
                     ));
                 }
-                if e["size"].as_u64() != Some(bytes.len() as u64) {
+                if e.size != Some(bytes.len() as u64) {
                     p(format!(
                         "size {}, the manifest says {}",
                         bytes.len(),
-                        e["size"]
+                        e.size
+                            .map_or_else(|| "nothing".to_owned(), |s| s.to_string())
                     ));
                 }
             }
             Err(err) => p(err.to_string()),
         },
         FileKind::Symlink => match fs.read_link(path) {
-            Ok(t) if e["target"].as_str().map(str::as_bytes) == Some(t.as_slice()) => {}
+            Ok(t) if e.target.as_deref().map(str::as_bytes) == Some(t.as_slice()) => {}
             Ok(t) => p(format!(
-                "points to {:?}, the manifest says {}",
+                "points to {:?}, the manifest says {:?}",
                 String::from_utf8_lossy(&t),
-                e["target"]
+                e.target.as_deref().unwrap_or("")
             )),
             Err(err) => p(err.to_string()),
         },

@@ -297,6 +297,23 @@ fn two_builds_are_identical() {
         std::fs::read(&a.manifest_path).unwrap(),
         std::fs::read(&b.manifest_path).unwrap()
     );
+    // The manifest reads back typed to the value that was written, and prints to the same bytes.
+    let bytes = std::fs::read(&a.manifest_path).unwrap();
+    let back = kiln_golden::Manifest::from_json(&bytes, &a.manifest_path).unwrap();
+    assert_eq!(back, a.manifest);
+    assert_eq!(back.to_json(), bytes);
+    // Another version, an unknown field or a wrong type is named as a malformed manifest (exit 2).
+    let text = String::from_utf8(bytes).unwrap();
+    for bad in [
+        text.replacen("\"kiln_manifest\": 1", "\"kiln_manifest\": 9", 1),
+        text.replacen("{", "{\n  \"surprise\": 1,", 1),
+        text.replacen("\"kind\": \"file\"", "\"kind\": \"fifo\"", 1),
+    ] {
+        assert_ne!(bad, text);
+        let e = kiln_golden::Manifest::from_json(bad.as_bytes(), &a.manifest_path).unwrap_err();
+        assert!(e.to_string().contains("not a kiln manifest"), "{e}");
+        assert_eq!(e.kind(), kiln_golden::ErrorKind::Input);
+    }
 }
 
 #[test]
@@ -556,7 +573,7 @@ fn diff_against_the_base_matches_the_manifest() {
             hits.iter().any(|h| matches!(
                 h,
                 kiln_golden::Difference::Added { .. } | kiln_golden::Difference::Content { .. }
-            )) || i.kind == "dir",
+            )) || i.kind == kiln_golden::inject::InjectedKind::Dir,
             "{} missing from the diff: {hits:?}",
             i.path
         );
