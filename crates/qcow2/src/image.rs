@@ -804,8 +804,14 @@ impl Image {
     /// turns a broken input into a broken output without a word.
     pub fn read_stored_verified(&self, gc: u64, host: u64, len: u64) -> Result<Vec<u8>> {
         let stored = self.read_stored(host, len)?;
+        self.decompress_stored(gc, host, &stored)?;
+        Ok(stored)
+    }
+
+    /// Decompress the stored bytes of guest cluster `gc` (at `host`) into a whole cluster.
+    fn decompress_stored(&self, gc: u64, host: u64, stored: &[u8]) -> Result<Vec<u8>> {
         let mut out = vec![0u8; self.cluster_size() as usize];
-        codec::decompress(self.header.compression_type, &stored, &mut out).map_err(|reason| {
+        codec::decompress(self.header.compression_type, stored, &mut out).map_err(|reason| {
             Error::Decompress {
                 image: self.path.clone(),
                 guest_offset: gc * self.cluster_size(),
@@ -813,23 +819,14 @@ impl Image {
                 reason,
             }
         })?;
-        Ok(stored)
+        Ok(out)
     }
 
     fn decompressed(&self, gc: u64, host: u64, len: u64) -> Result<Arc<Vec<u8>>> {
         if let Some((_, d)) = lock(&self.zcache).iter().find(|(h, _)| *h == host) {
             return Ok(d.clone());
         }
-        let stored = self.read_stored(host, len)?;
-        let mut out = vec![0u8; self.cluster_size() as usize];
-        codec::decompress(self.header.compression_type, &stored, &mut out).map_err(|reason| {
-            Error::Decompress {
-                image: self.path.clone(),
-                guest_offset: gc * self.cluster_size(),
-                host_offset: host,
-                reason,
-            }
-        })?;
+        let out = self.decompress_stored(gc, host, &self.read_stored(host, len)?)?;
         let out = Arc::new(out);
         let mut z = lock(&self.zcache);
         if z.len() >= 8 {
