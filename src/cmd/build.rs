@@ -102,8 +102,9 @@ pub fn run(args: BuildArgs) -> CmdResult {
                 sha256: lock::file_sha256(&out.manifest_path)?,
                 parts: Default::default(),
             };
-            l.outputs.insert(file_name(&out.image), image);
-            l.outputs.insert(file_name(&out.manifest_path), manifest);
+            l.outputs.insert(lock::file_name(&out.image), image);
+            l.outputs
+                .insert(lock::file_name(&out.manifest_path), manifest);
             Ok(l)
         };
         args.lock.finish(
@@ -115,9 +116,4 @@ pub fn run(args: BuildArgs) -> CmdResult {
         )?;
     }
     Ok(())
-}
-
-fn file_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }

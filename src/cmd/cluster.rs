@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use kiln_cluster::{Leftover, Options, Report, Status};
 use kiln_nocloud::{ClusterSpec, Token};
@@ -16,7 +17,7 @@ use kiln_golden::lock::{self, Lock, LockedOutput};
 
 use super::image_args::OpenArgs;
 use super::lock::LockArgs;
-use crate::exit::{CmdResult, OrExit};
+use crate::exit::{CmdResult, InputErr, OrExit};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -51,7 +52,9 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     let expected = args.lock.preload(&args.spec)?;
     let mut spec = ClusterSpec::load(&args.spec).or_exit()?;
     if let Some(t) = &args.token_file {
-        spec.cluster.k3s.token_file = std::path::absolute(t)?;
+        spec.cluster.k3s.token_file = std::path::absolute(t)
+            .with_context(|| format!("--token-file {}", t.display()))
+            .input_err()?;
     }
     let opts = Options {
         epoch,

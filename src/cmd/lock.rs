@@ -57,9 +57,7 @@ impl LockArgs {
         json: bool,
     ) -> CmdResult {
         let path = self.path(input);
-        let name = input
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = kiln_golden::lock::file_name(input);
         let made_by = format!(
             "outputs of `kiln {verb} {name}`; rewrite with `kiln {verb} {name} … --update-lock`"
         );

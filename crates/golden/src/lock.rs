@@ -264,11 +264,13 @@ pub fn image_parts(image: &Path) -> Result<BTreeMap<String, String>, Error> {
         let mut parts = BTreeMap::new();
         for (path, md) in tree {
             let (kind, size, digest) = match md.kind {
-                FileKind::File => (
-                    "file",
-                    md.size.to_string(),
-                    part_digest(&fs.read(path).map_err(crate::diff::ext4_err(image))?),
-                ),
+                FileKind::File => {
+                    // Streamed through the hash: an injected air-gap bundle is never held whole.
+                    let mut h = Sha256::new();
+                    fs.read_to(path, &mut h)
+                        .map_err(crate::diff::ext4_err(image))?;
+                    ("file", md.size.to_string(), crate::hex(&h.finalize()[..8]))
+                }
                 FileKind::Symlink => (
                     "link",
                     md.size.to_string(),
@@ -285,6 +287,12 @@ pub fn image_parts(image: &Path) -> Result<BTreeMap<String, String>, Error> {
         }
         Ok(parts)
     })
+}
+
+/// The file name of an output path, as an `output` line names it.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 /// The sha256 of a host file, for an `output` line.
