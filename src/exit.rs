@@ -91,12 +91,6 @@ classify!(
 );
 
 impl Failure {
-    /// Adds what was being done to the error's message (the exit code stays).
-    pub fn context(mut self, what: String) -> Self {
-        self.error = self.error.context(what);
-        self
-    }
-
     /// The exit code of a library error: 2 when the input is at fault, 1 otherwise.
     pub fn of<E: Classify + Into<anyhow::Error>>(error: E) -> Self {
         let code = match error.kind() {

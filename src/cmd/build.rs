@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_golden::pipeline::{STEPS, StepEvent};
-use kiln_golden::{BuildOptions, build_file};
+use kiln_golden::{BuildOptions, Step, StepEvent, build_file};
 
 use kiln_golden::lock::{self, Lock, LockedOutput};
 
@@ -33,7 +32,7 @@ pub struct BuildArgs {
 pub fn run(args: BuildArgs) -> CmdResult {
     let expected = args.lock.preload(&args.recipe)?;
     let bar = ProgressBar::with_draw_target(
-        Some(STEPS.len() as u64),
+        Some(Step::ALL.len() as u64),
         if args.quiet || args.json {
             ProgressDrawTarget::hidden()
         } else {
@@ -47,7 +46,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
     );
     let show = !args.quiet && !args.json;
     let progress = |ev: StepEvent<'_>| match ev {
-        StepEvent::Start(name) => bar.set_message(name),
+        StepEvent::Start(step) => bar.set_message(step.name()),
         StepEvent::Done(r) => {
             bar.inc(1);
             if show {
@@ -59,6 +58,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
                 }
             }
         }
+        _ => {}
     };
     let opts = BuildOptions {
         out_dir: args.out.clone(),

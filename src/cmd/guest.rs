@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
 use clap::Args;
-use kiln_ext4::{Filesystem, OpenOptions as FsOpenOptions};
+use kiln_ext4::Filesystem;
 use kiln_partition::Selector;
 use kiln_qcow2::Disk;
 
@@ -59,16 +58,16 @@ pub fn with_fs<T>(
     args: &FsArgs,
     f: impl FnOnce(&Filesystem<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let name = spec.image.display().to_string();
     let disk = Disk::open(&spec.image, &args.open.options()).or_exit()?;
-    let table = kiln_partition::scan(&disk, &name).or_exit()?;
     let selector = args.partition.map_or(Selector::Root, Selector::Number);
-    let part = table.select(selector).or_exit()?;
-    let window = kiln_partition::window(&disk, &name, part).or_exit()?;
-    let label = format!("{name} partition {}", part.number);
-    let fs = Filesystem::open(&window, &label, FsOpenOptions::read_only())
-        .map_err(|e| Failure::of(e).context(format!("opening the {} filesystem", part.fs)))?;
-    let out = f(&fs);
-    fs.close().map_err(|e| anyhow!(e))?;
-    out
+    kiln_golden::rootfs::with_root_fs(&disk, &spec.image, selector, |fs, _| {
+        let out = f(&fs);
+        fs.close().map_err(|source| kiln_golden::Error::Ext4 {
+            op: "closing the root filesystem",
+            image: spec.image.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(out)
+    })
+    .or_exit()?
 }

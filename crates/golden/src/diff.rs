@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kiln_ext4::{FileKind, Filesystem, Metadata};
-use kiln_qcow2::{Disk, OpenOptions};
+use kiln_partition::Selector;
 use serde::Serialize;
 
 use crate::Error;
@@ -47,24 +47,29 @@ impl Difference {
 
 /// The sorted differences between `a` and `b` (empty: same files, content and metadata).
 pub fn diff(a: &Path, b: &Path) -> Result<Vec<Difference>, Error> {
-    let da = open(a)?;
-    let db = open(b)?;
-    let (pa, pb) = (root_window(&da, a)?, root_window(&db, b)?);
-    let fa = open_fs(&pa, a)?;
-    let fb = open_fs(&pb, b)?;
-    let ta = walk(&fa, a)?;
-    let tb = walk(&fb, b)?;
+    with_root_fs(a, |fa, ta| {
+        with_root_fs(b, |fb, tb| compare_trees(a, (fa, ta), (fb, tb)))
+    })
+}
+
+type Tree = BTreeMap<String, Metadata>;
+
+fn compare_trees(
+    a: &Path,
+    (fa, ta): (&Filesystem<'_>, &Tree),
+    (fb, tb): (&Filesystem<'_>, &Tree),
+) -> Result<Vec<Difference>, Error> {
     let mut out = Vec::new();
-    for (path, ma) in &ta {
+    for (path, ma) in ta {
         match tb.get(path) {
             None => out.push(Difference::Removed {
                 path: path.clone(),
                 kind: ma.kind.as_str(),
             }),
-            Some(mb) => compare(&fa, &fb, path, ma, mb, a, &mut out)?,
+            Some(mb) => compare(fa, fb, path, ma, mb, a, &mut out)?,
         }
     }
-    for (path, mb) in &tb {
+    for (path, mb) in tb {
         if !ta.contains_key(path) {
             out.push(Difference::Added {
                 path: path.clone(),
@@ -76,47 +81,16 @@ pub fn diff(a: &Path, b: &Path) -> Result<Vec<Difference>, Error> {
     Ok(out)
 }
 
-fn open(p: &Path) -> Result<Disk, Error> {
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(Path::to_owned)
-        .unwrap_or_else(|| ".".into());
-    Disk::open(p, &OpenOptions::read_only().allow_backing_dir(dir)).map_err(|source| Error::Qcow2 {
-        op: "opening image",
-        image: p.to_owned(),
-        source: Box::new(source),
-    })
-}
-
-fn root_window<'a>(d: &'a Disk, p: &Path) -> Result<kiln_blockdev::SliceDev<&'a Disk>, Error> {
-    let perr = |source| Error::Partition {
-        image: p.to_owned(),
-        source: Box::new(source),
-    };
-    let table = kiln_partition::scan(d, "image").map_err(perr)?;
-    let part = table.root().map_err(perr)?.clone();
-    kiln_partition::window(d, "image", &part).map_err(perr)
-}
-
-fn open_fs<'d>(w: &'d kiln_blockdev::SliceDev<&Disk>, p: &Path) -> Result<Filesystem<'d>, Error> {
-    Filesystem::open(w, "root", kiln_ext4::OpenOptions::read_only()).map_err(|source| Error::Ext4 {
-        op: "opening the root filesystem",
-        image: p.to_owned(),
-        source: Box::new(source),
-    })
-}
-
 /// Opens the root filesystem of `image` read-only, walks it, and hands both to `f`.
 pub(crate) fn with_root_fs<T>(
     image: &Path,
     f: impl FnOnce(&Filesystem<'_>, &BTreeMap<String, Metadata>) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let disk = open(image)?;
-    let window = root_window(&disk, image)?;
-    let fs = open_fs(&window, image)?;
-    let tree = walk(&fs, image)?;
-    f(&fs, &tree)
+    let disk = crate::rootfs::open_image(image)?;
+    crate::rootfs::with_root_fs(&disk, image, Selector::Root, |fs, _| {
+        let tree = walk(&fs, image)?;
+        f(&fs, &tree)
+    })
 }
 
 pub(crate) fn ext4_err(p: &Path) -> impl Fn(kiln_ext4::Error) -> Error {

@@ -17,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pipeline;
 pub mod recipe;
+pub mod rootfs;
 pub mod scrub;
 pub mod verify;
 
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 pub use diff::{Difference, diff};
 pub use kiln_blockdev::ErrorKind;
 pub use manifest::Manifest;
-pub use pipeline::{BuildOptions, BuildOutput, StepReport, build, build_file};
+pub use pipeline::{BuildOptions, BuildOutput, Step, StepEvent, StepReport, build, build_file};
 pub use recipe::{MachineIdMode, Problems, Recipe};
 pub use scrub::{CATALOG, ScrubOp};
 pub use verify::{VerifyReport, verify};

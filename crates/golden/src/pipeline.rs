@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use kiln_blockdev::{AtomicFile, BlockDev, MemDev};
 use kiln_ext4::Filesystem;
+use kiln_partition::{Partition, Selector};
 use kiln_qcow2::{CompressionType, CreateOptions, Disk, FlattenOptions, Image, OpenOptions};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -28,26 +29,78 @@ use sha2::{Digest, Sha256};
 use crate::inject::{self, Injected, K3sRelease, Writer};
 use crate::manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 use crate::recipe::{Compression, OutputKind, Recipe};
-use crate::scrub::ScrubInput;
-use crate::{Error, hex};
+use crate::scrub::{Action, ScrubInput};
+use crate::{Error, hex, rootfs};
 
-/// The step names, in order.
-pub const STEPS: &[&str] = &[
-    "open-base",
-    "overlay",
-    "find-rootfs",
-    "scrub",
-    "k3s",
-    "prerequisites",
-    "normalise-times",
-    "close",
-    "output",
-    "manifest",
-];
+/// One named step of the build, in the order [`Step::ALL`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Step {
+    /// sha256 of the base file against the recipe's pin; the base opened read-only.
+    OpenBase,
+    /// The copy-on-write qcow2 over the base.
+    Overlay,
+    /// The partition table scanned and the root filesystem's partition found.
+    FindRootfs,
+    /// The catalog ops the recipe selects.
+    Scrub,
+    /// The pinned k3s release verified and written.
+    K3s,
+    /// The recipe's files, directories, symlinks, modules, sysctls, units and datasource.
+    Prerequisites,
+    /// Times of every changed path and its parents set to `SOURCE_DATE_EPOCH`.
+    NormaliseTimes,
+    /// libext2fs flushed (bitmaps, group descriptors, superblock).
+    Close,
+    /// The image flattened (or the overlay closed) into the temporary output.
+    Output,
+    /// The output hashed, the manifest written, both renamed into place.
+    Manifest,
+}
+
+impl Step {
+    /// Every step, in the order the build runs them.
+    pub const ALL: [Step; 10] = [
+        Step::OpenBase,
+        Step::Overlay,
+        Step::FindRootfs,
+        Step::Scrub,
+        Step::K3s,
+        Step::Prerequisites,
+        Step::NormaliseTimes,
+        Step::Close,
+        Step::Output,
+        Step::Manifest,
+    ];
+
+    /// The step's name in reports (`open-base`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::OpenBase => "open-base",
+            Step::Overlay => "overlay",
+            Step::FindRootfs => "find-rootfs",
+            Step::Scrub => "scrub",
+            Step::K3s => "k3s",
+            Step::Prerequisites => "prerequisites",
+            Step::NormaliseTimes => "normalise-times",
+            Step::Close => "close",
+            Step::Output => "output",
+            Step::Manifest => "manifest",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What a step did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepReport {
+    /// The step's name ([`Step::name`]).
     pub name: &'static str,
     /// One line for humans.
     pub summary: String,
@@ -59,8 +112,11 @@ pub struct StepReport {
 
 /// Progress events for a UI.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StepEvent<'a> {
-    Start(&'static str),
+    /// A step begins.
+    Start(Step),
+    /// A step ended; its report.
     Done(&'a StepReport),
 }
 
@@ -84,41 +140,14 @@ impl std::fmt::Debug for BuildOptions<'_> {
 /// The result of a build.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
+    /// The image, renamed into place.
     pub image: PathBuf,
+    /// The manifest beside it.
     pub manifest_path: PathBuf,
+    /// The manifest's value.
     pub manifest: Manifest,
+    /// What each step did, in order.
     pub steps: Vec<StepReport>,
-}
-
-struct Steps<'a> {
-    done: Vec<StepReport>,
-    progress: Option<&'a dyn Fn(StepEvent<'_>)>,
-}
-
-impl Steps<'_> {
-    /// Run one named step; `f` returns its value, a summary and the changed items.
-    fn run<T>(
-        &mut self,
-        name: &'static str,
-        f: impl FnOnce() -> Result<(T, String, Vec<String>), Error>,
-    ) -> Result<T, Error> {
-        if let Some(p) = self.progress {
-            p(StepEvent::Start(name));
-        }
-        let t0 = Instant::now();
-        let (v, summary, changed) = f()?;
-        let report = StepReport {
-            name,
-            summary,
-            changed,
-            millis: t0.elapsed().as_millis() as u64,
-        };
-        if let Some(p) = self.progress {
-            p(StepEvent::Done(&report));
-        }
-        self.done.push(report);
-        Ok(v)
-    }
 }
 
 /// Load, validate and build the recipe at `path`.
@@ -130,6 +159,144 @@ pub fn build_file(path: &Path, opts: &BuildOptions<'_>) -> Result<BuildOutput, E
     })?;
     let recipe = Recipe::load(path)?;
     build(&recipe, &hex(&Sha256::digest(&bytes)), opts)
+}
+
+/// Build a validated recipe. `recipe_sha256` is the hash of the recipe file, recorded in the
+/// manifest.
+pub fn build(
+    recipe: &Recipe,
+    recipe_sha256: &str,
+    opts: &BuildOptions<'_>,
+) -> Result<BuildOutput, Error> {
+    recipe.validate()?;
+    let cx = Context::new(recipe, recipe_sha256, &opts.out_dir);
+    let mut run = Runner {
+        done: Vec::new(),
+        progress: opts.progress,
+    };
+    // open-base verifies the pin before anything is created.
+    let base = run.step(Step::OpenBase, || open_base(&cx))?;
+    std::fs::create_dir_all(&cx.out_dir).map_err(|source| Error::Output {
+        op: "creating output directory",
+        path: cx.out_dir.clone(),
+        source,
+    })?;
+    let out_file = AtomicFile::create(&cx.image_path, 0o644)
+        .map_err(out_err("creating output", &cx.image_path))?;
+    let (image, backing_name) = run.step(Step::Overlay, || overlay(&cx, &base, &out_file))?;
+    let part = run.step(Step::FindRootfs, || find_rootfs(&cx, &image))?;
+    let mut edits = Edits {
+        root_partition: part.number,
+        ..Edits::default()
+    };
+    let rw = kiln_ext4::OpenOptions::read_write(recipe.source_date_epoch);
+    rootfs::with_fs(&image, &cx.base_path, &part, rw, |mut fs| {
+        run.step(Step::Scrub, || scrub(&cx, &mut fs, &mut edits))?;
+        run.step(Step::K3s, || k3s(&cx, &mut fs, &mut edits))?;
+        run.step(Step::Prerequisites, || {
+            prerequisites(&cx, &mut fs, &mut edits)
+        })?;
+        run.step(Step::NormaliseTimes, || {
+            normalise_times(&cx, &mut fs, &edits)
+        })?;
+        run.step(Step::Close, || close(&cx, fs))
+    })?;
+    let size = run.step(Step::Output, || {
+        output(&cx, image, &backing_name, &out_file)
+    })?;
+    let output = Written {
+        file: out_file,
+        size,
+        backing_name,
+    };
+    let manifest = run.step(Step::Manifest, || manifest(&cx, &base, edits, output))?;
+    Ok(BuildOutput {
+        image: cx.image_path,
+        manifest_path: cx.manifest_path,
+        manifest,
+        steps: run.done,
+    })
+}
+
+/// What every step reads: the recipe and the paths derived from it.
+struct Context<'r> {
+    recipe: &'r Recipe,
+    recipe_sha256: &'r str,
+    out_dir: PathBuf,
+    image_path: PathBuf,
+    manifest_path: PathBuf,
+    base_path: PathBuf,
+}
+
+impl<'r> Context<'r> {
+    fn new(recipe: &'r Recipe, recipe_sha256: &'r str, out_dir: &Path) -> Self {
+        let out_dir = if out_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            out_dir.to_owned()
+        };
+        Context {
+            recipe,
+            recipe_sha256,
+            image_path: out_dir.join(format!("{}.qcow2", recipe.name)),
+            manifest_path: out_dir.join(format!("{}.manifest.json", recipe.name)),
+            base_path: recipe.resolve(&recipe.base.path),
+            out_dir,
+        }
+    }
+}
+
+/// The base image as the later steps need it.
+struct Base {
+    sha256: String,
+    virtual_size: u64,
+    cluster_bits: u32,
+}
+
+/// What the filesystem steps changed, for the manifest.
+#[derive(Default)]
+struct Edits {
+    root_partition: u32,
+    scrub: Vec<ScrubRecord>,
+    injected: Vec<Injected>,
+    k3s: Option<K3sRelease>,
+}
+
+/// The temporary output after the output step.
+struct Written {
+    file: AtomicFile,
+    size: u64,
+    backing_name: String,
+}
+
+/// A step's value, its one-line summary and the items it changed.
+type StepResult<T> = Result<(T, String, Vec<String>), Error>;
+
+/// Runs steps in order, timing them and telling the progress callback.
+struct Runner<'a> {
+    done: Vec<StepReport>,
+    progress: Option<&'a dyn Fn(StepEvent<'_>)>,
+}
+
+impl Runner<'_> {
+    fn step<T>(&mut self, step: Step, f: impl FnOnce() -> StepResult<T>) -> Result<T, Error> {
+        if let Some(p) = self.progress {
+            p(StepEvent::Start(step));
+        }
+        let t0 = Instant::now();
+        let (v, summary, changed) = f()?;
+        let report = StepReport {
+            name: step.name(),
+            summary,
+            changed,
+            millis: t0.elapsed().as_millis() as u64,
+        };
+        if let Some(p) = self.progress {
+            p(StepEvent::Done(&report));
+        }
+        self.done.push(report);
+        Ok(v)
+    }
 }
 
 fn qerr(op: &'static str, image: &Path) -> impl FnOnce(kiln_qcow2::Error) -> Error {
@@ -150,377 +317,306 @@ fn out_err(op: &'static str, path: &Path) -> impl FnOnce(kiln_blockdev::Error) -
     }
 }
 
-/// Build a validated recipe. `recipe_sha256` is the hash of the recipe file, recorded in the
-/// manifest.
-pub fn build(
-    recipe: &Recipe,
-    recipe_sha256: &str,
-    opts: &BuildOptions<'_>,
-) -> Result<BuildOutput, Error> {
-    recipe.validate()?;
-    let mut steps = Steps {
-        done: Vec::new(),
-        progress: opts.progress,
-    };
-    let sde = recipe.source_date_epoch;
-    let out_dir = if opts.out_dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        opts.out_dir.clone()
-    };
-    let image_path = out_dir.join(format!("{}.qcow2", recipe.name));
-    let manifest_path = out_dir.join(format!("{}.manifest.json", recipe.name));
-    let base_path = recipe.resolve(&recipe.base.path);
-
-    // open-base: verify the pin before anything is created.
-    let (base_sha, base) = steps.run("open-base", || {
-        let (sha, _) = inject::sha256_file(&base_path, "base image")?;
-        if sha != recipe.base.sha256 {
-            return Err(Error::ChecksumMismatch {
-                op: "verifying base image",
-                path: base_path.clone(),
-                expected: recipe.base.sha256.clone(),
-                actual: sha,
-            });
-        }
-        let disk = Disk::open(&base_path, &OpenOptions::read_only())
-            .map_err(qerr("open base image", &base_path))?;
-        let summary = format!(
-            "{} ({}, {} bytes virtual) matches its sha256 pin",
-            base_path.display(),
-            disk.format(),
-            disk.len()
-        );
-        Ok(((sha, disk), summary, Vec::new()))
-    })?;
-    let cluster_bits = match &base {
-        Disk::Qcow2(i) => i.header().cluster_bits,
-        Disk::Raw(_) => 16,
-    };
-    let virtual_size = base.len();
-    drop(base);
-
-    std::fs::create_dir_all(&out_dir).map_err(|source| Error::Output {
-        op: "creating output directory",
-        path: out_dir.clone(),
-        source,
-    })?;
-    let out_file =
-        AtomicFile::create(&image_path, 0o644).map_err(out_err("creating output", &image_path))?;
-
-    // overlay
-    let (image, backing_name) = steps.run("overlay", || {
-        let nb = kiln_qcow2::open_new_backing(&image_path, &base_path, &OpenOptions::read_only())
-            .map_err(qerr("open base image", &base_path))?;
-        let backing_name = nb.name.clone();
-        let storage: Box<dyn kiln_qcow2::Storage> = match recipe.output.kind {
-            OutputKind::Overlay => Box::new(out_file.shared()),
-            OutputKind::Qcow2 => Box::new(MemDev::new(0)),
-        };
-        let image = Image::create(
-            storage,
-            image_path.clone(),
-            CreateOptions {
-                size: virtual_size,
-                cluster_bits,
-                // The overlay's own clusters are never compressed (copy-on-write writes are raw);
-                // compression applies to the flattened output.
-                compression: CompressionType::Zlib,
-                backing: Some(nb),
-            },
-        )
-        .map_err(qerr("creating overlay", &image_path))?;
-        let where_ = match recipe.output.kind {
-            OutputKind::Overlay => "the output file",
-            OutputKind::Qcow2 => "memory",
-        };
-        Ok((
-            (image, backing_name),
-            format!("copy-on-write overlay in {where_}"),
-            Vec::new(),
-        ))
-    })?;
-
-    let mut scrub_records = Vec::new();
-    let mut injected: Vec<Injected> = Vec::new();
-    let mut k3s_release = None;
-    let root_partition;
-    {
-        let part = steps.run("find-rootfs", || {
-            let perr = |source| Error::Partition {
-                image: base_path.clone(),
-                source: Box::new(source),
-            };
-            let table = kiln_partition::scan(&image, "base").map_err(perr)?;
-            let part = table.root().map_err(perr)?.clone();
-            let summary = format!(
-                "partition {} ({}, label {:?})",
-                part.number,
-                part.fs,
-                part.label.as_deref().unwrap_or("")
-            );
-            Ok((part, summary, Vec::new()))
-        })?;
-        let win =
-            kiln_partition::window(&image, "base", &part).map_err(|source| Error::Partition {
-                image: base_path.clone(),
-                source: Box::new(source),
-            })?;
-        let mut fs = Filesystem::open(
-            &win,
-            &format!("partition {}", part.number),
-            kiln_ext4::OpenOptions::read_write(sde),
-        )
-        .map_err(|source| Error::Ext4 {
-            op: "opening the root filesystem",
-            image: base_path.clone(),
-            source: Box::new(source),
-        })?;
-        let part_no = part.number;
-        root_partition = part_no;
-
-        steps.run("scrub", || {
-            let input = ScrubInput {
-                machine_id: recipe.machine_id,
-            };
-            let mut all = Vec::new();
-            let ops = recipe.scrub_ops();
-            for op in &ops {
-                let changed = op.run(&mut fs, &input)?;
-                all.extend(changed.iter().map(|c| c.path.clone()));
-                scrub_records.push(ScrubRecord {
-                    op: op.name.to_owned(),
-                    changed,
-                });
-            }
-            all.sort();
-            let summary = format!("{} ops, {} paths changed", ops.len(), all.len());
-            Ok(((), summary, all))
-        })?;
-
-        steps.run("k3s", || {
-            let Some(k) = &recipe.k3s else {
-                return Ok(((), "no k3s in the recipe".into(), Vec::new()));
-            };
-            let rel = inject::verify_k3s(recipe, k, false)?;
-            let before = injected.len();
-            inject::inject_k3s(
-                &mut Writer {
-                    fs: &mut fs,
-                    out: &mut injected,
-                },
-                &rel,
-            )?;
-            let changed: Vec<String> = injected[before..].iter().map(|i| i.path.clone()).collect();
-            let summary = format!(
-                "{} {} verified against sha256sum-{}.txt, {} paths written",
-                k.version,
-                rel.assets
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                recipe.arch.as_str(),
-                changed.len()
-            );
-            k3s_release = Some(rel);
-            Ok(((), summary, changed))
-        })?;
-
-        steps.run("prerequisites", || {
-            let before = injected.len();
-            inject::apply_prerequisites(
-                &mut Writer {
-                    fs: &mut fs,
-                    out: &mut injected,
-                },
-                recipe,
-            )?;
-            let changed: Vec<String> = injected[before..].iter().map(|i| i.path.clone()).collect();
-            let summary = format!(
-                "{} prerequisites, {} paths written",
-                recipe.prerequisites.len(),
-                changed.len()
-            );
-            Ok(((), summary, changed))
-        })?;
-
-        steps.run("normalise-times", || {
-            // Every injected path, the parents of every changed path, and their ancestors.
-            let mut set = BTreeSet::new();
-            let mut add_with_parents = |p: &str, include_self: bool| {
-                if include_self {
-                    set.insert(p.to_owned());
-                }
-                let mut cur = p;
-                while let Some(i) = cur.rfind('/') {
-                    cur = if i == 0 { "/" } else { &cur[..i] };
-                    set.insert(cur.to_owned());
-                    if cur == "/" {
-                        break;
-                    }
-                }
-            };
-            for i in &injected {
-                add_with_parents(&i.path, true);
-            }
-            for r in &scrub_records {
-                for c in &r.changed {
-                    let gone = c.action == crate::scrub::Action::Removed;
-                    add_with_parents(&c.path, !gone);
-                }
-            }
-            let times = kiln_ext4::Times {
-                atime: Some(sde),
-                mtime: Some(sde),
-                ctime: Some(sde),
-            };
-            let mut changed = Vec::new();
-            for p in &set {
-                match fs.lstat(p) {
-                    Ok(m) if m.atime == sde && m.mtime == sde && m.ctime == sde => {}
-                    Ok(_) => {
-                        fs.set_times(p, times, false)
-                            .map_err(|source| Error::Inject {
-                                path: p.clone(),
-                                source: Box::new(source),
-                            })?;
-                        changed.push(p.clone());
-                    }
-                    Err(kiln_ext4::Error::NotFound { .. }) => {}
-                    Err(source) => {
-                        return Err(Error::Inject {
-                            path: p.clone(),
-                            source: Box::new(source),
-                        });
-                    }
-                }
-            }
-            let summary = format!(
-                "{} paths checked, {} set to SOURCE_DATE_EPOCH {sde}",
-                set.len(),
-                changed.len()
-            );
-            Ok(((), summary, changed))
-        })?;
-
-        steps.run("close", || {
-            fs.close().map_err(|source| Error::Ext4 {
-                op: "closing the root filesystem",
-                image: image_path.clone(),
-                source: Box::new(source),
-            })?;
-            Ok(((), "root filesystem flushed".into(), Vec::new()))
-        })?;
+fn open_base(cx: &Context<'_>) -> StepResult<Base> {
+    let path = &cx.base_path;
+    let (sha, _) = inject::sha256_file(path, "base image")?;
+    if sha != cx.recipe.base.sha256 {
+        return Err(Error::ChecksumMismatch {
+            op: "verifying base image",
+            path: path.clone(),
+            expected: cx.recipe.base.sha256.clone(),
+            actual: sha,
+        });
     }
+    let disk =
+        Disk::open(path, &OpenOptions::read_only()).map_err(qerr("open base image", path))?;
+    let summary = format!(
+        "{} ({}, {} bytes virtual) matches its sha256 pin",
+        path.display(),
+        disk.format(),
+        disk.len()
+    );
+    let base = Base {
+        sha256: sha,
+        virtual_size: disk.len(),
+        cluster_bits: match &disk {
+            Disk::Qcow2(i) => i.header().cluster_bits,
+            Disk::Raw(_) => 16,
+        },
+    };
+    Ok((base, summary, Vec::new()))
+}
 
-    let out_size = steps.run("output", || {
-        let summary = match recipe.output.kind {
-            OutputKind::Overlay => {
-                image
-                    .close()
-                    .map_err(qerr("closing overlay", &image_path))?;
-                format!("overlay backed by {backing_name}")
-            }
-            OutputKind::Qcow2 => {
-                let disk = Disk::Qcow2(image);
-                let st = kiln_qcow2::flatten(
-                    &disk,
-                    out_file.dev(),
-                    &image_path,
-                    &FlattenOptions {
-                        compression: match recipe.output.compression {
-                            Compression::Zstd => Some(CompressionType::Zstd),
-                            Compression::Zlib => Some(CompressionType::Zlib),
-                            Compression::None => None,
-                        },
-                        cluster_bits: None,
-                        passthrough: true,
-                    },
-                    &|_, _| {},
-                )
-                .map_err(qerr("flattening into", &image_path))?;
-                format!(
-                    "flattened: {} clusters passed through, {} compressed, {} raw, {} zero",
-                    st.passthrough, st.compressed, st.raw, st.zero
-                )
-            }
-        };
-        out_file
-            .dev()
-            .flush()
-            .map_err(out_err("flushing", &image_path))?;
-        Ok((out_file.dev().len(), summary, Vec::new()))
-    })?;
+fn overlay(cx: &Context<'_>, base: &Base, out_file: &AtomicFile) -> StepResult<(Image, String)> {
+    let (image_path, base_path) = (&cx.image_path, &cx.base_path);
+    let nb = kiln_qcow2::open_new_backing(image_path, base_path, &OpenOptions::read_only())
+        .map_err(qerr("open base image", base_path))?;
+    let backing_name = nb.name.clone();
+    let (storage, where_): (Box<dyn kiln_qcow2::Storage>, _) = match cx.recipe.output.kind {
+        OutputKind::Overlay => (Box::new(out_file.shared()), "the output file"),
+        OutputKind::Qcow2 => (Box::new(MemDev::new(0)), "memory"),
+    };
+    let image = Image::create(
+        storage,
+        image_path.clone(),
+        CreateOptions {
+            size: base.virtual_size,
+            cluster_bits: base.cluster_bits,
+            // The overlay's own clusters are never compressed (copy-on-write writes are raw);
+            // compression applies to the flattened output.
+            compression: CompressionType::Zlib,
+            backing: Some(nb),
+        },
+    )
+    .map_err(qerr("creating overlay", image_path))?;
+    let summary = format!("copy-on-write overlay in {where_}");
+    Ok(((image, backing_name), summary, Vec::new()))
+}
 
-    let manifest = steps.run("manifest", || {
-        let dev = out_file.dev();
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 4 << 20];
-        let mut off = 0;
-        while off < out_size {
-            let n = (out_size - off).min(buf.len() as u64) as usize;
-            dev.read_at(&mut buf[..n], off)
-                .map_err(out_err("hashing", &image_path))?;
-            h.update(&buf[..n]);
-            off += n as u64;
+fn find_rootfs(cx: &Context<'_>, image: &Image) -> StepResult<Partition> {
+    let part = rootfs::find(image, &cx.base_path, Selector::Root)?;
+    let summary = format!(
+        "partition {} ({}, label {:?})",
+        part.number,
+        part.fs,
+        part.label.as_deref().unwrap_or("")
+    );
+    Ok((part, summary, Vec::new()))
+}
+
+fn scrub(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepResult<()> {
+    let input = ScrubInput {
+        machine_id: cx.recipe.machine_id,
+    };
+    let mut all = Vec::new();
+    let ops = cx.recipe.scrub_ops();
+    for op in &ops {
+        let changed = op.run(fs, &input)?;
+        all.extend(changed.iter().map(|c| c.path.clone()));
+        edits.scrub.push(ScrubRecord {
+            op: op.name.to_owned(),
+            changed,
+        });
+    }
+    all.sort();
+    let summary = format!("{} ops, {} paths changed", ops.len(), all.len());
+    Ok(((), summary, all))
+}
+
+fn k3s(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepResult<()> {
+    let recipe = cx.recipe;
+    let Some(k) = &recipe.k3s else {
+        return Ok(((), "no k3s in the recipe".into(), Vec::new()));
+    };
+    let rel = inject::verify_k3s(recipe, k, false)?;
+    let before = edits.injected.len();
+    let mut w = Writer {
+        fs,
+        out: &mut edits.injected,
+    };
+    inject::inject_k3s(&mut w, &rel)?;
+    let changed: Vec<String> = edits.injected[before..]
+        .iter()
+        .map(|i| i.path.clone())
+        .collect();
+    let assets: Vec<&str> = rel.assets.iter().map(|a| a.name.as_str()).collect();
+    let summary = format!(
+        "{} {} verified against sha256sum-{}.txt, {} paths written",
+        k.version,
+        assets.join(", "),
+        recipe.arch.as_str(),
+        changed.len()
+    );
+    edits.k3s = Some(rel);
+    Ok(((), summary, changed))
+}
+
+fn prerequisites(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepResult<()> {
+    let before = edits.injected.len();
+    let mut w = Writer {
+        fs,
+        out: &mut edits.injected,
+    };
+    inject::apply_prerequisites(&mut w, cx.recipe)?;
+    let changed: Vec<String> = edits.injected[before..]
+        .iter()
+        .map(|i| i.path.clone())
+        .collect();
+    let summary = format!(
+        "{} prerequisites, {} paths written",
+        cx.recipe.prerequisites.len(),
+        changed.len()
+    );
+    Ok(((), summary, changed))
+}
+
+/// Every injected path, the parents of every changed path, and their ancestors.
+fn touched_paths(edits: &Edits) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    let mut add_with_parents = |p: &str, include_self: bool| {
+        if include_self {
+            set.insert(p.to_owned());
         }
-        injected.sort();
-        let manifest = Manifest {
-            kiln_manifest: MANIFEST_VERSION,
-            name: recipe.name.clone(),
-            recipe_sha256: recipe_sha256.to_owned(),
-            arch: recipe.arch,
-            source_date_epoch: sde,
-            machine_id: recipe.machine_id,
-            base: BaseInfo {
-                file: base_path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                sha256: base_sha.clone(),
-                virtual_size,
-                root_partition,
-            },
-            k3s: k3s_release.as_ref().map(K3sRelease::for_manifest),
-            scrub: std::mem::take(&mut scrub_records),
-            injected: std::mem::take(&mut injected),
-            output: OutputInfo {
-                file: format!("{}.qcow2", recipe.name),
-                kind: recipe.output.kind,
-                compression: recipe.output.compression,
-                backing: (recipe.output.kind == OutputKind::Overlay).then(|| backing_name.clone()),
-                sha256: hex(&h.finalize()),
-                size: out_size,
-                virtual_size,
-            },
-        };
-        let mf = AtomicFile::create(&manifest_path, 0o644)
-            .map_err(out_err("creating manifest", &manifest_path))?;
-        mf.dev()
-            .write_at_grow(&manifest.to_json(), 0)
-            .map_err(out_err("writing manifest", &manifest_path))?;
-        // Both complete: rename the image, then the manifest.
-        out_file
-            .commit()
-            .map_err(out_err("renaming output into place", &image_path))?;
-        mf.commit()
-            .map_err(out_err("renaming manifest into place", &manifest_path))?;
-        let summary = format!("{} sha256 {}", image_path.display(), manifest.output.sha256);
-        Ok((
-            manifest,
-            summary,
-            vec![
-                image_path.display().to_string(),
-                manifest_path.display().to_string(),
-            ],
-        ))
-    })?;
+        let mut cur = p;
+        while let Some(i) = cur.rfind('/') {
+            cur = if i == 0 { "/" } else { &cur[..i] };
+            set.insert(cur.to_owned());
+            if cur == "/" {
+                break;
+            }
+        }
+    };
+    for i in &edits.injected {
+        add_with_parents(&i.path, true);
+    }
+    for c in edits.scrub.iter().flat_map(|r| &r.changed) {
+        add_with_parents(&c.path, c.action != Action::Removed);
+    }
+    set
+}
 
-    Ok(BuildOutput {
-        image: image_path,
-        manifest_path,
-        manifest,
-        steps: steps.done,
-    })
+fn normalise_times(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &Edits) -> StepResult<()> {
+    let sde = cx.recipe.source_date_epoch;
+    let set = touched_paths(edits);
+    let times = kiln_ext4::Times {
+        atime: Some(sde),
+        mtime: Some(sde),
+        ctime: Some(sde),
+    };
+    let inject_err = |p: &String| {
+        let path = p.clone();
+        move |source| Error::Inject {
+            path,
+            source: Box::new(source),
+        }
+    };
+    let mut changed = Vec::new();
+    for p in &set {
+        match fs.lstat(p) {
+            Ok(m) if m.atime == sde && m.mtime == sde && m.ctime == sde => {}
+            Ok(_) => {
+                fs.set_times(p, times, false).map_err(inject_err(p))?;
+                changed.push(p.clone());
+            }
+            Err(kiln_ext4::Error::NotFound { .. }) => {}
+            Err(source) => return Err(inject_err(p)(source)),
+        }
+    }
+    let summary = format!(
+        "{} paths checked, {} set to SOURCE_DATE_EPOCH {sde}",
+        set.len(),
+        changed.len()
+    );
+    Ok(((), summary, changed))
+}
+
+fn close(cx: &Context<'_>, fs: Filesystem<'_>) -> StepResult<()> {
+    fs.close().map_err(|source| Error::Ext4 {
+        op: "closing the root filesystem",
+        image: cx.image_path.clone(),
+        source: Box::new(source),
+    })?;
+    Ok(((), "root filesystem flushed".into(), Vec::new()))
+}
+
+fn output(
+    cx: &Context<'_>,
+    image: Image,
+    backing_name: &str,
+    out_file: &AtomicFile,
+) -> StepResult<u64> {
+    let image_path = &cx.image_path;
+    let summary = match cx.recipe.output.kind {
+        OutputKind::Overlay => {
+            image.close().map_err(qerr("closing overlay", image_path))?;
+            format!("overlay backed by {backing_name}")
+        }
+        OutputKind::Qcow2 => {
+            let opts = FlattenOptions {
+                compression: match cx.recipe.output.compression {
+                    Compression::Zstd => Some(CompressionType::Zstd),
+                    Compression::Zlib => Some(CompressionType::Zlib),
+                    Compression::None => None,
+                },
+                cluster_bits: None,
+                passthrough: true,
+            };
+            let disk = Disk::Qcow2(image);
+            let st = kiln_qcow2::flatten(&disk, out_file.dev(), image_path, &opts, &|_, _| {})
+                .map_err(qerr("flattening into", image_path))?;
+            format!(
+                "flattened: {} clusters passed through, {} compressed, {} raw, {} zero",
+                st.passthrough, st.compressed, st.raw, st.zero
+            )
+        }
+    };
+    out_file
+        .dev()
+        .flush()
+        .map_err(out_err("flushing", image_path))?;
+    Ok((out_file.dev().len(), summary, Vec::new()))
+}
+
+fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> StepResult<Manifest> {
+    let (recipe, image_path, manifest_path) = (cx.recipe, &cx.image_path, &cx.manifest_path);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = 0;
+    while off < out.size {
+        let n = (out.size - off).min(buf.len() as u64) as usize;
+        out.file
+            .dev()
+            .read_at(&mut buf[..n], off)
+            .map_err(out_err("hashing", image_path))?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    edits.injected.sort();
+    let manifest = Manifest {
+        kiln_manifest: MANIFEST_VERSION,
+        name: recipe.name.clone(),
+        recipe_sha256: cx.recipe_sha256.to_owned(),
+        arch: recipe.arch,
+        source_date_epoch: recipe.source_date_epoch,
+        machine_id: recipe.machine_id,
+        base: BaseInfo {
+            file: cx
+                .base_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: base.sha256.clone(),
+            virtual_size: base.virtual_size,
+            root_partition: edits.root_partition,
+        },
+        k3s: edits.k3s.as_ref().map(K3sRelease::for_manifest),
+        scrub: edits.scrub,
+        injected: edits.injected,
+        output: OutputInfo {
+            file: format!("{}.qcow2", recipe.name),
+            kind: recipe.output.kind,
+            compression: recipe.output.compression,
+            backing: (recipe.output.kind == OutputKind::Overlay).then_some(out.backing_name),
+            sha256: hex(&h.finalize()),
+            size: out.size,
+            virtual_size: base.virtual_size,
+        },
+    };
+    let mf = AtomicFile::create(manifest_path, 0o644)
+        .map_err(out_err("creating manifest", manifest_path))?;
+    mf.dev()
+        .write_at_grow(&manifest.to_json(), 0)
+        .map_err(out_err("writing manifest", manifest_path))?;
+    // Both complete: rename the image, then the manifest.
+    out.file
+        .commit()
+        .map_err(out_err("renaming output into place", image_path))?;
+    mf.commit()
+        .map_err(out_err("renaming manifest into place", manifest_path))?;
+    let summary = format!("{} sha256 {}", image_path.display(), manifest.output.sha256);
+    let changed = vec![
+        image_path.display().to_string(),
+        manifest_path.display().to_string(),
+    ];
+    Ok((manifest, summary, changed))
 }

@@ -2,11 +2,11 @@
 //! content sha256 and size, mode, owner, symlink target) and every scrubbed path (removed paths
 //! absent, truncated ones empty, reset/linked ones as the op leaves them). Read-only.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_blockdev::BlockDev;
 use kiln_ext4::{FileKind, Filesystem};
-use kiln_qcow2::{Disk, OpenOptions};
+use kiln_partition::Selector;
 use sha2::{Digest, Sha256};
 
 use crate::inject::{Injected, InjectedKind};
@@ -51,19 +51,7 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
     }
     rep.image_sha256 = sha;
 
-    let dir: PathBuf = image
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let disk =
-        Disk::open(image, &OpenOptions::read_only().allow_backing_dir(dir)).map_err(|source| {
-            Error::Qcow2 {
-                op: "opening image",
-                image: image.to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+    let disk = crate::rootfs::open_image(image)?;
     if m.output.virtual_size != disk.len() {
         rep.problems.push(format!(
             "virtual size is {}, the manifest says {}",
@@ -71,25 +59,19 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
             m.output.virtual_size
         ));
     }
-    let perr = |source| Error::Partition {
-        image: image.to_owned(),
-        source: Box::new(source),
-    };
-    let table = kiln_partition::scan(&disk, "image").map_err(perr)?;
-    let part = table.get(m.base.root_partition).map_err(perr)?.clone();
-    let win = kiln_partition::window(&disk, "image", &part).map_err(perr)?;
-    let fs =
-        Filesystem::open(&win, "root", kiln_ext4::OpenOptions::read_only()).map_err(|source| {
-            Error::Ext4 {
-                op: "opening the root filesystem",
-                image: image.to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+    let selector = Selector::Number(m.base.root_partition);
+    crate::rootfs::with_root_fs(&disk, image, selector, |fs, _| {
+        check_fs(&fs, &m, &mut rep);
+        Ok(())
+    })?;
+    Ok(rep)
+}
 
+/// Every injected and scrubbed path of `m` checked in `fs`.
+fn check_fs(fs: &Filesystem<'_>, m: &Manifest, rep: &mut VerifyReport) {
     for e in &m.injected {
         rep.injected += 1;
-        check_injected(&fs, e, &mut rep.problems);
+        check_injected(fs, e, &mut rep.problems);
     }
     let machine_id: &[u8] = match m.machine_id {
         MachineIdMode::Empty => b"",
@@ -118,7 +100,6 @@ pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error>
                 .push(format!("scrubbed {path} ({}): {p}", c.action.as_str()));
         }
     }
-    Ok(rep)
 }
 
 fn check_injected(fs: &Filesystem<'_>, e: &Injected, problems: &mut Vec<String>) {

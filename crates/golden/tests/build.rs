@@ -125,7 +125,18 @@ fn golden_build_passes_oracles() {
     let built = build_file(&recipe, &opts(&out_dir)).unwrap();
     assert_eq!(
         built.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
-        kiln_golden::pipeline::STEPS
+        [
+            "open-base",
+            "overlay",
+            "find-rootfs",
+            "scrub",
+            "k3s",
+            "prerequisites",
+            "normalise-times",
+            "close",
+            "output",
+            "manifest"
+        ]
     );
 
     // qemu-img: a clean, standalone qcow2 of the base's virtual size.
