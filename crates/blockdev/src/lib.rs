@@ -670,6 +670,16 @@ mod tests {
     }
 }
 
+/// The one temporary name kiln writes an output under before renaming it into place:
+/// `.<name>.kiln-tmp` in the same directory (hidden, and replaced by the next run if a killed run
+/// left it).
+pub fn temp_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(".kiln-tmp");
+    tmp
+}
+
 /// An output file written under a temporary name in the same directory and renamed into place by
 /// [`AtomicFile::commit`]. Dropped without commit, the temporary file is removed, so a failed or
 /// interrupted writer never leaves a half-written file under the final name.
@@ -696,10 +706,7 @@ impl AtomicFile {
                 "output path has no file name",
             ),
         })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(".kiln-tmp");
-        let tmp = dest.with_file_name(tmp_name);
+        let tmp = dest.with_file_name(temp_name(name));
         match std::fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

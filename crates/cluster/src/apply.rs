@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use kiln_blockdev::AtomicFile;
 use kiln_nocloud::SeedFormat;
+use kiln_qcow2::PendingOverlay;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::inventory::{DiskRecord, INVENTORY_FILE, Inventory, NodeRecord, SeedRecord};
 use crate::leftover::Leftover;
@@ -77,16 +79,41 @@ impl Report {
     }
 }
 
-/// Temporary files that are removed unless handed over.
-#[derive(Default)]
-struct Staged(Vec<PathBuf>);
+/// An output whose new bytes are staged under the temporary name (or not at all, when the file
+/// on disk already holds them).
+struct Staged {
+    status: Status,
+    file: Option<AtomicFile>,
+}
 
-impl Drop for Staged {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            // Best effort: a leftover temporary is replaced by the next run.
-            let _ = fs::remove_file(p);
+impl Staged {
+    /// Compares `bytes` (and, if `same_mode`, the permission bits `mode`) with `dest` and stages
+    /// them, created with `mode`, when they differ.
+    fn new(dest: &Path, bytes: &[u8], mode: u32, same_mode: bool) -> Result<Self, Error> {
+        let status = status_against(dest, bytes, same_mode.then_some(mode))?;
+        let file = match status {
+            Status::Unchanged => None,
+            _ => {
+                let werr = |source| Error::WriteOutput {
+                    path: dest.to_owned(),
+                    source,
+                };
+                let f = AtomicFile::create(dest, mode).map_err(werr)?;
+                f.dev().write_at_grow(bytes, 0).map_err(werr)?;
+                Some(f)
+            }
+        };
+        Ok(Staged { status, file })
+    }
+
+    /// Renames the staged bytes into place (nothing to do when unchanged).
+    fn commit(self) -> Result<Status, Error> {
+        if let Some(f) = self.file {
+            let path = f.dest().to_owned();
+            f.commit()
+                .map_err(|source| Error::WriteOutput { path, source })?;
         }
+        Ok(self.status)
     }
 }
 
@@ -100,81 +127,13 @@ impl Plan {
             path: dir.clone(),
             source,
         })?;
-
-        let mut staged = Staged::default();
-        let mut seeds = Vec::with_capacity(self.nodes.len());
-        for n in &self.nodes {
-            let tmp = dir.join(format!(".{}.kiln-new", n.seed_file));
-            staged.0.push(tmp.clone());
-            let digest = kiln_nocloud::write_seed(&n.seed, SeedFormat::Iso, self.opts.epoch, &tmp)
-                .map_err(|source| Error::WriteSeed {
-                    node: n.info.name.clone(),
-                    path: dir.join(&n.seed_file),
-                    source,
-                })?;
-            let bytes = fs::read(&tmp).map_err(|source| Error::ReadOutput {
-                path: tmp.clone(),
-                source,
-            })?;
-            let status = status_against(&dir.join(&n.seed_file), &bytes, Some(0o600))?;
-            seeds.push((hex(&digest), status, tmp));
-        }
-
-        let mut overlays = Vec::new();
-        for n in self.nodes.iter().filter(|n| n.disk != DiskAction::Keep) {
-            let path = dir.join(&n.disk_file);
-            let pending = kiln_qcow2::begin_overlay(
-                &path,
-                &self.golden_path,
-                Some(n.disk_size),
-                &self.opts.golden_open,
-            )
-            .map_err(|source| Error::Overlay {
-                node: n.info.name.clone(),
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
-            overlays.push((n.info.name.clone(), path, pending));
-        }
-
-        let inventory = Inventory {
-            kiln_inventory: Inventory::VERSION,
-            cluster: self.cluster.clone(),
-            golden: self.golden.clone(),
-            nodes: self
-                .nodes
-                .iter()
-                .zip(&seeds)
-                .map(|(n, (sha256, _, _))| NodeRecord {
-                    info: n.info.clone(),
-                    disk: DiskRecord {
-                        path: n.disk_file.clone(),
-                        virtual_size: n.disk_size,
-                    },
-                    seed: SeedRecord {
-                        path: n.seed_file.clone(),
-                        sha256: sha256.clone(),
-                    },
-                })
-                .collect(),
-        };
+        let (seeds, digests) = self.stage_seeds()?;
+        let overlays = self.begin_overlays()?;
+        let inventory = self.inventory(&digests);
         let inv_path = dir.join(INVENTORY_FILE);
-        let inv_bytes = inventory.to_bytes()?;
-        let inv_status = status_against(&inv_path, &inv_bytes, None)?;
-        let inv_file = match inv_status {
-            Status::Unchanged => None,
-            _ => {
-                let werr = |source| Error::WriteOutput {
-                    path: inv_path.clone(),
-                    source,
-                };
-                let f = AtomicFile::create(&inv_path, 0o644).map_err(werr)?;
-                f.dev().write_at_grow(&inv_bytes, 0).map_err(werr)?;
-                Some(f)
-            }
-        };
+        let inv = Staged::new(&inv_path, &inventory.to_bytes()?, 0o644, false)?;
 
-        // Everything is written; rename into place.
+        // Everything is written; rename into place: overlays, seeds, the inventory last.
         for (node, path, pending) in overlays {
             pending.commit().map_err(|source| Error::Overlay {
                 node,
@@ -183,17 +142,7 @@ impl Plan {
             })?;
         }
         let mut files = Vec::with_capacity(2 * self.nodes.len() + 1);
-        for (n, (_, status, tmp)) in self.nodes.iter().zip(&seeds) {
-            let dest = dir.join(&n.seed_file);
-            let done = match status {
-                Status::Unchanged => fs::remove_file(tmp),
-                _ => fs::rename(tmp, &dest),
-            };
-            done.map_err(|source| Error::Replace {
-                path: dest.clone(),
-                source,
-            })?;
-            staged.0.retain(|p| p != tmp);
+        for (n, seed) in self.nodes.iter().zip(seeds) {
             files.push(FileReport {
                 path: n.disk_file.clone(),
                 kind: FileKind::Disk,
@@ -208,20 +157,14 @@ impl Plan {
                 path: n.seed_file.clone(),
                 kind: FileKind::Seed,
                 node: Some(n.info.name.clone()),
-                status: *status,
+                status: seed.commit()?,
             });
-        }
-        if let Some(f) = inv_file {
-            f.commit().map_err(|source| Error::WriteOutput {
-                path: inv_path.clone(),
-                source,
-            })?;
         }
         files.push(FileReport {
             path: INVENTORY_FILE.into(),
             kind: FileKind::Inventory,
             node: None,
-            status: inv_status,
+            status: inv.commit()?,
         });
         Ok(Report {
             out_dir: self.out_dir,
@@ -229,6 +172,70 @@ impl Plan {
             files,
             leftovers: self.leftovers,
         })
+    }
+
+    /// Every node's seed volume built and, where it changed, staged; with its sha256.
+    fn stage_seeds(&self) -> Result<(Vec<Staged>, Vec<String>), Error> {
+        let mut staged = Vec::with_capacity(self.nodes.len());
+        let mut digests = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            let dest = self.out_dir.join(&n.seed_file);
+            let bytes = kiln_nocloud::seed_volume(&n.seed, SeedFormat::Iso, self.opts.epoch, &dest)
+                .map_err(|source| Error::WriteSeed {
+                    node: n.info.name.clone(),
+                    path: dest.clone(),
+                    source,
+                })?;
+            digests.push(hex(&Sha256::digest(&bytes)));
+            staged.push(Staged::new(&dest, &bytes, 0o600, true)?);
+        }
+        Ok((staged, digests))
+    }
+
+    /// The overlays to create or recreate, written under their temporary names.
+    fn begin_overlays(&self) -> Result<Vec<(String, PathBuf, PendingOverlay)>, Error> {
+        let mut overlays = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.disk != DiskAction::Keep) {
+            let path = self.out_dir.join(&n.disk_file);
+            let pending = kiln_qcow2::begin_overlay(
+                &path,
+                &self.golden_path,
+                Some(n.disk_size),
+                &self.opts.golden_open,
+            )
+            .map_err(|source| Error::Overlay {
+                node: n.info.name.clone(),
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+            overlays.push((n.info.name.clone(), path, pending));
+        }
+        Ok(overlays)
+    }
+
+    /// The inventory of the plan, given each node's seed sha256.
+    fn inventory(&self, seed_sha256: &[String]) -> Inventory {
+        Inventory {
+            kiln_inventory: Inventory::VERSION,
+            cluster: self.cluster.clone(),
+            golden: self.golden.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .zip(seed_sha256)
+                .map(|(n, sha256)| NodeRecord {
+                    info: n.info.clone(),
+                    disk: DiskRecord {
+                        path: n.disk_file.clone(),
+                        virtual_size: n.disk_size,
+                    },
+                    seed: SeedRecord {
+                        path: n.seed_file.clone(),
+                        sha256: sha256.clone(),
+                    },
+                })
+                .collect(),
+        }
     }
 }
 

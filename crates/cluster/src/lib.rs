@@ -138,11 +138,6 @@ pub enum Error {
         node: String,
         source: kiln_nocloud::Error,
     },
-    #[error("replacing {path}")]
-    Replace {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("serializing the inventory: {message}")]
     SerializeInventory { message: String },
     #[error("{}", stale_message(.0))]

@@ -10,7 +10,9 @@ use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::recipe::{Arch, K3s, Prerequisite, Recipe};
+use crate::recipe::{
+    Arch, DebEntry, DirEntry, FileEntry, K3s, Prerequisite, Recipe, SystemdEnable,
+};
 use crate::{Error, hex};
 
 /// Where the k3s binary goes.
@@ -462,86 +464,20 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
     let mut debs = None;
     for (i, p) in recipe.prerequisites.iter().enumerate() {
         let from = format!("prerequisites[{i}]");
-        let conf = |perm: u16| NewFile {
-            perm,
+        let conf = NewFile {
+            perm: 0o644,
             ..NewFile::default()
         };
         match p {
-            Prerequisite::File(f) => {
-                let attrs = NewFile {
-                    perm: f.mode.0,
-                    uid: f.owner.uid,
-                    gid: f.owner.gid,
-                    mtime: None,
-                };
-                match (&f.content, &f.source) {
-                    (Some(c), _) => {
-                        w.file(&f.path, &mut c.as_bytes(), attrs, &from)?;
-                    }
-                    (None, Some(src)) => {
-                        let host = recipe.resolve(src);
-                        if let Some(pin) = &f.sha256 {
-                            let (actual, _) = sha256_file(&host, "prerequisite source")?;
-                            if &actual != pin {
-                                return Err(Error::ChecksumMismatch {
-                                    op: "verifying prerequisite source",
-                                    path: host,
-                                    expected: pin.clone(),
-                                    actual,
-                                });
-                            }
-                        }
-                        let mut file =
-                            std::fs::File::open(&host).map_err(|source| Error::ReadInput {
-                                what: "prerequisite source",
-                                path: host.clone(),
-                                source,
-                            })?;
-                        let (sha, _) = w.file(&f.path, &mut file, attrs, &from)?;
-                        if let Some(pin) = &f.sha256
-                            && &sha != pin
-                        {
-                            return Err(Error::ChecksumMismatch {
-                                op: "injecting prerequisite source (changed while reading)",
-                                path: host,
-                                expected: pin.clone(),
-                                actual: sha,
-                            });
-                        }
-                    }
-                    (None, None) => unreachable_prereq(i, &f.path)?,
-                }
-            }
-            Prerequisite::Directory(d) => {
-                w.mkdir_p(&d.path, &from)?;
-                let e = |source| Error::Inject {
-                    path: d.path.clone(),
-                    source: Box::new(source),
-                };
-                w.fs.set_permissions(&d.path, d.mode.0).map_err(e)?;
-                w.fs.set_owner(&d.path, d.owner.uid, d.owner.gid, false)
-                    .map_err(e)?;
-                // Record the directory with the attributes asked for (replacing a mkdir record).
-                w.out.retain(|x| x.path != d.path);
-                w.out.push(Injected {
-                    path: d.path.clone(),
-                    kind: InjectedKind::Dir,
-                    sha256: None,
-                    size: None,
-                    mode: Some(d.mode.to_string()),
-                    uid: d.owner.uid,
-                    gid: d.owner.gid,
-                    target: None,
-                    from: from.clone(),
-                });
-            }
+            Prerequisite::File(f) => prereq_file(w, recipe, f, i, &from)?,
+            Prerequisite::Directory(d) => prereq_dir(w, d, &from)?,
             Prerequisite::Symlink(s) => {
                 w.symlink(&s.target, &s.path, s.owner.uid, s.owner.gid, &from)?;
             }
             Prerequisite::ModulesLoad(m) => {
                 let text: String = m.modules.iter().map(|x| format!("{x}\n")).collect();
                 let path = format!("/etc/modules-load.d/{}.conf", m.name);
-                w.file(&path, &mut text.as_bytes(), conf(0o644), &from)?;
+                w.file(&path, &mut text.as_bytes(), conf, &from)?;
             }
             Prerequisite::Sysctl(s) => {
                 let text: String = s
@@ -550,71 +486,16 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
                     .map(|(k, v)| format!("{k} = {v}\n"))
                     .collect();
                 let path = format!("/etc/sysctl.d/{}.conf", s.name);
-                w.file(&path, &mut text.as_bytes(), conf(0o644), &from)?;
+                w.file(&path, &mut text.as_bytes(), conf, &from)?;
             }
-            Prerequisite::SystemdEnable(u) => {
-                let candidates = [
-                    format!("/etc/systemd/system/{}", u.unit),
-                    format!("/usr/lib/systemd/system/{}", u.unit),
-                    format!("/lib/systemd/system/{}", u.unit),
-                ];
-                let Some(unit_path) = candidates
-                    .iter()
-                    .find(|c| w.fs.stat(c).is_ok_and(|m| m.kind == FileKind::File))
-                else {
-                    return Err(Error::Prereq {
-                        index: i,
-                        path: u.unit.clone(),
-                        message: format!(
-                            "unit {} is in none of /etc/systemd/system, /usr/lib/systemd/system, /lib/systemd/system (add it with a file prerequisite first)",
-                            u.unit
-                        ),
-                    });
-                };
-                let link = format!("/etc/systemd/system/{}.wants/{}", u.wanted_by, u.unit);
-                let target = unit_path.clone();
-                w.symlink(&target, &link, 0, 0, &from)?;
-            }
+            Prerequisite::SystemdEnable(u) => prereq_enable(w, u, i, &from)?,
             Prerequisite::CloudInitDatasource(d) => {
                 let text = format!("datasource_list: [{}]\n", d.list.join(", "));
-                w.file(DATASOURCE_CFG, &mut text.as_bytes(), conf(0o644), &from)?;
+                w.file(DATASOURCE_CFG, &mut text.as_bytes(), conf, &from)?;
             }
             Prerequisite::Deb(d) => {
-                let host = recipe.resolve(&d.source);
-                let bytes = std::fs::read(&host).map_err(|source| Error::ReadInput {
-                    what: ".deb prerequisite",
-                    path: host.clone(),
-                    source,
-                })?;
-                let actual = hex(&Sha256::digest(&bytes));
-                if actual != d.sha256 {
-                    return Err(Error::ChecksumMismatch {
-                        op: "verifying .deb prerequisite",
-                        path: host,
-                        expected: d.sha256.clone(),
-                        actual,
-                    });
-                }
-                if !(bytes.starts_with(b"!<arch>\n") && bytes.get(8..21) == Some(b"debian-binary"))
-                {
-                    return Err(Error::Prereq {
-                        index: i,
-                        path: host.display().to_string(),
-                        message: "not a Debian package (no ar archive with debian-binary first)"
-                            .into(),
-                    });
-                }
-                let name = host
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                w.file(
-                    &format!("{DEB_DIR}/{name}"),
-                    &mut bytes.as_slice(),
-                    conf(0o644),
-                    &from,
-                )?;
-                debs.get_or_insert(from.clone());
+                prereq_deb(w, recipe, d, i, &from)?;
+                debs.get_or_insert(from);
             }
         }
     }
@@ -634,6 +515,155 @@ pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<()
             &from,
         )?;
     }
+    Ok(())
+}
+
+/// A file prerequisite: inline content, or a host source checked against its pin before and
+/// while it is copied.
+fn prereq_file(
+    w: &mut Writer<'_, '_>,
+    recipe: &Recipe,
+    f: &FileEntry,
+    i: usize,
+    from: &str,
+) -> Result<(), Error> {
+    let attrs = NewFile {
+        perm: f.mode.0,
+        uid: f.owner.uid,
+        gid: f.owner.gid,
+        mtime: None,
+    };
+    let src = match (&f.content, &f.source) {
+        (Some(c), _) => {
+            w.file(&f.path, &mut c.as_bytes(), attrs, from)?;
+            return Ok(());
+        }
+        (None, Some(src)) => src,
+        (None, None) => return unreachable_prereq(i, &f.path),
+    };
+    let host = recipe.resolve(src);
+    let check = |op: &'static str, actual: String| match &f.sha256 {
+        Some(pin) if &actual != pin => Err(Error::ChecksumMismatch {
+            op,
+            path: host.clone(),
+            expected: pin.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    };
+    if f.sha256.is_some() {
+        check(
+            "verifying prerequisite source",
+            sha256_file(&host, "prerequisite source")?.0,
+        )?;
+    }
+    let mut file = std::fs::File::open(&host).map_err(|source| Error::ReadInput {
+        what: "prerequisite source",
+        path: host.clone(),
+        source,
+    })?;
+    let (sha, _) = w.file(&f.path, &mut file, attrs, from)?;
+    check("injecting prerequisite source (changed while reading)", sha)
+}
+
+/// A directory prerequisite, recorded with the attributes asked for (replacing a mkdir record).
+fn prereq_dir(w: &mut Writer<'_, '_>, d: &DirEntry, from: &str) -> Result<(), Error> {
+    w.mkdir_p(&d.path, from)?;
+    let e = |source| Error::Inject {
+        path: d.path.clone(),
+        source: Box::new(source),
+    };
+    w.fs.set_permissions(&d.path, d.mode.0).map_err(e)?;
+    w.fs.set_owner(&d.path, d.owner.uid, d.owner.gid, false)
+        .map_err(e)?;
+    w.out.retain(|x| x.path != d.path);
+    w.out.push(Injected {
+        path: d.path.clone(),
+        kind: InjectedKind::Dir,
+        sha256: None,
+        size: None,
+        mode: Some(d.mode.to_string()),
+        uid: d.owner.uid,
+        gid: d.owner.gid,
+        target: None,
+        from: from.to_owned(),
+    });
+    Ok(())
+}
+
+/// `systemctl enable` offline: the wants/ link to the first unit directory holding the unit.
+fn prereq_enable(
+    w: &mut Writer<'_, '_>,
+    u: &SystemdEnable,
+    i: usize,
+    from: &str,
+) -> Result<(), Error> {
+    let candidates = [
+        format!("/etc/systemd/system/{}", u.unit),
+        format!("/usr/lib/systemd/system/{}", u.unit),
+        format!("/lib/systemd/system/{}", u.unit),
+    ];
+    let Some(unit_path) = candidates
+        .iter()
+        .find(|c| w.fs.stat(c).is_ok_and(|m| m.kind == FileKind::File))
+    else {
+        return Err(Error::Prereq {
+            index: i,
+            path: u.unit.clone(),
+            message: format!(
+                "unit {} is in none of /etc/systemd/system, /usr/lib/systemd/system, /lib/systemd/system (add it with a file prerequisite first)",
+                u.unit
+            ),
+        });
+    };
+    let link = format!("/etc/systemd/system/{}.wants/{}", u.wanted_by, u.unit);
+    w.symlink(unit_path, &link, 0, 0, from)
+}
+
+/// A pinned `.deb`, staged under [`DEB_DIR`] for the first-boot unit.
+fn prereq_deb(
+    w: &mut Writer<'_, '_>,
+    recipe: &Recipe,
+    d: &DebEntry,
+    i: usize,
+    from: &str,
+) -> Result<(), Error> {
+    let host = recipe.resolve(&d.source);
+    let bytes = std::fs::read(&host).map_err(|source| Error::ReadInput {
+        what: ".deb prerequisite",
+        path: host.clone(),
+        source,
+    })?;
+    let actual = hex(&Sha256::digest(&bytes));
+    if actual != d.sha256 {
+        return Err(Error::ChecksumMismatch {
+            op: "verifying .deb prerequisite",
+            path: host,
+            expected: d.sha256.clone(),
+            actual,
+        });
+    }
+    if !(bytes.starts_with(b"!<arch>\n") && bytes.get(8..21) == Some(b"debian-binary")) {
+        return Err(Error::Prereq {
+            index: i,
+            path: host.display().to_string(),
+            message: "not a Debian package (no ar archive with debian-binary first)".into(),
+        });
+    }
+    let name = host
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let conf = NewFile {
+        perm: 0o644,
+        ..NewFile::default()
+    };
+    w.file(
+        &format!("{DEB_DIR}/{name}"),
+        &mut bytes.as_slice(),
+        conf,
+        from,
+    )?;
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub use docs::{CloudConfig, ConfigValue, MetaData, NetworkConfig, VendorData};
 pub use render::{NodeSeed, render_all, render_node};
 pub use spec::{ClusterSpec, NodeSpec, Problems, Role, parse_duration, parse_size};
 pub use token::Token;
-pub use write::{SeedFormat, write_seed};
+pub use write::{SeedFormat, seed_volume, write_seed};
 
 impl Error {
     /// Who is at fault: the spec and the token file are the caller's input (a token file that

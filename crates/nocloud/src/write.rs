@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Error, NodeSeed};
 
@@ -51,15 +51,6 @@ impl std::str::FromStr for SeedFormat {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".kiln-tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Write `seed` to `path` in `format`; `epoch` (SOURCE_DATE_EPOCH) stamps every date in a volume.
 /// Returns the sha256 of what was written (for `dir`: of the files, in name order, with names).
 pub fn write_seed(
@@ -68,57 +59,49 @@ pub fn write_seed(
     epoch: u64,
     path: &Path,
 ) -> Result<[u8; 32], Error> {
-    let tmp = temp_path(path);
-    let result = write_via(seed, format, epoch, path, &tmp);
-    if result.is_err() {
-        // Leave nothing half-written behind.
-        let _ = fs::remove_dir_all(&tmp);
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_via(
-    seed: &NodeSeed,
-    format: SeedFormat,
-    epoch: u64,
-    path: &Path,
-    tmp: &Path,
-) -> Result<[u8; 32], Error> {
     use sha2::Digest;
     let werr = |source| Error::WriteSeed {
         path: path.to_owned(),
         source,
     };
-    let digest = match format {
-        SeedFormat::Dir => {
-            if tmp.exists() {
-                fs::remove_dir_all(tmp).map_err(werr)?;
-            }
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(tmp)
-                .map_err(werr)?;
-            let mut h = sha2::Sha256::new();
-            for (name, data) in seed.files() {
-                write_file_0600(&tmp.join(name), data).map_err(werr)?;
-                h.update(name.as_bytes());
-                h.update((data.len() as u64).to_le_bytes());
-                h.update(data);
-            }
-            if path.is_dir() {
-                fs::remove_dir_all(path).map_err(werr)?;
-            }
-            h.finalize().into()
+    if format == SeedFormat::Dir {
+        let tmp = path.with_file_name(kiln_blockdev::temp_name(
+            path.file_name().unwrap_or_default(),
+        ));
+        let result = write_dir(seed, path, &tmp);
+        if result.is_err() {
+            // Leave nothing half-written behind.
+            let _ = fs::remove_dir_all(&tmp);
         }
-        SeedFormat::Iso | SeedFormat::Vfat => {
-            let bytes = volume(seed, format, epoch, path)?;
-            write_file_0600(tmp, &bytes).map_err(werr)?;
-            sha2::Sha256::digest(&bytes).into()
-        }
-    };
-    fs::rename(tmp, path).map_err(werr)?;
-    Ok(digest)
+        return result.map_err(werr);
+    }
+    let bytes = seed_volume(seed, format, epoch, path)?;
+    let berr = |e: kiln_blockdev::Error| werr(std::io::Error::other(e));
+    let file = kiln_blockdev::AtomicFile::create(path, 0o600).map_err(berr)?;
+    file.dev().write_at_grow(&bytes, 0).map_err(berr)?;
+    file.commit().map_err(berr)?;
+    Ok(sha2::Sha256::digest(&bytes).into())
+}
+
+/// A directory seed: the files written into `tmp`, which then replaces `path`.
+fn write_dir(seed: &NodeSeed, path: &Path, tmp: &Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    if tmp.exists() {
+        fs::remove_dir_all(tmp)?;
+    }
+    fs::DirBuilder::new().mode(0o700).create(tmp)?;
+    let mut h = sha2::Sha256::new();
+    for (name, data) in seed.files() {
+        write_file_0600(&tmp.join(name), data)?;
+        h.update(name.as_bytes());
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    if path.is_dir() {
+        fs::remove_dir_all(path)?;
+    }
+    fs::rename(tmp, path)?;
+    Ok(h.finalize().into())
 }
 
 fn write_file_0600(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -134,9 +117,15 @@ fn write_file_0600(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)
 }
 
-/// Build the volume image in memory (seeds are a few KiB): ISO9660 `cidata` (Joliet + Rock Ridge)
-/// or FAT `CIDATA`, files 0600, every date from `epoch`.
-fn volume(seed: &NodeSeed, format: SeedFormat, epoch: u64, path: &Path) -> Result<Vec<u8>, Error> {
+/// The seed volume's bytes, built in memory (seeds are a few KiB): ISO9660 `cidata` (Joliet + Rock
+/// Ridge) or FAT `CIDATA`, files 0600, every date from `epoch`. `path` is where it is meant to go
+/// (named in errors only). [`SeedFormat::Dir`] is not a volume and is refused.
+pub fn seed_volume(
+    seed: &NodeSeed,
+    format: SeedFormat,
+    epoch: u64,
+    path: &Path,
+) -> Result<Vec<u8>, Error> {
     let verr = |e: kiln_iso::Error| {
         // The whole cause chain: the volume writer's errors keep their I/O cause as a source.
         let mut message = e.to_string();
