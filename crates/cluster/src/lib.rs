@@ -190,9 +190,7 @@ fn stale_message(stale: &[StaleDisk]) -> String {
     s
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use kiln_common::digest::hex;
 
 #[cfg(test)]
 mod tests {

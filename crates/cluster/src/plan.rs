@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use kiln_nocloud::{ClusterSpec, NodeSeed, NodeSpec, Token};
 use kiln_qcow2::{Header, Image};
-use sha2::{Digest, Sha256};
 
 use crate::inventory::{GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo};
 use crate::leftover::{self, Leftover};
-use crate::{Error, Options, hex};
+use crate::{Error, Options};
 
 /// What happens to a node's overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,10 +321,7 @@ fn check_header(path: &Path, len: u64) -> Result<Header, String> {
 }
 
 fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(hex(&h.finalize()))
+    kiln_common::digest::sha256_file(path).map(|(sha, _)| sha)
 }
 
 /// `dir` made absolute and free of symlinks, even when (a tail of) it does not exist yet: the

@@ -71,27 +71,11 @@ pub struct K3sRelease {
 
 /// sha256 and size of a host file.
 pub fn sha256_file(path: &Path, what: &'static str) -> Result<(String, u64), Error> {
-    let mut f = std::fs::File::open(path).map_err(|source| Error::ReadInput {
+    kiln_common::digest::sha256_file(path).map_err(|source| Error::ReadInput {
         what,
         path: path.to_owned(),
         source,
-    })?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(|source| Error::ReadInput {
-            what,
-            path: path.to_owned(),
-            source,
-        })?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((hex(&h.finalize()), n))
+    })
 }
 
 /// Parse standard `sha256sum` output: `<64 hex><space><space or *><name>` per line.

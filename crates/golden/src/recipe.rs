@@ -602,9 +602,7 @@ pub(crate) fn check_guest_path(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-pub(crate) fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+pub(crate) use kiln_common::digest::is_sha256;
 
 /// `vMAJOR.MINOR.PATCH+k3sN` (optionally `-rcN` before `+`).
 pub(crate) fn is_k3s_version(v: &str) -> bool {

@@ -104,9 +104,7 @@ pub fn render_node(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result
     })
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use kiln_common::digest::hex;
 
 fn fqdn(spec: &ClusterSpec, node: &NodeSpec) -> Option<String> {
     spec.cluster

@@ -737,75 +737,13 @@ fn is_taint(t: &str) -> bool {
     }
 }
 
-/// A size like `80G`, `512M`, `1T`, `4096` (bytes), `10GiB`: powers of 1024. Returns bytes.
+/// A disk size as specs write it: [`kiln_common::units::parse_size`]'s grammar (`80G`, `512M`,
+/// `1.5T`, `10GiB`, `4096`), and not zero. Returns bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 80G or 512M"))?;
-    let shift = match unit {
-        "" | "B" => 0,
-        "K" | "KiB" | "k" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        "T" | "TiB" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown size unit {unit:?} (use K, M, G or T)"
-            ));
-        }
-    };
-    let bytes = n
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if bytes == 0 {
-        return Err(format!("{s:?} is zero"));
+    match kiln_common::units::parse_size(s)? {
+        0 => Err(format!("{s:?} is zero")),
+        n => Ok(n),
     }
-    Ok(bytes)
 }
 
-/// A duration like `300s`, `5m`, `1h`, `1h30m`, or plain seconds. Returns seconds (> 0).
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a duration like 300s, 5m or 1h30m");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(n) = t.parse::<u64>() {
-        return if n == 0 {
-            Err(format!("{s:?} is zero"))
-        } else {
-            Ok(n)
-        };
-    }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let mult = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(mult)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
-        num.clear();
-    }
-    if !num.is_empty() {
-        return Err(bad());
-    }
-    if total == 0 {
-        return Err(format!("{s:?} is zero"));
-    }
-    Ok(total)
-}
+pub use kiln_common::units::parse_duration;
