@@ -8,18 +8,7 @@ use std::process::{Command, Output};
 
 use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use kiln_fixtures::testing::run;
 
 fn kiln(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -72,9 +61,7 @@ fn root_partition(image: &Path, work: &Path) -> PathBuf {
     fixtures::extract_root_partition(image, work).expect("extract the root partition")
 }
 
-fn sha256(p: &Path) -> String {
-    fixtures::sha256_of(p).unwrap()
-}
+use kiln_fixtures::testing::sha256;
 
 #[test]
 fn build_json_then_oracles() {

@@ -6,17 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use kiln_fixtures::testing::{self, run};
 
 fn kiln(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -36,48 +26,10 @@ fn fixture(dir: &Path) -> (String, String) {
         std::fs::write(src.join(format!("var/many/f{i:03}")), format!("{i}\n")).unwrap();
     }
     let root = dir.join("root.ext4");
-    std::fs::File::create(&root)
+    testing::mkfs_ext4(&root, 40 << 20, Some(&src)).unwrap();
+    let qcow = testing::gpt_qcow2(dir, "disk.qcow2", &root, 0)
         .unwrap()
-        .set_len(40 << 20)
-        .unwrap();
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "cloudimg-rootfs", "-d"])
-        .arg(&src)
-        .arg(&root));
-    let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(50 << 20)
-        .unwrap();
-    run(Command::new("sgdisk")
-        .args([
-            "-n",
-            "14:2048:+4M",
-            "-t",
-            "14:ef02",
-            "-n",
-            "1:0:0",
-            "-t",
-            "1:8300",
-        ])
-        .arg(&disk));
-    let first: u64 = run(Command::new("sgdisk").args(["-i", "1"]).arg(&disk))
-        .lines()
-        .find_map(|l| l.strip_prefix("First sector:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let data = std::fs::read(&root).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &data, first * 512).unwrap();
-    let qcow = dir.join("disk.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-c", "-O", "qcow2"])
-        .arg(&disk)
-        .arg(&qcow));
+        .qcow2;
     (qcow.display().to_string(), root.display().to_string())
 }
 

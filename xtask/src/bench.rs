@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use kiln_blockdev::BlockDev;
+use kiln_fixtures::testing;
 use kiln_qcow2::{OpenOptions, begin_overlay};
 
 use crate::util::{Rng, best_of, root, run as sh, s};
@@ -388,54 +389,12 @@ fn ext4_row(dir: &Path, reps: usize) -> Result<Row> {
     let work = dir.join("ext4");
     std::fs::create_dir_all(&work)?;
     let part = work.join("root.ext4");
-    File::create(&part)?.set_len(600 * MIB)?;
-    sh(Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-I",
-            "256",
-            "-L",
-            "cloudimg-rootfs",
-            "-O",
-        ])
-        .arg("metadata_csum,64bit,extents,flex_bg,dir_index,huge_file,dir_nlink,extra_isize")
-        .arg(&part))?;
-    let disk = work.join("disk.img");
-    File::create(&disk)?.set_len(600 * MIB + 8 * MIB)?;
-    sh(Command::new("sgdisk")
-        .args([
-            "-n",
-            "14:2048:+4M",
-            "-t",
-            "14:ef02",
-            "-n",
-            "1:10240:0",
-            "-t",
-            "1:8300",
-        ])
-        .arg(&disk))?;
-    sh(Command::new("dd")
-        .args([
-            "conv=notrunc,sparse",
-            "bs=1M",
-            "status=none",
-            "oflag=seek_bytes",
-        ])
-        .arg(format!("if={}", s(&part)))
-        .arg(format!("of={}", s(&disk)))
-        .arg(format!("seek={}", 10240 * 512)))?;
-    let base = work.join("base.qcow2");
-    sh(Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2", s(&disk), s(&base)]))?;
-    std::fs::remove_file(&disk)?;
-    let mut rng = Rng(0x1234_5678);
+    testing::mkfs_ext4(&part, 600 * MIB, None)?;
+    let base = testing::gpt_qcow2(&work, "base.qcow2", &part, 10240)?.qcow2;
     let mut sources = Vec::new();
     for i in 0..FILES {
-        let content: Vec<u8> = (0..LEN).map(|_| rng.next() as u8).collect();
         let p = work.join(format!("src-{i:02}.bin"));
-        std::fs::write(&p, content)?;
+        std::fs::write(&p, testing::noise(0x1234_5678 + i as u32, LEN))?;
         sources.push(p);
     }
     let script = work.join("debugfs.cmds");

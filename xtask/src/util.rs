@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,17 +15,7 @@ pub fn root() -> PathBuf {
 
 /// Run a command, failing with its output when it fails.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?} (is it installed? see .ci/run)"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(kiln_fixtures::testing::try_run(cmd)?)
 }
 
 /// Best of `n` runs of `f`, in seconds.
@@ -43,19 +33,7 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-/// A small deterministic PRNG (xorshift64*).
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+pub use kiln_fixtures::testing::Rng;
 
 /// Build kiln (release) and return the binary's path; `$KILN_BIN`, when set, is used as it is
 /// (the Debian 13 reproducibility build runs inside a root that has no cargo).

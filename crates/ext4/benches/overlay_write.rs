@@ -17,16 +17,7 @@ use kiln_ext4::{Filesystem, NewDir, NewFile, OpenOptions};
 const FILES: usize = 22;
 const FILE_LEN: usize = 10_000_000;
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use kiln_fixtures::testing::{self, run};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -40,69 +31,17 @@ fn setup() -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let part = dir.join("root.ext4");
-    std::fs::File::create(&part)
-        .unwrap()
-        .set_len(600 << 20)
-        .unwrap();
-    run(Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-I",
-            "256",
-            "-L",
-            "cloudimg-rootfs",
-        ])
-        .args([
-            "-O",
-            "metadata_csum,64bit,extents,flex_bg,dir_index,huge_file,dir_nlink,extra_isize",
-        ])
-        .arg(&part));
+    testing::mkfs_ext4(&part, 600 << 20, None).unwrap();
     run(Command::new("debugfs")
         .args(["-w", "-R", "mkdir /data"])
         .arg(&part));
-    let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)
+    let base = testing::gpt_qcow2(&dir, "base.qcow2", &part, 10240)
         .unwrap()
-        .set_len((600 << 20) + (8 << 20))
-        .unwrap();
-    run(Command::new("sgdisk")
-        .args([
-            "-n",
-            "14:2048:+4M",
-            "-t",
-            "14:ef02",
-            "-n",
-            "1:10240:0",
-            "-t",
-            "1:8300",
-        ])
-        .arg(&disk));
-    let data = std::fs::read(&part).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &data, 10240 * 512).unwrap();
-    drop(f);
-    let base = dir.join("base.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-c", "-O", "qcow2"])
-        .arg(&disk)
-        .arg(&base));
-    std::fs::remove_file(&disk).unwrap();
+        .qcow2;
     let mut sources = Vec::new();
-    let mut x = 0x1234_5678u32;
     for i in 0..FILES {
-        let content: Vec<u8> = (0..FILE_LEN)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
         let p = dir.join(format!("src-{i:02}.bin"));
-        std::fs::write(&p, content).unwrap();
+        std::fs::write(&p, testing::noise(0x1234_5678 + i as u32, FILE_LEN)).unwrap();
         sources.push(p);
     }
     Setup {

@@ -12,18 +12,7 @@ use kiln_golden::{BuildOptions, Error, build_file};
 
 const VERSION: &str = "v1.34.3+k3s1";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use kiln_fixtures::testing::run;
 
 struct Env {
     _tmp: tempfile::TempDir,

@@ -9,18 +9,7 @@ use std::process::Command;
 use kiln_blockdev::{BlockDev, FileDev};
 use kiln_partition::{Error, FsType, Guid, PartType, Selector, TableKind, scan, window};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use kiln_fixtures::testing::run;
 
 fn sparse_file(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();

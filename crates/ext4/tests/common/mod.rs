@@ -13,20 +13,8 @@ pub const EPOCH: i64 = 1_700_000_000;
 pub const FEATURES: &str =
     "metadata_csum,64bit,extents,flex_bg,dir_index,huge_file,dir_nlink,extra_isize";
 
-/// Run a tool; panic with its output when it cannot run or fails.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[allow(unused_imports)]
+pub use kiln_fixtures::testing::{run, sha256};
 
 /// Source tree: a few files and dirs, symlinks (fast, slow, absolute, relative) and an htree
 /// directory of `htree_entries` files.
@@ -234,57 +222,11 @@ pub fn dumpe2fs(img: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    let data = fs::read(path).unwrap();
-    format!("{:x}", sha2::Sha256::digest(&data))
-}
-
 /// Put `root` into partition 1 of a GPT disk (14 = BIOS boot, 1 = root, like Ubuntu's) and
 /// convert it to a zlib-compressed qcow2. Returns (qcow2 path, partition start, partition length).
 pub fn gpt_qcow2(dir: &Path, root: &Path) -> (PathBuf, u64, u64) {
-    let root_len = fs::metadata(root).unwrap().len();
-    let disk = dir.join("disk.img");
-    fs::File::create(&disk)
-        .unwrap()
-        .set_len(root_len + (8 << 20))
-        .unwrap();
-    run(Command::new("sgdisk")
-        .args([
-            "-n",
-            "14:2048:+4M",
-            "-t",
-            "14:ef02",
-            "-n",
-            "1:0:0",
-            "-t",
-            "1:8300",
-        ])
-        .arg(&disk));
-    let info = run(Command::new("sgdisk").args(["-i", "1"]).arg(&disk));
-    let num = |k: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (start, len) = (num("First sector:") * 512, num("Partition size:") * 512);
-    assert!(len >= root_len);
-    let data = fs::read(root).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &data, start).unwrap();
-    drop(f);
-    let qcow = dir.join("base.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-c", "-O", "qcow2"])
-        .arg(&disk)
-        .arg(&qcow));
-    fs::remove_file(&disk).unwrap();
-    (qcow, start, root_len)
+    let d = kiln_fixtures::testing::gpt_qcow2(dir, "base.qcow2", root, 0).unwrap();
+    (d.qcow2, d.start, d.root_len)
 }
 
 /// `qemu-img check` must report no errors and no leaks (exit 0).

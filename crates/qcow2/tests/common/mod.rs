@@ -5,18 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Run a tool and fail the test with its output if it does not succeed. A missing tool is a test
-/// failure: CI installs every oracle (see `.ci/run`).
+/// failure: CI installs every oracle.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd} (the oracle must be installed; see .ci/run): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kiln_fixtures::testing::run(Command::new(cmd).args(args))
 }
 
 /// Like `run`, returning (success, stdout + stderr).
@@ -38,19 +29,8 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-/// A small deterministic PRNG (xorshift64*).
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[allow(unused_imports)]
+pub use kiln_fixtures::testing::Rng;
 
 /// Guest content with a mix of compressible text, incompressible noise and zero runs.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -113,13 +93,8 @@ pub fn qemu_compare(a: &Path, b: &Path) {
     );
 }
 
-pub fn sha256(path: &Path) -> String {
-    run("sha256sum", &[s(path)])
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
+#[allow(unused_imports)]
+pub use kiln_fixtures::testing::sha256;
 
 /// Compare two byte images, reporting the first difference instead of dumping them.
 #[track_caller]
