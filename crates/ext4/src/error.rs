@@ -68,6 +68,12 @@ pub enum Refusal {
     },
     /// The installed libext2fs is not a version whose structure layout we know.
     LibraryVersion { found: String },
+    /// A superblock field is outside what mke2fs writes and libext2fs can safely read.
+    BadSuperblock {
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -87,6 +93,9 @@ impl fmt::Display for Refusal {
             }
             Refusal::UnsupportedFeatures { kind, bits, names } => {
                 write!(f, "unsupported {kind} features {bits:#x} ({})", names.join(", "))
+            }
+            Refusal::BadSuperblock { field, value, max } => {
+                write!(f, "corrupt superblock: {field} is {value} (at most {max}): run e2fsck first")
             }
             Refusal::LibraryVersion { found } => {
                 write!(f, "libext2fs {found} is installed; kiln's bindings are for e2fsprogs 1.47.x")

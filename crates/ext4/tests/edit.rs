@@ -308,7 +308,7 @@ fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
     let dir = tempfile::tempdir().unwrap();
     let img = rootfs(dir.path(), 64, 10);
     type Check = fn(&Refusal) -> bool;
-    let cases: [(&str, &str, Check); 3] = [
+    let cases: [(&str, &str, Check); 4] = [
         ("dirty", "feature needs_recovery", |r| {
             matches!(r, Refusal::NeedsRecovery)
         }),
@@ -323,6 +323,17 @@ fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
         }),
         ("errors", "ssv state 3", |r| {
             matches!(r, Refusal::ErrorState { .. })
+        }),
+        // libext2fs overran a heap buffer reading the bitmaps (found by fuzz/ext4_edit).
+        ("first-data-block", "ssv first_data_block 33", |r| {
+            matches!(
+                r,
+                Refusal::BadSuperblock {
+                    field: "s_first_data_block",
+                    value: 33,
+                    ..
+                }
+            )
         }),
     ];
     for (name, cmd, is_expected) in cases {

@@ -9,6 +9,15 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A name equals the 8.3 alias FAT generated for a sibling's long name (`longfi~1.txt` next
+    /// to `longfilename.txt`): FAT lookups would find the sibling.
+    #[error("writing vfat: {path:?} is the 8.3 short name of {other:?}")]
+    AliasCollision {
+        /// The path whose name is taken.
+        path: String,
+        /// The sibling whose short name it is.
+        other: String,
+    },
     /// Two names in one directory differ only in case, which FAT cannot hold apart.
     #[error("writing vfat: {path:?} and {other:?} differ only in case")]
     CaseCollision {

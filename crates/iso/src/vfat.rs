@@ -524,6 +524,36 @@ fn populate<T: fatfs::ReadWriteSeek>(
             }
         }
     }
+    // Names were checked against each other (case-insensitively) but not against the 8.3 aliases
+    // fatfs generates for long names: `create_*` on a name equal to an earlier sibling's alias
+    // (`longfi~1.txt` after `longfilename.txt`) opens that sibling instead, merging two
+    // directories or overwriting a file. Then the directory holds fewer entries than the tree.
+    let join = |n: &str| {
+        if prefix.is_empty() {
+            n.to_owned()
+        } else {
+            format!("{prefix}/{n}")
+        }
+    };
+    let entries: Vec<_> = dir
+        .iter()
+        .collect::<std::io::Result<_>>()
+        .map_err(vfat_err("listing directory", prefix))?;
+    let names: std::collections::BTreeSet<String> = entries
+        .iter()
+        .map(fatfs::DirEntry::file_name)
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    if let Some(lost) = src.children.keys().find(|n| !names.contains(*n)) {
+        let other = entries
+            .iter()
+            .find(|e| e.short_file_name().eq_ignore_ascii_case(lost))
+            .map_or_else(|| "?".to_owned(), fatfs::DirEntry::file_name);
+        return Err(Error::AliasCollision {
+            path: join(lost),
+            other: join(&other),
+        });
+    }
     Ok(())
 }
 

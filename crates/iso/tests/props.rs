@@ -148,3 +148,46 @@ mod oracle {
         }
     }
 }
+
+/// Found by fuzz/seedvol_write: `longfi~1.txt` is the 8.3 alias fatfs gives `longfilename.txt`
+/// (created first, as it sorts first), so creating it opened the sibling instead — the two
+/// directories were merged (or a file overwritten) without an error. Now refused.
+#[test]
+fn vfat_refuses_a_name_equal_to_a_siblings_short_alias() {
+    let opts = VfatOptions {
+        volume_label: "CIDATA".into(),
+        epoch: 1_700_000_000,
+    };
+    for dir in [false, true] {
+        let mut tree = Tree::new();
+        if dir {
+            tree.add_dir("longfilename.txt", 0o755).unwrap();
+            tree.add_file("longfilename.txt/a", b"a".to_vec(), 0o644)
+                .unwrap();
+            tree.add_dir("longfi~1.txt", 0o755).unwrap();
+            tree.add_file("longfi~1.txt/b", b"b".to_vec(), 0o644)
+                .unwrap();
+        } else {
+            tree.add_file("longfilename.txt", b"first".to_vec(), 0o644)
+                .unwrap();
+            tree.add_file("longfi~1.txt", b"second".to_vec(), 0o644)
+                .unwrap();
+        }
+        let err = write_vfat(&tree, &opts, &mut Cursor::new(Vec::new())).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                kiln_iso::Error::AliasCollision { path, other }
+                    if path == "longfi~1.txt" && other == "longfilename.txt"
+            ),
+            "{err}"
+        );
+    }
+    // In the other order (the alias-shaped name created first) fatfs picks another alias.
+    let mut tree = Tree::new();
+    tree.add_file("LONGFI~1.TXT", b"first".to_vec(), 0o644)
+        .unwrap();
+    tree.add_file("longfilename.txt", b"second".to_vec(), 0o644)
+        .unwrap();
+    write_vfat(&tree, &opts, &mut Cursor::new(Vec::new())).unwrap();
+}
