@@ -1,21 +1,14 @@
 //! `kiln build` and `kiln scrub --list` end to end on a generated Ubuntu-like base (GPT, zlib qcow2,
 //! booted-once root fs) and stand-in k3s assets; oracles: qemu-img check, e2fsck -fn, debugfs.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::util::{KILN, kiln};
 
 use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
 
 use kiln_fixtures::testing::run;
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -291,7 +284,7 @@ fn committed_recipe_builds_from_fresh_full_size_fixtures() {
     // Kill a build midway: as soon as its temporary output exists, SIGKILL it.
     let killed = root.join("killed");
     std::fs::create_dir_all(&killed).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = Command::new(KILN)
         .args([
             "build",
             recipe.to_str().unwrap(),

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use kiln_fixtures::{self as fixtures, BaseSpec};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+use crate::util::{KILN, text};
 const NODES: [&str; 3] = ["k3s-cp-01", "k3s-worker-01", "k3s-worker-02"];
 
 struct Env {
@@ -54,14 +54,6 @@ fn cluster(env: &Env, extra: &[&str]) -> Output {
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .expect("run kiln")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok_json(o: &Output) -> serde_json::Value {

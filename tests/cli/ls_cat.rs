@@ -1,19 +1,12 @@
 //! `kiln ls` / `kiln cat` on a zlib-compressed qcow2 of a GPT disk (made by mkfs.ext4 -d, sgdisk and
 //! qemu-img convert -c), checked against debugfs on the raw partition.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::process::Command;
 
-use kiln_fixtures::testing::{self, run};
+use crate::util::{KILN, kiln};
 
-fn kiln(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use kiln_fixtures::testing::{self, run};
 
 /// Returns (qcow2 path, raw root partition path).
 fn fixture(dir: &Path) -> (String, String) {
@@ -96,10 +89,7 @@ fn ls_and_cat_agree_with_debugfs() {
             "not an ext2/3/4",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = Command::new(KILN).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(needle),
@@ -113,7 +103,7 @@ fn ls_and_cat_agree_with_debugfs() {
 fn kiln_into_closed_pipe(args: &[&str]) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    Command::new(KILN)
         .args(args)
         .stdout(writer)
         .stderr(std::process::Stdio::piped())

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+use crate::util::{kiln, text};
 const SCENARIOS: &[&str] = &[
     "libvirt-3node.yaml",
     "dualstack-cilium.yaml",
@@ -27,14 +27,6 @@ fn stage(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-fn kiln(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(KILN)
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .expect("run kiln")
-}
-
 fn seed(spec: &Path, out: &Path, format: &str, json: bool) -> Output {
     let mut a: Vec<&std::ffi::OsStr> = vec![
         "seed".as_ref(),
@@ -48,14 +40,6 @@ fn seed(spec: &Path, out: &Path, format: &str, json: bool) -> Output {
         a.push("--json".as_ref());
     }
     kiln(&a)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn mode(p: &Path) -> u32 {
