@@ -8,7 +8,7 @@ use kiln_blockdev::BlockDev;
 
 use super::{Backing, Image, Storage, WriteState};
 use crate::error::{Error, Result};
-use crate::header::{CompressionType, Header, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY};
+use crate::header::{CompressionType, Header, INCOMPAT_DIRTY, check_cluster_bits};
 use crate::refcount::{self, RefcountTable, Refcounts};
 
 impl Image {
@@ -76,13 +76,7 @@ impl Image {
     ) -> Result<Image> {
         let name = name.into();
         let cb = opts.cluster_bits;
-        if !(9..=21).contains(&cb) {
-            return Err(Error::InvalidHeader {
-                image: name,
-                field: "cluster_bits",
-                value: cb as u64,
-            });
-        }
+        check_cluster_bits(cb, &name)?;
         if opts.size > crate::header::MAX_VIRTUAL_SIZE || !opts.size.is_multiple_of(512) {
             return Err(Error::InvalidHeader {
                 image: name,
@@ -104,31 +98,9 @@ impl Image {
             None => (None, None, None),
         };
         let header = Header {
-            version: 3,
-            backing_file_offset: 0,
-            backing_file_size: 0,
-            cluster_bits: cb,
-            size: opts.size,
-            crypt_method: 0,
-            l1_size: l1_size as u32,
-            l1_table_offset: cs,
-            refcount_table_offset: 0,
-            refcount_table_clusters: 0,
-            nb_snapshots: 0,
-            snapshots_offset: 0,
-            // The in-memory header must carry what `encode` writes: `close` rewrites this field.
-            incompatible_features: if opts.compression == CompressionType::Zlib {
-                0
-            } else {
-                INCOMPAT_COMPRESSION
-            },
-            compatible_features: 0,
-            autoclear_features: 0,
-            refcount_order: 4,
-            header_length: crate::header::V3_HEADER_LEN,
-            compression_type: opts.compression,
             backing_file: backing_name,
             backing_format,
+            ..Header::new_v3(cb, opts.size, l1_size as u32, opts.compression)
         };
         if header.encoded_len() > cs as usize {
             return Err(Error::BackingNameInvalid {
