@@ -111,25 +111,11 @@ impl Image {
                 op: "write",
             });
         };
-        kiln_blockdev::check_range(Op::Write, offset, buf.len() as u64, self.len()).map_err(
-            |e| Error::Device {
-                image: self.path.clone(),
-                op: "write",
-                source: e,
-            },
-        )?;
+        self.check_guest_range(Op::Write, "write", offset, buf.len())?;
         let mut st = lock(ws);
-        let cs = self.cluster_size();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let gc = pos / cs;
-            let in_off = pos % cs;
-            let n = ((cs - in_off) as usize).min(buf.len() - done);
-            self.write_in_cluster(&mut st, gc, in_off, &buf[done..done + n])?;
-            done += n;
-        }
-        Ok(())
+        self.for_each_cluster(offset, buf.len(), |gc, in_off, span| {
+            self.write_in_cluster(&mut st, gc, in_off, &buf[span])
+        })
     }
 
     fn write_in_cluster(

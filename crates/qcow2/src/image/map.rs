@@ -1,6 +1,7 @@
 //! Mapping guest clusters to host bytes (with the L2-table and decompressed-cluster caches) and
 //! reading through the chain.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use kiln_blockdev::{BlockDev, Op};
@@ -255,21 +256,43 @@ impl Image {
 
     /// Read guest bytes through the chain.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        kiln_blockdev::check_range(Op::Read, offset, buf.len() as u64, self.len()).map_err(
-            |e| Error::Device {
-                image: self.path.clone(),
-                op: "read",
-                source: e,
-            },
-        )?;
+        self.check_guest_range(Op::Read, "read", offset, buf.len())?;
+        self.for_each_cluster(offset, buf.len(), |gc, in_off, span| {
+            self.read_in_cluster(gc, in_off, &mut buf[span])
+        })
+    }
+
+    /// Refuse guest bytes `[offset, offset + len)` that do not lie inside the image.
+    pub(super) fn check_guest_range(
+        &self,
+        op: Op,
+        what: &'static str,
+        offset: u64,
+        len: usize,
+    ) -> Result<()> {
+        kiln_blockdev::check_range(op, offset, len as u64, self.len()).map_err(|e| Error::Device {
+            image: self.path.clone(),
+            op: what,
+            source: e,
+        })
+    }
+
+    /// Split guest bytes `[offset, offset + len)` at cluster boundaries, in order: `f(guest
+    /// cluster, offset in it, the piece's range within the caller's buffer)`.
+    pub(super) fn for_each_cluster(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(u64, u64, Range<usize>) -> Result<()>,
+    ) -> Result<()> {
         let cs = self.cluster_size();
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let pos = offset + done as u64;
             let gc = pos / cs;
             let in_off = pos % cs;
-            let n = ((cs - in_off) as usize).min(buf.len() - done);
-            self.read_in_cluster(gc, in_off, &mut buf[done..done + n])?;
+            let n = ((cs - in_off) as usize).min(len - done);
+            f(gc, in_off, done..done + n)?;
             done += n;
         }
         Ok(())

@@ -35,7 +35,7 @@ pub(crate) const COPIED: u64 = 1 << 63;
 pub(crate) const COMPRESSED: u64 = 1 << 62;
 pub(crate) const ZERO: u64 = 1;
 /// qemu's limit on the L1 table (32 MiB).
-const MAX_L1_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_L1_BYTES: u64 = 32 << 20;
 /// Decoded L2 tables kept in memory, in bytes.
 const L2_CACHE_BYTES: u64 = 64 << 20;
 /// Default cap on backing chain length.
