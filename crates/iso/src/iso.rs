@@ -237,6 +237,10 @@ enum Rec {
     Entry(usize),
 }
 
+/// Per directory, per record in primary emission order: the (sector, offset) of its continuation
+/// area, if it has one.
+type CeLocations = Vec<Vec<Option<(u32, u32)>>>;
+
 /// Where each piece of the image goes, in sectors.
 #[derive(Debug)]
 struct Layout {
@@ -253,7 +257,7 @@ struct Layout {
     ce_start: u32,
     ce_sectors: u32,
     /// Per directory, per record in primary emission order: CE location if it has one.
-    ce_loc: Vec<Vec<Option<(u32, u32)>>>,
+    ce_loc: CeLocations,
     file_extent: Vec<u32>,
     /// Files in data order.
     file_order: Vec<usize>,
@@ -440,30 +444,64 @@ impl<'t> Writer<'t> {
         let pt_pri = table(self.path_table_size(&pri_order, false), &mut next)?;
         let pt_jol = table(self.path_table_size(&jol_order, true), &mut next)?;
 
-        let mut pri_extent = vec![0u32; n];
-        let mut pri_size = vec![0u32; n];
-        for &d in &pri_order {
-            let size = self.dir_size(d, false);
-            pri_extent[d] = to_u32("sectors", next)?;
-            pri_size[d] = to_u32("directory bytes", size)?;
-            next += sectors_for(size);
-        }
-        let mut jol_extent = vec![0u32; n];
-        let mut jol_size = vec![0u32; n];
-        for &d in &jol_order {
-            let size = self.dir_size(d, true);
-            jol_extent[d] = to_u32("sectors", next)?;
-            jol_size[d] = to_u32("directory bytes", size)?;
-            next += sectors_for(size);
-        }
-
-        // Continuation areas, packed so none straddles a sector.
+        let (pri_extent, pri_size) = self.dir_extents(&pri_order, false, &mut next)?;
+        let (jol_extent, jol_size) = self.dir_extents(&jol_order, true, &mut next)?;
         let ce_start = to_u32("sectors", next)?;
-        let mut ce_loc = vec![Vec::new(); n];
+        let (ce_loc, ce_sectors) = self.continuation_areas(&pri_order, ce_start);
+        next += u64::from(ce_sectors);
+        let (file_extent, file_order) = self.file_extents(&pri_order, &mut next)?;
+        let total = to_u32("sectors", next)?;
+        Ok(Layout {
+            pri_order,
+            jol_order,
+            pri_extent,
+            pri_size,
+            jol_extent,
+            jol_size,
+            pt_pri,
+            pt_jol,
+            ce_start,
+            ce_sectors,
+            ce_loc,
+            file_extent,
+            file_order,
+            total,
+        })
+    }
+
+    /// Place the directory extents of one hierarchy from sector `*next` on, in path-table order:
+    /// each directory's extent and size, by directory index.
+    fn dir_extents(
+        &self,
+        order: &[usize],
+        joliet: bool,
+        next: &mut u64,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        let n = self.flat.dirs.len();
+        let mut extent = vec![0u32; n];
+        let mut size_of = vec![0u32; n];
+        for &d in order {
+            let size = self.dir_size(d, joliet);
+            extent[d] = to_u32("sectors", *next)?;
+            size_of[d] = to_u32("directory bytes", size)?;
+            *next += sectors_for(size);
+        }
+        Ok((extent, size_of))
+    }
+
+    /// Continuation areas from sector `ce_start`, packed so none straddles a sector: per
+    /// directory, per record in primary emission order, its location if it has one; and the
+    /// sectors used.
+    fn continuation_areas(
+        &self,
+        pri_order: &[usize],
+        ce_start: u32,
+    ) -> (CeLocations, u32) {
+        let mut ce_loc = vec![Vec::new(); self.flat.dirs.len()];
         let mut ce_sector = 0u32;
         let mut ce_used = 0usize;
         let mut any_ce = false;
-        for &d in &pri_order {
+        for &d in pri_order {
             let locs = self
                 .records(d, false)
                 .map(|rec| {
@@ -484,11 +522,15 @@ impl<'t> Writer<'t> {
             ce_loc[d] = locs;
         }
         let ce_sectors = if any_ce { ce_sector + 1 } else { 0 };
-        next += u64::from(ce_sectors);
+        (ce_loc, ce_sectors)
+    }
 
+    /// Place file data from sector `*next` on, in primary directory order: each file's extent (0
+    /// when empty) and the files in data order.
+    fn file_extents(&self, pri_order: &[usize], next: &mut u64) -> Result<(Vec<u32>, Vec<usize>)> {
         let mut file_extent = vec![0u32; self.flat.files.len()];
         let mut file_order = Vec::with_capacity(self.flat.files.len());
-        for &d in &pri_order {
+        for &d in pri_order {
             let dir = &self.flat.dirs[d];
             for &e in &dir.pri_order {
                 if let Kind::File(f) = dir.entries[e].kind {
@@ -502,30 +544,14 @@ impl<'t> Writer<'t> {
                         });
                     }
                     if len > 0 {
-                        file_extent[f] = to_u32("sectors", next)?;
-                        next += sectors_for(len);
+                        file_extent[f] = to_u32("sectors", *next)?;
+                        *next += sectors_for(len);
                     }
                     file_order.push(f);
                 }
             }
         }
-        let total = to_u32("sectors", next)?;
-        Ok(Layout {
-            pri_order,
-            jol_order,
-            pri_extent,
-            pri_size,
-            jol_extent,
-            jol_size,
-            pt_pri,
-            pt_jol,
-            ce_start,
-            ce_sectors,
-            ce_loc,
-            file_extent,
-            file_order,
-            total,
-        })
+        Ok((file_extent, file_order))
     }
 
     fn path_table(&self, lay: &Layout, joliet: bool, endian: Endian) -> Vec<u8> {
