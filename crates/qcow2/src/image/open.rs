@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use kiln_blockdev::{BlockDev, FileDev, Op};
+use kiln_blockdev::{BlockDev, FileDev};
 
 use super::{DEFAULT_MAX_CHAIN_DEPTH, Image, MAX_L1_BYTES, Storage, is_qcow2};
 use crate::error::{Error, Result};
@@ -98,29 +98,13 @@ impl Image {
             FileDev::open_read_only(path)
         }
         .map_err(dev_err)?;
-        let canonical = path.canonicalize().map_err(|e| Error::Device {
-            image: path.to_owned(),
-            op: "resolve path",
-            source: kiln_blockdev::Error::Io {
-                op: Op::Open,
-                path: path.to_owned(),
-                offset: 0,
-                len: 0,
-                source: e,
-            },
-        })?;
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| Error::path(path, "resolve path", path, e))?;
         let allowed = match &opts.allowed_backing_dir {
-            Some(d) => d.canonicalize().map_err(|e| Error::Device {
-                image: d.clone(),
-                op: "resolve the allowed backing directory",
-                source: kiln_blockdev::Error::Io {
-                    op: Op::Open,
-                    path: d.clone(),
-                    offset: 0,
-                    len: 0,
-                    source: e,
-                },
-            })?,
+            Some(d) => d
+                .canonicalize()
+                .map_err(|e| Error::path(d, "resolve the allowed backing directory", d, e))?,
             None => canonical.parent().unwrap_or(Path::new("/")).to_owned(),
         };
         let mut seen = HashSet::from([canonical.clone()]);
@@ -252,17 +236,9 @@ impl Image {
         }
         let dir = canonical.parent().unwrap_or(Path::new("/"));
         let joined = dir.join(name);
-        let resolved = joined.canonicalize().map_err(|e| Error::Device {
-            image: image.to_owned(),
-            op: "open backing file",
-            source: kiln_blockdev::Error::Io {
-                op: Op::Open,
-                path: joined.clone(),
-                offset: 0,
-                len: 0,
-                source: e,
-            },
-        })?;
+        let resolved = joined
+            .canonicalize()
+            .map_err(|e| Error::path(image, "open backing file", &joined, e))?;
         if !resolved.starts_with(allowed) {
             return Err(Error::BackingOutsideAllowedDir {
                 image: image.to_owned(),
