@@ -233,77 +233,37 @@ pub fn check_range(op: Op, offset: u64, len: u64, size: u64) -> Result<()> {
     }
 }
 
-impl<T: BlockDev + ?Sized> BlockDev for &T {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        (**self).write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn is_read_only(&self) -> bool {
-        (**self).is_read_only()
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).write_zeroes(offset, len)
-    }
-    fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).discard(offset, len)
-    }
+/// `BlockDev` for a pointer to a device: every method, defaulted ones included, forwarded to the
+/// device pointed at.
+macro_rules! forward_block_dev {
+    ($($ptr:ty),*) => {$(
+        impl<T: BlockDev + ?Sized> BlockDev for $ptr {
+            fn len(&self) -> u64 {
+                (**self).len()
+            }
+            fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+                (**self).read_at(buf, offset)
+            }
+            fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+                (**self).write_at(buf, offset)
+            }
+            fn flush(&self) -> Result<()> {
+                (**self).flush()
+            }
+            fn is_read_only(&self) -> bool {
+                (**self).is_read_only()
+            }
+            fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+                (**self).write_zeroes(offset, len)
+            }
+            fn discard(&self, offset: u64, len: u64) -> Result<()> {
+                (**self).discard(offset, len)
+            }
+        }
+    )*};
 }
 
-impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        (**self).write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn is_read_only(&self) -> bool {
-        (**self).is_read_only()
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).write_zeroes(offset, len)
-    }
-    fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).discard(offset, len)
-    }
-}
-
-impl<T: BlockDev + ?Sized> BlockDev for Arc<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        (**self).write_at(buf, offset)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn is_read_only(&self) -> bool {
-        (**self).is_read_only()
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).write_zeroes(offset, len)
-    }
-    fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        (**self).discard(offset, len)
-    }
-}
+forward_block_dev!(&T, Box<T>, Arc<T>);
 
 /// A host file. Its length is read at open and tracked for writes made through this handle;
 /// [`FileDev::set_len`] grows or shrinks it. A file opened with [`FileDev::open_read_only`] refuses

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong opening, reading, writing or flattening a qcow2 image. Each variant
 /// names the image and carries the offending values.
@@ -89,6 +89,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Device`] for a host-path operation on `path` that failed (resolving it, naming
+    /// it), not I/O on the device: reported as an open of `path`.
+    pub(crate) fn path(
+        image: &Path,
+        op: &'static str,
+        path: &Path,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Device {
+            image: image.to_owned(),
+            op,
+            source: kiln_blockdev::Error::Io {
+                op: kiln_blockdev::Op::Open,
+                path: path.to_owned(),
+                offset: 0,
+                len: 0,
+                source,
+            },
+        }
+    }
+
     /// Who is at fault: the device's own classification for I/O, kiln for a write through a
     /// read-only handle, the image for everything else (its header, tables, clusters, backing
     /// chain).

@@ -21,12 +21,12 @@ use std::path::Path;
 use kiln_blockdev::{AtomicFile, BlockDev};
 use rayon::prelude::*;
 
-use crate::Disk;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::header::{CompressionType, Header, V3_HEADER_LEN};
-use crate::image::{COMPRESSED, COPIED, Storage};
+use crate::header::{CompressionType, Header, check_cluster_bits};
+use crate::image::{COMPRESSED, COPIED, MAX_L1_BYTES, Storage};
 use crate::refcount::{self, RefcountTable, Refcounts};
+use crate::{Disk, Image};
 
 /// How to flatten.
 #[derive(Debug, Clone, Copy)]
@@ -125,48 +125,24 @@ pub fn flatten(
         Disk::Qcow2(i) => i.header().cluster_bits,
         Disk::Raw(_) => 16,
     });
-    if !(9..=21).contains(&cb) {
-        return Err(Error::InvalidHeader {
-            image: out_name.to_owned(),
-            field: "cluster_bits",
-            value: cb as u64,
-        });
-    }
+    check_cluster_bits(cb, out_name)?;
     let cs = 1u64 << cb;
-    let l2_bits = cb - 3;
     let l1_size = Header::l1_entries_for(size, cb);
-    if l1_size * 8 > 32 << 20 {
+    if l1_size * 8 > MAX_L1_BYTES {
         return Err(Error::InvalidHeader {
             image: out_name.to_owned(),
             field: "l1_size",
             value: l1_size,
         });
     }
-    let l1_clusters = (l1_size * 8).div_ceil(cs).max(1);
     let qsrc = match src {
         Disk::Qcow2(i) if opts.passthrough && i.cluster_size() == cs => {
             opts.compression.map(|ty| (i, ty))
         }
         _ => None,
     };
-
-    let mut rc = Refcounts::new(cb, 4);
-    rc.incr_range(0, cs * (1 + l1_clusters), out_name)?;
-    let mut app = Appender {
-        out,
-        name: out_name,
-        base: 0,
-        buf: vec![0u8; (cs * (1 + l1_clusters)) as usize],
-    };
-    let mut l1 = vec![0u64; l1_size as usize];
-    // L2 tables still being filled, by L2 group: where the table lives and its entries.
-    let mut open: BTreeMap<u64, (u64, Vec<u64>)> = BTreeMap::new();
-    let mut stats = FlattenStats {
-        clusters: size.div_ceil(cs),
-        ..FlattenStats::default()
-    };
-    let nclusters = stats.clusters;
-    let l2_index = |gc: u64| (gc & ((1 << l2_bits) - 1)) as usize;
+    let mut lay = Layout::new(out, out_name, cb, l1_size, size)?;
+    let nclusters = lay.stats.clusters;
 
     // Clusters that metadata alone shows to be zero never reach the parallel stage.
     let mut next = 0u64;
@@ -175,7 +151,7 @@ pub fn flatten(
         while next < nclusters && batch.len() < BATCH as usize {
             let valid = (size - next * cs).min(cs);
             if src.range_is_zero(next * cs, valid)? {
-                stats.zero += 1;
+                lay.stats.zero += 1;
             } else {
                 batch.push(next);
             }
@@ -183,139 +159,201 @@ pub fn flatten(
         }
         let outs = batch
             .par_iter()
-            .map(|&gc| -> Result<Out> {
-                if let Some((img, ty)) = qsrc
-                    && let Some((layer, host, len)) = img.resolve_compressed(gc, ty)?
-                {
-                    return Ok(Out::Passthrough(layer.read_stored_verified(gc, host, len)?));
-                }
-                let valid = (size - gc * cs).min(cs) as usize;
-                let mut data = vec![0u8; cs as usize];
-                src.read(&mut data[..valid], gc * cs)?;
-                if data.iter().all(|&b| b == 0) {
-                    return Ok(Out::Zero);
-                }
-                if let Some(ty) = opts.compression
-                    && let Some(c) = codec::compress(ty, &data)
-                    && (c.len() as u64) < cs - 512
-                {
-                    return Ok(Out::Compressed(c));
-                }
-                Ok(Out::Raw(data))
-            })
+            .map(|&gc| encode_cluster(src, qsrc, opts.compression, cs, gc))
             .collect::<Result<Vec<Out>>>()?;
-        // Lay the batch out as: new L2 tables, raw clusters (cluster-aligned, contiguous), then the
-        // compressed clusters packed byte by byte, so there is at most one padding gap per batch.
-        for (&gc, out) in batch.iter().zip(&outs) {
+        lay.place_batch(&batch, &outs)?;
+        batch.clear();
+        // Groups wholly before the next unvisited cluster are complete.
+        lay.write_groups_below(next >> (cb - 3))?;
+        progress(next.saturating_mul(cs).min(size), size);
+    }
+    lay.finish(size, opts.compression.unwrap_or_default())
+}
+
+/// What guest cluster `gc` becomes in the output (the parallel stage): the stored bytes of a
+/// compressed cluster passed through (checked to decompress), zeros, compressed or raw data.
+fn encode_cluster(
+    src: &Disk,
+    qsrc: Option<(&Image, CompressionType)>,
+    compression: Option<CompressionType>,
+    cs: u64,
+    gc: u64,
+) -> Result<Out> {
+    if let Some((img, ty)) = qsrc
+        && let Some((layer, host, len)) = img.resolve_compressed(gc, ty)?
+    {
+        return Ok(Out::Passthrough(layer.read_stored_verified(gc, host, len)?));
+    }
+    let valid = (src.len() - gc * cs).min(cs) as usize;
+    let mut data = vec![0u8; cs as usize];
+    src.read(&mut data[..valid], gc * cs)?;
+    if data.iter().all(|&b| b == 0) {
+        return Ok(Out::Zero);
+    }
+    if let Some(ty) = compression
+        && let Some(c) = codec::compress(ty, &data)
+        && (c.len() as u64) < cs - 512
+    {
+        return Ok(Out::Compressed(c));
+    }
+    Ok(Out::Raw(data))
+}
+
+/// The output as it is laid out: its bytes, refcounts and L1 table, and the L2 tables not yet
+/// written.
+struct Layout<'a> {
+    app: Appender<'a>,
+    rc: Refcounts,
+    cb: u32,
+    l1: Vec<u64>,
+    /// L2 tables still being filled, by L2 group: where the table lives and its entries.
+    open: BTreeMap<u64, (u64, Vec<u64>)>,
+    stats: FlattenStats,
+}
+
+impl<'a> Layout<'a> {
+    /// Room for the header (cluster 0) and the L1 table (from cluster 1) of a `size`-byte guest.
+    fn new(out: &'a dyn Storage, name: &'a Path, cb: u32, l1_size: u64, size: u64) -> Result<Self> {
+        let cs = 1u64 << cb;
+        let l1_clusters = (l1_size * 8).div_ceil(cs).max(1);
+        let mut rc = Refcounts::new(cb, 4);
+        rc.incr_range(0, cs * (1 + l1_clusters), name)?;
+        Ok(Layout {
+            app: Appender {
+                out,
+                name,
+                base: 0,
+                buf: vec![0u8; (cs * (1 + l1_clusters)) as usize],
+            },
+            rc,
+            cb,
+            l1: vec![0u64; l1_size as usize],
+            open: BTreeMap::new(),
+            stats: FlattenStats {
+                clusters: size.div_ceil(cs),
+                ..FlattenStats::default()
+            },
+        })
+    }
+
+    fn cluster_size(&self) -> u64 {
+        1 << self.cb
+    }
+
+    fn l2_bits(&self) -> u32 {
+        self.cb - 3
+    }
+
+    /// Record `entry` for guest cluster `gc` in its (open) L2 table.
+    fn set_entry(&mut self, gc: u64, entry: u64) {
+        let l2_bits = self.l2_bits();
+        if let Some((_, entries)) = self.open.get_mut(&(gc >> l2_bits)) {
+            entries[(gc & ((1 << l2_bits) - 1)) as usize] = entry;
+        }
+    }
+
+    /// Lay the batch out as: new L2 tables, raw clusters (cluster-aligned, contiguous), then the
+    /// compressed clusters packed byte by byte, so there is at most one padding gap per batch.
+    fn place_batch(&mut self, batch: &[u64], outs: &[Out]) -> Result<()> {
+        let cs = self.cluster_size();
+        let l2_bits = self.l2_bits();
+        let name = self.app.name;
+        for (&gc, out) in batch.iter().zip(outs) {
             let g = gc >> l2_bits;
-            if !matches!(out, Out::Zero) && !open.contains_key(&g) {
-                app.align(cs)?;
-                let off = app.pos();
-                rc.incr_range(off, cs, out_name)?;
-                app.push(&vec![0u8; cs as usize])?;
-                open.insert(g, (off, vec![0u64; 1 << l2_bits]));
+            if !matches!(out, Out::Zero) && !self.open.contains_key(&g) {
+                self.app.align(cs)?;
+                let off = self.app.pos();
+                self.rc.incr_range(off, cs, name)?;
+                self.app.push(&vec![0u8; cs as usize])?;
+                self.open.insert(g, (off, vec![0u64; 1 << l2_bits]));
             }
         }
-        for (&gc, out) in batch.iter().zip(&outs) {
+        for (&gc, out) in batch.iter().zip(outs) {
             let entry = match out {
                 Out::Zero => {
-                    stats.zero += 1;
+                    self.stats.zero += 1;
                     continue;
                 }
                 Out::Raw(data) => {
-                    stats.raw += 1;
-                    app.align(cs)?;
-                    let off = app.pos();
-                    rc.incr_range(off, cs, out_name)?;
-                    app.push(data)?;
+                    self.stats.raw += 1;
+                    self.app.align(cs)?;
+                    let off = self.app.pos();
+                    self.rc.incr_range(off, cs, name)?;
+                    self.app.push(data)?;
                     off | COPIED
                 }
                 Out::Compressed(_) | Out::Passthrough(_) => continue,
             };
-            if let Some((_, entries)) = open.get_mut(&(gc >> l2_bits)) {
-                entries[l2_index(gc)] = entry;
-            }
+            self.set_entry(gc, entry);
         }
-        for (&gc, out) in batch.iter().zip(&outs) {
+        for (&gc, out) in batch.iter().zip(outs) {
             let bytes = match out {
                 Out::Compressed(b) => {
-                    stats.compressed += 1;
+                    self.stats.compressed += 1;
                     b
                 }
                 Out::Passthrough(b) => {
-                    stats.passthrough += 1;
+                    self.stats.passthrough += 1;
                     b
                 }
                 Out::Zero | Out::Raw(_) => continue,
             };
-            let entry = compressed_entry(&mut app, &mut rc, cb, bytes, out_name)?;
-            if let Some((_, entries)) = open.get_mut(&(gc >> l2_bits)) {
-                entries[l2_index(gc)] = entry;
-            }
+            let entry = compressed_entry(&mut self.app, &mut self.rc, self.cb, bytes, name)?;
+            self.set_entry(gc, entry);
         }
-        batch.clear();
-        // Groups wholly before the next unvisited cluster are complete.
-        let done_below = next >> l2_bits;
-        let rest = open.split_off(&done_below);
-        for (g, (off, entries)) in std::mem::replace(&mut open, rest) {
-            write_l2(&mut app, off, &entries)?;
-            l1[g as usize] = off | COPIED;
-        }
-        progress(next.saturating_mul(cs).min(size), size);
+        Ok(())
     }
-    for (g, (off, entries)) in std::mem::take(&mut open) {
-        write_l2(&mut app, off, &entries)?;
-        l1[g as usize] = off | COPIED;
-    }
-    app.align(cs)?;
-    app.flush()?;
 
-    let mut file_end = app.pos();
-    let mut table = RefcountTable::default();
-    for (off, bytes) in refcount::layout(&mut rc, &mut table, &mut file_end, out_name)? {
-        app_write(out, out_name, &bytes, off)?;
+    /// Write the open L2 tables of the groups below `group` and point the L1 table at them.
+    fn write_groups_below(&mut self, group: u64) -> Result<()> {
+        let rest = self.open.split_off(&group);
+        for (g, (off, entries)) in std::mem::replace(&mut self.open, rest) {
+            write_l2(&mut self.app, off, &entries)?;
+            self.l1[g as usize] = off | COPIED;
+        }
+        Ok(())
     }
-    let l1_bytes: Vec<u8> = l1.iter().flat_map(|e| e.to_be_bytes()).collect();
-    app_write(out, out_name, &l1_bytes, cs)?;
-    let header = Header {
-        version: 3,
-        backing_file_offset: 0,
-        backing_file_size: 0,
-        cluster_bits: cb,
+
+    /// Write the remaining L2 tables, the refcounts, the L1 table and last the header.
+    fn finish(mut self, size: u64, compression: CompressionType) -> Result<FlattenStats> {
+        let cs = self.cluster_size();
+        self.write_groups_below(u64::MAX)?;
+        self.app.align(cs)?;
+        self.app.flush()?;
+        let (out, out_name) = (self.app.out, self.app.name);
+
+        let mut file_end = self.app.pos();
+        let mut table = RefcountTable::default();
+        for (off, bytes) in refcount::layout(&mut self.rc, &mut table, &mut file_end, out_name)? {
+            app_write(out, out_name, &bytes, off)?;
+        }
+        let l1_bytes: Vec<u8> = self.l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+        app_write(out, out_name, &l1_bytes, cs)?;
         // A whole number of 512-byte sectors, as qemu rounds a raw file up (qemu reads a qcow2
         // size in sectors, so an odd size would lose its tail); the pad reads as zeros.
-        size: size
-            .div_ceil(512)
-            .checked_mul(512)
-            .ok_or_else(|| Error::InvalidHeader {
-                image: out_name.to_owned(),
-                field: "size",
-                value: size,
-            })?,
-        crypt_method: 0,
-        l1_size: l1_size as u32,
-        l1_table_offset: cs,
-        refcount_table_offset: table.offset,
-        refcount_table_clusters: table.clusters as u32,
-        nb_snapshots: 0,
-        snapshots_offset: 0,
-        incompatible_features: 0,
-        compatible_features: 0,
-        autoclear_features: 0,
-        refcount_order: 4,
-        header_length: V3_HEADER_LEN,
-        compression_type: opts.compression.unwrap_or_default(),
-        backing_file: None,
-        backing_format: None,
-    };
-    app_write(out, out_name, &header.encode(), 0)?;
-    out.flush().map_err(|e| Error::Device {
-        image: out_name.to_owned(),
-        op: "flush output",
-        source: e,
-    })?;
-    stats.file_len = out.len();
-    Ok(stats)
+        let sectors_size =
+            size.div_ceil(512)
+                .checked_mul(512)
+                .ok_or_else(|| Error::InvalidHeader {
+                    image: out_name.to_owned(),
+                    field: "size",
+                    value: size,
+                })?;
+        let header = Header {
+            refcount_table_offset: table.offset,
+            refcount_table_clusters: table.clusters as u32,
+            ..Header::new_v3(self.cb, sectors_size, self.l1.len() as u32, compression)
+        };
+        app_write(out, out_name, &header.encode(), 0)?;
+        out.flush().map_err(|e| Error::Device {
+            image: out_name.to_owned(),
+            op: "flush output",
+            source: e,
+        })?;
+        let mut stats = self.stats;
+        stats.file_len = out.len();
+        Ok(stats)
+    }
 }
 
 fn app_write(out: &dyn Storage, name: &Path, bytes: &[u8], off: u64) -> Result<()> {

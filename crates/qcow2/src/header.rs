@@ -11,6 +11,7 @@
 //! then extensions: (type u32, length u32, data padded to 8) … end (type 0)
 //! ```
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -97,6 +98,33 @@ fn put64(buf: &mut [u8], at: usize, v: u64) {
     buf[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+fn invalid(image: &Path, field: &'static str, value: u64) -> Error {
+    Error::InvalidHeader {
+        image: image.to_owned(),
+        field,
+        value,
+    }
+}
+
+fn unsupported(image: &Path, feature: &str) -> Error {
+    Error::Unsupported {
+        image: image.to_owned(),
+        feature: feature.to_owned(),
+    }
+}
+
+/// Cluster sizes kiln reads and writes: 512 bytes to 2 MiB, as qemu allows.
+pub(crate) const CLUSTER_BITS: RangeInclusive<u32> = 9..=21;
+
+/// Refuse a cluster size outside [`CLUSTER_BITS`] (`image` names the image in the error).
+pub(crate) fn check_cluster_bits(cluster_bits: u32, image: &Path) -> Result<()> {
+    if CLUSTER_BITS.contains(&cluster_bits) {
+        Ok(())
+    } else {
+        Err(invalid(image, "cluster_bits", cluster_bits as u64))
+    }
+}
+
 impl Header {
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
@@ -117,17 +145,60 @@ impl Header {
         size.div_ceil(per_l2)
     }
 
+    /// A new v3 header as kiln writes one: the L1 table (`l1_size` entries) from cluster 1, 16-bit
+    /// refcounts, no snapshots, no features but the compression type's, and neither a refcount
+    /// table nor a backing file yet (callers set those fields).
+    pub(crate) fn new_v3(
+        cluster_bits: u32,
+        size: u64,
+        l1_size: u32,
+        compression: CompressionType,
+    ) -> Header {
+        Header {
+            version: 3,
+            backing_file_offset: 0,
+            backing_file_size: 0,
+            cluster_bits,
+            size,
+            crypt_method: 0,
+            l1_size,
+            l1_table_offset: 1 << cluster_bits,
+            refcount_table_offset: 0,
+            refcount_table_clusters: 0,
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            // The in-memory header must carry what `encode` writes: `close` rewrites this field.
+            incompatible_features: if compression == CompressionType::Zlib {
+                0
+            } else {
+                INCOMPAT_COMPRESSION
+            },
+            compatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: 4,
+            header_length: V3_HEADER_LEN,
+            compression_type: compression,
+            backing_file: None,
+            backing_format: None,
+        }
+    }
+
     /// Parse and validate a header from the first cluster (or first bytes) of an image.
     pub fn parse(buf: &[u8], file_len: u64, image: &Path) -> Result<Header> {
-        let invalid = |field, value| Error::InvalidHeader {
-            image: image.to_owned(),
-            field,
-            value,
-        };
-        let unsupported = |feature: &str| Error::Unsupported {
-            image: image.to_owned(),
-            feature: feature.to_owned(),
-        };
+        let mut h = Self::parse_fields(buf, image)?;
+        h.check_fields(buf, image)?;
+        h.check_incompatible(buf, image)?;
+        h.check_tables(file_len, image)?;
+        // Extensions and the backing name live between the header and the end of the first cluster.
+        let limit = (h.cluster_size() as usize).min(buf.len());
+        h.parse_extensions(buf, limit, image)?;
+        h.parse_backing_name(buf, limit, image)?;
+        Ok(h)
+    }
+
+    /// The fixed fields (v2, and v3's when the version says so), after the magic, length and
+    /// version checks.
+    fn parse_fields(buf: &[u8], image: &Path) -> Result<Header> {
         let be = Be(buf);
         if buf.len() >= 4 && be.u32(0) != MAGIC {
             return Err(Error::BadMagic {
@@ -186,39 +257,50 @@ impl Header {
             h.refcount_order = be.u32(96);
             h.header_length = be.u32(100);
             if h.header_length < 104 || !h.header_length.is_multiple_of(8) {
-                return Err(invalid("header_length", h.header_length as u64));
+                return Err(invalid(image, "header_length", h.header_length as u64));
             }
         }
-        if !(9..=21).contains(&h.cluster_bits) {
-            return Err(invalid("cluster_bits", h.cluster_bits as u64));
-        }
-        let cs = h.cluster_size();
-        if (h.header_length as u64) > cs || buf.len() < (h.header_length as usize).min(cs as usize)
+        Ok(h)
+    }
+
+    /// Cluster size, header length, refcount width and encryption.
+    fn check_fields(&self, buf: &[u8], image: &Path) -> Result<()> {
+        check_cluster_bits(self.cluster_bits, image)?;
+        let cs = self.cluster_size();
+        if (self.header_length as u64) > cs
+            || buf.len() < (self.header_length as usize).min(cs as usize)
         {
-            return Err(invalid("header_length", h.header_length as u64));
+            return Err(invalid(image, "header_length", self.header_length as u64));
         }
-        if h.refcount_order > 6 {
-            return Err(invalid("refcount_order", h.refcount_order as u64));
+        if self.refcount_order > 6 {
+            return Err(invalid(image, "refcount_order", self.refcount_order as u64));
         }
-        if h.crypt_method != 0 {
-            return Err(unsupported("encryption (crypt_method != 0)"));
+        if self.crypt_method != 0 {
+            return Err(unsupported(image, "encryption (crypt_method != 0)"));
         }
-        let inc = h.incompatible_features;
+        Ok(())
+    }
+
+    /// Refuse the incompatible features kiln does not handle; read the compression type.
+    fn check_incompatible(&mut self, buf: &[u8], image: &Path) -> Result<()> {
+        let inc = self.incompatible_features;
         if inc & INCOMPAT_DIRTY != 0 {
             return Err(unsupported(
+                image,
                 "an image with the dirty bit set (refcounts may be stale; repair it with `qemu-img check -r all`)",
             ));
         }
         if inc & INCOMPAT_CORRUPT != 0 {
             return Err(unsupported(
+                image,
                 "an image marked corrupt (repair it with `qemu-img check -r all`)",
             ));
         }
         if inc & INCOMPAT_DATA_FILE != 0 {
-            return Err(unsupported("an external data file"));
+            return Err(unsupported(image, "an external data file"));
         }
         if inc & INCOMPAT_EXTL2 != 0 {
-            return Err(unsupported("extended L2 entries (subclusters)"));
+            return Err(unsupported(image, "extended L2 entries (subclusters)"));
         }
         let known = INCOMPAT_DIRTY
             | INCOMPAT_CORRUPT
@@ -226,81 +308,88 @@ impl Header {
             | INCOMPAT_COMPRESSION
             | INCOMPAT_EXTL2;
         if inc & !known != 0 {
-            return Err(unsupported(&format!(
-                "unknown incompatible features {:#x}",
-                inc & !known
-            )));
+            return Err(unsupported(
+                image,
+                &format!("unknown incompatible features {:#x}", inc & !known),
+            ));
         }
         if inc & INCOMPAT_COMPRESSION != 0 {
-            if h.header_length < 105 {
-                return Err(invalid("header_length", h.header_length as u64));
+            if self.header_length < 105 {
+                return Err(invalid(image, "header_length", self.header_length as u64));
             }
-            h.compression_type = match buf[104] {
+            self.compression_type = match buf[104] {
                 0 => CompressionType::Zlib,
                 1 => CompressionType::Zstd,
-                other => return Err(unsupported(&format!("compression type {other}"))),
+                other => return Err(unsupported(image, &format!("compression type {other}"))),
             };
-        } else if h.header_length >= 105 && buf[104] != 0 {
-            return Err(invalid("compression_type", buf[104] as u64));
+        } else if self.header_length >= 105 && buf[104] != 0 {
+            return Err(invalid(image, "compression_type", buf[104] as u64));
         }
-        if h.size > MAX_VIRTUAL_SIZE {
-            return Err(invalid("size", h.size));
+        Ok(())
+    }
+
+    /// The virtual size, and the L1 and refcount tables: large enough, aligned, inside the file.
+    fn check_tables(&self, file_len: u64, image: &Path) -> Result<()> {
+        if self.size > MAX_VIRTUAL_SIZE {
+            return Err(invalid(image, "size", self.size));
         }
-        let need_l1 = Self::l1_entries_for(h.size, h.cluster_bits);
-        if (h.l1_size as u64) < need_l1 {
-            return Err(invalid("l1_size", h.l1_size as u64));
+        let need_l1 = Self::l1_entries_for(self.size, self.cluster_bits);
+        if (self.l1_size as u64) < need_l1 {
+            return Err(invalid(image, "l1_size", self.l1_size as u64));
         }
-        if h.l1_size > 0 {
-            if !h.l1_table_offset.is_multiple_of(cs) {
-                return Err(Error::Misaligned {
-                    image: image.to_owned(),
-                    what: "L1 table",
-                    offset: h.l1_table_offset,
-                    align: cs,
-                });
-            }
-            let l1_bytes = h.l1_size as u64 * 8;
-            if h.l1_table_offset
-                .checked_add(l1_bytes)
-                .is_none_or(|end| end > file_len)
-            {
-                return Err(Error::PastEndOfFile {
-                    image: image.to_owned(),
-                    what: "L1 table",
-                    offset: h.l1_table_offset,
-                    len: l1_bytes,
-                    file_len,
-                });
-            }
+        if self.l1_size > 0 {
+            let l1_bytes = self.l1_size as u64 * 8;
+            self.check_table("L1 table", self.l1_table_offset, l1_bytes, file_len, image)?;
         }
-        if !h.refcount_table_offset.is_multiple_of(cs) {
+        let rt_bytes = self.refcount_table_clusters as u64 * self.cluster_size();
+        self.check_table(
+            "refcount table",
+            self.refcount_table_offset,
+            rt_bytes,
+            file_len,
+            image,
+        )
+    }
+
+    /// A table of `len` bytes at `offset`: cluster-aligned and inside the file.
+    fn check_table(
+        &self,
+        what: &'static str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+        image: &Path,
+    ) -> Result<()> {
+        let cs = self.cluster_size();
+        if !offset.is_multiple_of(cs) {
             return Err(Error::Misaligned {
                 image: image.to_owned(),
-                what: "refcount table",
-                offset: h.refcount_table_offset,
+                what,
+                offset,
                 align: cs,
             });
         }
-        let rt_bytes = h.refcount_table_clusters as u64 * cs;
-        if h.refcount_table_offset
-            .checked_add(rt_bytes)
-            .is_none_or(|end| end > file_len)
-        {
+        if offset.checked_add(len).is_none_or(|end| end > file_len) {
             return Err(Error::PastEndOfFile {
                 image: image.to_owned(),
-                what: "refcount table",
-                offset: h.refcount_table_offset,
-                len: rt_bytes,
+                what,
+                offset,
+                len,
                 file_len,
             });
         }
-        // Extensions live between the header and the end of the first cluster.
-        let ext_start = if version == 2 {
+        Ok(())
+    }
+
+    /// The header extensions up to `limit`: the backing format is kept, encryption and external
+    /// data files are refused, the rest skipped.
+    fn parse_extensions(&mut self, buf: &[u8], limit: usize, image: &Path) -> Result<()> {
+        let be = Be(buf);
+        let ext_start = if self.version == 2 {
             V2_HEADER_LEN
         } else {
-            h.header_length
+            self.header_length
         } as usize;
-        let limit = (cs as usize).min(buf.len());
         let mut at = ext_start;
         while at + 8 <= limit {
             let ty = be.u32(at);
@@ -310,39 +399,48 @@ impl Header {
                 break;
             }
             let Some(end) = at.checked_add(len).filter(|e| *e <= limit) else {
-                return Err(invalid("header extension length", len as u64));
+                return Err(invalid(image, "header extension length", len as u64));
             };
             let data = &buf[at..end];
             match ty {
                 EXT_BACKING_FORMAT => {
-                    h.backing_format = Some(String::from_utf8_lossy(data).into_owned())
+                    self.backing_format = Some(String::from_utf8_lossy(data).into_owned())
                 }
-                EXT_CRYPTO => return Err(unsupported("encryption (crypto header extension)")),
-                EXT_DATA_FILE => return Err(unsupported("an external data file")),
+                EXT_CRYPTO => {
+                    return Err(unsupported(image, "encryption (crypto header extension)"));
+                }
+                EXT_DATA_FILE => return Err(unsupported(image, "an external data file")),
                 _ => {}
             }
             at += len.div_ceil(8) * 8;
         }
-        if h.backing_file_offset != 0 {
-            let len = h.backing_file_size;
-            if len == 0 || len > MAX_BACKING_NAME {
-                return Err(invalid("backing_file_size", len as u64));
-            }
-            // Checked: an offset near 2^64 must not wrap around into the buffer.
-            let span = usize::try_from(h.backing_file_offset)
-                .ok()
-                .and_then(|off| Some(off..off.checked_add(len as usize)?))
-                .filter(|r| r.end <= limit)
-                .ok_or_else(|| invalid("backing_file_offset", h.backing_file_offset))?;
-            let name = std::str::from_utf8(&buf[span]).map_err(|_| {
-                invalid(
-                    "backing_file_offset (name is not UTF-8)",
-                    h.backing_file_offset,
-                )
-            })?;
-            h.backing_file = Some(name.to_owned());
+        Ok(())
+    }
+
+    /// The backing file name, when the header points at one (inside the first `limit` bytes).
+    fn parse_backing_name(&mut self, buf: &[u8], limit: usize, image: &Path) -> Result<()> {
+        if self.backing_file_offset == 0 {
+            return Ok(());
         }
-        Ok(h)
+        let len = self.backing_file_size;
+        if len == 0 || len > MAX_BACKING_NAME {
+            return Err(invalid(image, "backing_file_size", len as u64));
+        }
+        // Checked: an offset near 2^64 must not wrap around into the buffer.
+        let span = usize::try_from(self.backing_file_offset)
+            .ok()
+            .and_then(|off| Some(off..off.checked_add(len as usize)?))
+            .filter(|r| r.end <= limit)
+            .ok_or_else(|| invalid(image, "backing_file_offset", self.backing_file_offset))?;
+        let name = std::str::from_utf8(&buf[span]).map_err(|_| {
+            invalid(
+                image,
+                "backing_file_offset (name is not UTF-8)",
+                self.backing_file_offset,
+            )
+        })?;
+        self.backing_file = Some(name.to_owned());
+        Ok(())
     }
 
     /// Serialize the header, its extensions and the backing file name into one cluster-sized buffer.
@@ -406,26 +504,11 @@ mod tests {
 
     fn sample() -> Header {
         Header {
-            version: 3,
-            backing_file_offset: 0,
-            backing_file_size: 0,
-            cluster_bits: 16,
-            size: 1 << 30,
-            crypt_method: 0,
-            l1_size: 2,
-            l1_table_offset: 65536,
             refcount_table_offset: 131072,
             refcount_table_clusters: 1,
-            nb_snapshots: 0,
-            snapshots_offset: 0,
-            incompatible_features: 0,
-            compatible_features: 0,
-            autoclear_features: 0,
-            refcount_order: 4,
-            header_length: V3_HEADER_LEN,
-            compression_type: CompressionType::Zstd,
             backing_file: Some("base.qcow2".into()),
             backing_format: Some("qcow2".into()),
+            ..Header::new_v3(16, 1 << 30, 2, CompressionType::Zstd)
         }
     }
 
@@ -436,7 +519,6 @@ mod tests {
         let mut back = Header::parse(&buf, 1 << 20, Path::new("t")).unwrap();
         back.backing_file_offset = 0;
         back.backing_file_size = 0;
-        back.incompatible_features = 0;
         assert_eq!(back, h);
     }
 

@@ -40,7 +40,7 @@ mod refcount;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_blockdev::{AtomicFile, BlockDev, FileDev, Op};
+use kiln_blockdev::{AtomicFile, BlockDev, FileDev};
 
 pub use error::{Error, Result};
 pub use flatten::{FlattenOptions, FlattenStats, export_raw, flatten, flatten_to_path};
@@ -203,17 +203,8 @@ pub fn open_new_backing(overlay: &Path, backing: &Path, opts: &OpenOptions) -> R
             dev,
         },
     };
-    let name = relative_backing_name(overlay, backing).map_err(|e| Error::Device {
-        image: overlay.to_owned(),
-        op: "compute the relative backing path",
-        source: kiln_blockdev::Error::Io {
-            op: Op::Open,
-            path: backing.to_owned(),
-            offset: 0,
-            len: 0,
-            source: e,
-        },
-    })?;
+    let name = relative_backing_name(overlay, backing)
+        .map_err(|e| Error::path(overlay, "compute the relative backing path", backing, e))?;
     Ok(NewBacking { image, name })
 }
 
