@@ -121,6 +121,7 @@ pub(super) struct RawSuper {
     ro_compat: u32,
     last_orphan: u32,
     error_count: u32,
+    first_data_block: u32,
 }
 
 impl RawSuper {
@@ -136,6 +137,7 @@ impl RawSuper {
             ro_compat: u32_at(0x64),
             last_orphan: u32_at(0xE8),
             error_count: u32_at(0x194),
+            first_data_block: u32_at(0x14),
         }
     }
 
@@ -180,6 +182,17 @@ impl RawSuper {
         }
         if self.state & STATE_VALID == 0 {
             return Err(Refusal::NotClean { state: self.state });
+        }
+        // libext2fs 1.47 only bounds s_first_data_block by the block count; other values than
+        // mke2fs's (1 with 1 KiB blocks, else 0) overrun its bitmap buffers in ext2fs_read_bitmaps
+        // (heap overflow found by fuzz/ext4_edit).
+        let max_first = u32::from(self.log_block_size == 0);
+        if self.first_data_block > max_first {
+            return Err(Refusal::BadSuperblock {
+                field: "s_first_data_block",
+                value: u64::from(self.first_data_block),
+                max: u64::from(max_first),
+            });
         }
         Ok(())
     }
