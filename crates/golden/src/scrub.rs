@@ -50,7 +50,7 @@ pub struct ScrubInput {
     pub machine_id: MachineIdMode,
 }
 
-type OpFn = fn(&mut Filesystem<'_>, &ScrubInput, &mut Vec<Change>) -> Result<(), Error>;
+type OpFn = fn(&mut Scrubber<'_, '_>) -> Result<(), Error>;
 
 /// A catalog entry.
 pub struct ScrubOp {
@@ -74,8 +74,14 @@ impl std::fmt::Debug for ScrubOp {
 impl ScrubOp {
     /// Run the op; returns the changed paths, sorted.
     pub fn run(&self, fs: &mut Filesystem<'_>, input: &ScrubInput) -> Result<Vec<Change>, Error> {
-        let mut out = Vec::new();
-        (self.run)(fs, input, &mut out)?;
+        let mut s = Scrubber {
+            fs,
+            input,
+            op: self.name,
+            out: Vec::new(),
+        };
+        (self.run)(&mut s)?;
+        let mut out = s.out;
         out.sort();
         out.dedup();
         Ok(out)
@@ -175,65 +181,109 @@ pub fn find(name: &str) -> Option<&'static ScrubOp> {
     CATALOG.iter().find(|o| o.name == name)
 }
 
-fn err(op: &'static str, path: &str) -> impl FnOnce(kiln_ext4::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error::Scrub {
-        op,
-        path,
-        source: Box::new(source),
-    }
-}
-
-fn lstat(
-    fs: &Filesystem<'_>,
+/// One op at work: the filesystem, the op's inputs, its name (named in every error) and the
+/// changes it made so far.
+struct Scrubber<'a, 'd> {
+    fs: &'a mut Filesystem<'d>,
+    input: &'a ScrubInput,
     op: &'static str,
-    path: &str,
-) -> Result<Option<kiln_ext4::Metadata>, Error> {
-    match fs.lstat(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(kiln_ext4::Error::NotFound { .. } | kiln_ext4::Error::NotADirectory { .. }) => Ok(None),
-        Err(e) => Err(err(op, path)(e)),
-    }
+    out: Vec<Change>,
 }
 
-/// Whether `path` is a real directory (not a symlink to one).
-fn is_dir(fs: &Filesystem<'_>, op: &'static str, path: &str) -> Result<bool, Error> {
-    Ok(lstat(fs, op, path)?.is_some_and(|m| m.kind == FileKind::Dir))
-}
-
-/// Remove `path` (recursively for a directory) if it exists.
-fn remove(
-    fs: &mut Filesystem<'_>,
-    op: &'static str,
-    path: &str,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    let Some(m) = lstat(fs, op, path)? else {
-        return Ok(());
-    };
-    if m.kind == FileKind::Dir {
-        fs.remove_all(path).map_err(err(op, path))?;
-    } else {
-        fs.remove_file(path).map_err(err(op, path))?;
+impl Scrubber<'_, '_> {
+    fn err(&self, path: &str) -> impl FnOnce(kiln_ext4::Error) -> Error {
+        let (op, path) = (self.op, path.to_owned());
+        move |source| Error::Scrub {
+            op,
+            path,
+            source: Box::new(source),
+        }
     }
-    out.push(Change {
-        path: path.to_owned(),
-        action: Action::Removed,
-    });
-    Ok(())
-}
 
-/// Names in directory `dir` (empty if it does not exist or is not a real directory).
-fn names(fs: &Filesystem<'_>, op: &'static str, dir: &str) -> Result<Vec<String>, Error> {
-    if !is_dir(fs, op, dir)? {
-        return Ok(Vec::new());
+    fn record(&mut self, path: impl Into<String>, action: Action) {
+        self.out.push(Change {
+            path: path.into(),
+            action,
+        });
     }
-    Ok(fs
-        .read_dir(dir)
-        .map_err(err(op, dir))?
-        .into_iter()
-        .map(|e| e.name_lossy().into_owned())
-        .collect())
+
+    fn lstat(&self, path: &str) -> Result<Option<kiln_ext4::Metadata>, Error> {
+        match self.fs.lstat(path) {
+            Ok(m) => Ok(Some(m)),
+            Err(kiln_ext4::Error::NotFound { .. } | kiln_ext4::Error::NotADirectory { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.err(path)(e)),
+        }
+    }
+
+    /// Whether `path` is a real directory (not a symlink to one).
+    fn is_dir(&self, path: &str) -> Result<bool, Error> {
+        Ok(self.lstat(path)?.is_some_and(|m| m.kind == FileKind::Dir))
+    }
+
+    /// Removes `path` (recursively for a directory) if it exists; whether it did.
+    fn remove_unrecorded(&mut self, path: &str) -> Result<bool, Error> {
+        let Some(m) = self.lstat(path)? else {
+            return Ok(false);
+        };
+        let done = if m.kind == FileKind::Dir {
+            self.fs.remove_all(path)
+        } else {
+            self.fs.remove_file(path)
+        };
+        done.map_err(self.err(path))?;
+        Ok(true)
+    }
+
+    /// Removes `path` (recursively for a directory) if it exists, and records it.
+    fn remove(&mut self, path: &str) -> Result<(), Error> {
+        if self.remove_unrecorded(path)? {
+            self.record(path, Action::Removed);
+        }
+        Ok(())
+    }
+
+    /// Removes each of `paths` that exists.
+    fn remove_all(&mut self, paths: &[&str]) -> Result<(), Error> {
+        paths.iter().try_for_each(|p| self.remove(p))
+    }
+
+    /// Names in directory `dir` (empty if it does not exist or is not a real directory).
+    fn names(&self, dir: &str) -> Result<Vec<String>, Error> {
+        if !self.is_dir(dir)? {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .fs
+            .read_dir(dir)
+            .map_err(self.err(dir))?
+            .into_iter()
+            .map(|e| e.name_lossy().into_owned())
+            .collect())
+    }
+
+    /// Removes every entry of `dir` whose name satisfies `pick`.
+    fn remove_matching(&mut self, dir: &str, pick: impl Fn(&str) -> bool) -> Result<(), Error> {
+        for n in self.names(dir)? {
+            if pick(&n) {
+                self.remove(&join(dir, &n))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the regular file `path` to zero bytes if it has any, and records it.
+    fn truncate(&mut self, path: &str) -> Result<(), Error> {
+        if let Some(m) = self.lstat(path)?
+            && m.kind == FileKind::File
+            && m.size > 0
+        {
+            self.fs.truncate(path, 0).map_err(self.err(path))?;
+            self.record(path, Action::Truncated);
+        }
+        Ok(())
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -244,78 +294,43 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Remove every entry of `dir` whose name satisfies `pick`.
-fn remove_matching(
-    fs: &mut Filesystem<'_>,
-    op: &'static str,
-    dir: &str,
-    pick: impl Fn(&str) -> bool,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    for n in names(fs, op, dir)? {
-        if pick(&n) {
-            remove(fs, op, &join(dir, &n), out)?;
-        }
-    }
-    Ok(())
-}
-
-fn machine_id(
-    fs: &mut Filesystem<'_>,
-    input: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
+fn machine_id(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     const P: &str = "/etc/machine-id";
-    let want: &[u8] = match input.machine_id {
+    let want: &[u8] = match s.input.machine_id {
         MachineIdMode::Uninitialized => b"uninitialized\n",
         MachineIdMode::Empty => b"",
     };
-    let current = lstat(fs, "machine-id", P)?;
+    let current = s.lstat(P)?;
     if let Some(m) = &current
         && m.kind == FileKind::File
         && m.perm == 0o444
         && m.uid == 0
         && m.gid == 0
-        && fs.read(P).map_err(err("machine-id", P))? == want
+        && s.fs.read(P).map_err(s.err(P))? == want
     {
         return Ok(());
     }
     if current.is_some_and(|m| m.kind != FileKind::File) {
-        remove(fs, "machine-id", P, &mut Vec::new())?;
+        s.remove_unrecorded(P)?;
     }
-    fs.write(
-        P,
-        want,
-        NewFile {
-            perm: 0o444,
-            ..NewFile::default()
-        },
-    )
-    .map_err(err("machine-id", P))?;
-    out.push(Change {
-        path: P.into(),
-        action: Action::Reset,
-    });
+    let attrs = NewFile {
+        perm: 0o444,
+        ..NewFile::default()
+    };
+    s.fs.write(P, want, attrs).map_err(s.err(P))?;
+    s.record(P, Action::Reset);
     Ok(())
 }
 
-fn dbus_machine_id(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
+fn dbus_machine_id(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     const P: &str = "/var/lib/dbus/machine-id";
-    let op = "dbus-machine-id";
-    match lstat(fs, op, P)? {
+    match s.lstat(P)? {
         None => Ok(()),
         Some(m) if m.kind == FileKind::Symlink => Ok(()),
         Some(_) => {
-            remove(fs, op, P, &mut Vec::new())?;
-            fs.symlink("/etc/machine-id", P, 0, 0).map_err(err(op, P))?;
-            out.push(Change {
-                path: P.into(),
-                action: Action::Linked,
-            });
+            s.remove_unrecorded(P)?;
+            s.fs.symlink("/etc/machine-id", P, 0, 0).map_err(s.err(P))?;
+            s.record(P, Action::Linked);
             Ok(())
         }
     }
@@ -328,100 +343,49 @@ fn is_cloud_init_log(name: &str) -> bool {
         .any(|b| name == *b || name.strip_prefix(b).is_some_and(|r| r.starts_with('.')))
 }
 
-fn cloud_init_state(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    let op = "cloud-init-state";
-    remove_matching(fs, op, "/var/lib/cloud", |_| true, out)?;
-    remove_matching(fs, op, "/var/log", is_cloud_init_log, out)
+fn cloud_init_state(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_matching("/var/lib/cloud", |_| true)?;
+    s.remove_matching("/var/log", is_cloud_init_log)
 }
 
-fn cloud_init_network(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    let op = "cloud-init-network";
-    for p in [
+fn cloud_init_network(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_all(&[
         "/etc/netplan/50-cloud-init.yaml",
         "/etc/NetworkManager/conf.d/99-cloud-init.conf",
         "/etc/NetworkManager/conf.d/30-cloud-init-ip6-addr-gen-mode.conf",
         "/etc/network/interfaces.d/50-cloud-init.cfg",
-    ] {
-        remove(fs, op, p, out)?;
-    }
-    remove_matching(
-        fs,
-        op,
-        "/etc/NetworkManager/system-connections",
-        |n| n.starts_with("cloud-init-") && n.ends_with(".nmconnection"),
-        out,
-    )?;
-    remove_matching(
-        fs,
-        op,
-        "/etc/systemd/network",
-        |n| n.starts_with("10-cloud-init-") && n.ends_with(".network"),
-        out,
-    )
+    ])?;
+    s.remove_matching("/etc/NetworkManager/system-connections", |n| {
+        n.starts_with("cloud-init-") && n.ends_with(".nmconnection")
+    })?;
+    s.remove_matching("/etc/systemd/network", |n| {
+        n.starts_with("10-cloud-init-") && n.ends_with(".network")
+    })
 }
 
-fn cloud_init_ssh_config(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    remove(
-        fs,
-        "cloud-init-ssh-config",
-        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
-        out,
-    )
+fn cloud_init_ssh_config(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove("/etc/ssh/sshd_config.d/50-cloud-init.conf")
 }
 
-fn ssh_hostkeys(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    remove_matching(
-        fs,
-        "ssh-hostkeys",
-        "/etc/ssh",
-        |n| n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub")),
-        out,
-    )
+fn ssh_hostkeys(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_matching("/etc/ssh", |n| {
+        n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub"))
+    })
 }
 
-fn udev_persistent_net(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    for p in [
+fn udev_persistent_net(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_all(&[
         "/etc/udev/rules.d/70-persistent-net.rules",
         "/etc/udev/rules.d/70-persistent-cd.rules",
-    ] {
-        remove(fs, "udev-persistent-net", p, out)?;
-    }
-    Ok(())
+    ])
 }
 
-fn random_seed(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    for p in [
+fn random_seed(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_all(&[
         "/var/lib/systemd/random-seed",
         "/var/lib/urandom/random-seed",
         "/var/lib/systemd/credential.secret",
-    ] {
-        remove(fs, "random-seed", p, out)?;
-    }
-    Ok(())
+    ])
 }
 
 /// Rotated or archived logs: `syslog.1`, `dmesg.0`, `auth.log.2.gz`, `foo.old`, `x.xz`, ….
@@ -434,51 +398,38 @@ fn is_rotated_log(name: &str) -> bool {
     }
 }
 
-fn logfiles(fs: &mut Filesystem<'_>, _: &ScrubInput, out: &mut Vec<Change>) -> Result<(), Error> {
-    let op = "logfiles";
+fn logfiles(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     // The journal: per-machine-id directories under /var/log/journal (the directory itself stays,
     // so persistent journaling stays on).
-    remove_matching(fs, op, "/var/log/journal", |_| true, out)?;
-    walk_logs(fs, op, "/var/log", 0, out)
+    s.remove_matching("/var/log/journal", |_| true)?;
+    walk_logs(s, "/var/log", 0)
 }
 
-fn walk_logs(
-    fs: &mut Filesystem<'_>,
-    op: &'static str,
-    dir: &str,
-    depth: u32,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
+fn walk_logs(s: &mut Scrubber<'_, '_>, dir: &str, depth: u32) -> Result<(), Error> {
     if depth > 32 {
         return Ok(());
     }
-    for n in names(fs, op, dir)? {
+    for n in s.names(dir)? {
         let p = join(dir, &n);
         if p == "/var/log/journal" {
             continue;
         }
-        let Some(m) = lstat(fs, op, &p)? else {
+        let Some(m) = s.lstat(&p)? else {
             continue;
         };
         match m.kind {
-            FileKind::Dir => walk_logs(fs, op, &p, depth + 1, out)?,
-            FileKind::File if is_rotated_log(&n) => remove(fs, op, &p, out)?,
-            FileKind::File if m.size > 0 => {
-                fs.truncate(&p, 0).map_err(err(op, &p))?;
-                out.push(Change {
-                    path: p,
-                    action: Action::Truncated,
-                });
-            }
+            FileKind::Dir => walk_logs(s, &p, depth + 1)?,
+            FileKind::File if is_rotated_log(&n) => s.remove(&p)?,
+            FileKind::File => s.truncate(&p)?,
             _ => {}
         }
     }
     Ok(())
 }
 
-fn tmp_files(fs: &mut Filesystem<'_>, _: &ScrubInput, out: &mut Vec<Change>) -> Result<(), Error> {
-    remove_matching(fs, "tmp-files", "/tmp", |_| true, out)?;
-    remove_matching(fs, "tmp-files", "/var/tmp", |_| true, out)
+fn tmp_files(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_matching("/tmp", |_| true)?;
+    s.remove_matching("/var/tmp", |_| true)
 }
 
 const HISTORIES: &[&str] = &[
@@ -493,66 +444,38 @@ const HISTORIES: &[&str] = &[
     ".wget-hsts",
 ];
 
-fn shell_history(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    let op = "shell-history";
+fn shell_history(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     let mut homes = vec!["/root".to_owned()];
-    for n in names(fs, op, "/home")? {
+    for n in s.names("/home")? {
         homes.push(join("/home", &n));
     }
     for h in homes {
-        if !is_dir(fs, op, &h)? {
+        if !s.is_dir(&h)? {
             continue;
         }
         for f in HISTORIES {
-            remove(fs, op, &join(&h, f), out)?;
+            s.remove(&join(&h, f))?;
         }
     }
     Ok(())
 }
 
-fn apt_cache(fs: &mut Filesystem<'_>, _: &ScrubInput, out: &mut Vec<Change>) -> Result<(), Error> {
-    let op = "apt-cache";
-    remove_matching(fs, op, "/var/cache/apt", |n| n.ends_with(".bin"), out)?;
-    remove_matching(
-        fs,
-        op,
-        "/var/cache/apt/archives",
-        |n| n.ends_with(".deb"),
-        out,
-    )?;
-    remove_matching(fs, op, "/var/cache/apt/archives/partial", |_| true, out)
+fn apt_cache(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.remove_matching("/var/cache/apt", |n| n.ends_with(".bin"))?;
+    s.remove_matching("/var/cache/apt/archives", |n| n.ends_with(".deb"))?;
+    s.remove_matching("/var/cache/apt/archives/partial", |_| true)
 }
 
-fn dhcp_leases(
-    fs: &mut Filesystem<'_>,
-    _: &ScrubInput,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    let op = "dhcp-leases";
+fn dhcp_leases(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     let lease = |n: &str| n.ends_with(".leases") || n.ends_with(".lease");
-    remove_matching(fs, op, "/var/lib/dhcp", lease, out)?;
-    remove_matching(fs, op, "/var/lib/dhclient", lease, out)?;
-    remove_matching(fs, op, "/var/lib/NetworkManager", lease, out)?;
-    remove_matching(fs, op, "/var/lib/systemd/netif/leases", |_| true, out)
+    s.remove_matching("/var/lib/dhcp", lease)?;
+    s.remove_matching("/var/lib/dhclient", lease)?;
+    s.remove_matching("/var/lib/NetworkManager", lease)?;
+    s.remove_matching("/var/lib/systemd/netif/leases", |_| true)
 }
 
-fn hostname(fs: &mut Filesystem<'_>, _: &ScrubInput, out: &mut Vec<Change>) -> Result<(), Error> {
-    const P: &str = "/etc/hostname";
-    if let Some(m) = lstat(fs, "hostname", P)?
-        && m.kind == FileKind::File
-        && m.size > 0
-    {
-        fs.truncate(P, 0).map_err(err("hostname", P))?;
-        out.push(Change {
-            path: P.into(),
-            action: Action::Truncated,
-        });
-    }
-    Ok(())
+fn hostname(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
+    s.truncate("/etc/hostname")
 }
 
 #[cfg(test)]
