@@ -8,7 +8,8 @@ pub struct Problem {
     /// Where, as a path into the input: `nodes[2].ipv4`, `base.sha256`, `prerequisites[0]`; empty
     /// for the input as a whole.
     pub field: String,
-    /// What is wrong, for a person (it may quote the value).
+    /// What is wrong, for a person: a whole sentence that names the field and may quote the value
+    /// (`node "w1": ipv4 10.0.3.5 is outside 10.0.2.0/24`).
     pub message: String,
 }
 
@@ -22,13 +23,10 @@ impl Problem {
     }
 }
 
+/// The message (which names the field in words).
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
+        f.write_str(&self.message)
     }
 }
 
@@ -69,7 +67,7 @@ impl Problems {
         }
     }
 
-    /// The problems' one-line texts (`field: message`).
+    /// The problems' messages.
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
         self.list.iter().map(Problem::to_string)
     }

@@ -317,19 +317,7 @@ impl<'de> Deserialize<'de> for Owner {
     }
 }
 
-/// Every problem found by [`Recipe::validate`], one line each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems(pub Vec<String>);
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} problem(s) in the recipe:", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
+pub use kiln_common::{Problem, Problems};
 
 impl Recipe {
     /// Read and parse a recipe file (unknown keys are errors), then validate it.
@@ -390,7 +378,7 @@ impl Recipe {
 
     /// Check every value; all problems are reported together.
     pub fn validate(&self) -> Result<(), Error> {
-        let mut p = Vec::new();
+        let mut p = Problems::new("the recipe");
         if self.name.is_empty()
             || self.name.starts_with('.')
             || !self
@@ -398,92 +386,119 @@ impl Recipe {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
         {
-            p.push(format!(
-                "name {:?} must be a file name of letters, digits, '.', '_', '-' or '+'",
-                self.name
-            ));
+            p.push(
+                "name",
+                format!(
+                    "name {:?} must be a file name of letters, digits, '.', '_', '-' or '+'",
+                    self.name
+                ),
+            );
         }
         if !is_sha256(&self.base.sha256) {
-            p.push(format!(
-                "base.sha256 {:?} is not 64 lower-case hex digits",
-                self.base.sha256
-            ));
+            p.push(
+                "base.sha256",
+                format!(
+                    "base.sha256 {:?} is not 64 lower-case hex digits",
+                    self.base.sha256
+                ),
+            );
         }
         if self.source_date_epoch < 0 || self.source_date_epoch > (1 << 34) - (1 << 31) - 1 {
-            p.push(format!(
-                "source_date_epoch {} is outside what ext4 can store (0 to 15032385535)",
-                self.source_date_epoch
-            ));
+            p.push(
+                "source_date_epoch",
+                format!(
+                    "source_date_epoch {} is outside what ext4 can store (0 to 15032385535)",
+                    self.source_date_epoch
+                ),
+            );
         }
         for (list, other, what) in [
             (&self.scrub.enable, &self.scrub.disable, "scrub.enable"),
             (&self.scrub.disable, &self.scrub.enable, "scrub.disable"),
         ] {
-            for n in list {
+            for (j, n) in list.iter().enumerate() {
                 if scrub::find(n).is_none() {
-                    p.push(format!(
-                        "{what}: unknown scrub op {n:?} (known: {})",
-                        scrub::CATALOG
-                            .iter()
-                            .map(|o| o.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                    p.push(
+                        format!("{what}[{j}]"),
+                        format!(
+                            "{what}: unknown scrub op {n:?} (known: {})",
+                            scrub::CATALOG
+                                .iter()
+                                .map(|o| o.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
                 } else if what == "scrub.enable" && other.contains(n) {
-                    p.push(format!("scrub op {n:?} is both enabled and disabled"));
+                    p.push(
+                        format!("{what}[{j}]"),
+                        format!("scrub op {n:?} is both enabled and disabled"),
+                    );
                 }
             }
         }
         if let Some(k) = &self.k3s {
             if !is_k3s_version(&k.version) {
-                p.push(format!(
-                    "k3s.version {:?} is not a pinned k3s release like v1.34.3+k3s1",
-                    k.version
-                ));
+                p.push(
+                    "k3s.version",
+                    format!(
+                        "k3s.version {:?} is not a pinned k3s release like v1.34.3+k3s1",
+                        k.version
+                    ),
+                );
             }
             if let Some(s) = &k.install_sh_sha256
                 && !is_sha256(s)
             {
-                p.push(format!(
-                    "k3s.install_sh_sha256 {s:?} is not 64 lower-case hex digits"
-                ));
+                p.push(
+                    "k3s.install_sh_sha256",
+                    format!("k3s.install_sh_sha256 {s:?} is not 64 lower-case hex digits"),
+                );
             }
         }
         for (i, pr) in self.prerequisites.iter().enumerate() {
             check_prereq(i, pr, &mut p);
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid(Problems(p)))
-        }
+        p.into_result().map_err(Error::Invalid)
     }
 }
 
-fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
+fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Problems) {
     let at = format!("prerequisites[{i}]");
     let mut path = |what: &str, s: &str| {
         if let Err(r) = check_guest_path(s) {
-            p.push(format!("{at}.{what} {s:?} {r}"));
+            p.push(format!("{at}.{what}"), format!("{at}.{what} {s:?} {r}"));
         }
     };
     match pr {
         Prerequisite::File(f) => {
             path("path", &f.path);
             match (&f.content, &f.source) {
-                (Some(_), Some(_)) => p.push(format!(
-                    "{at} (file {:?}) has both content and source; give one",
-                    f.path
-                )),
-                (None, None) => p.push(format!("{at} (file {:?}) needs content or source", f.path)),
+                (Some(_), Some(_)) => p.push(
+                    at.clone(),
+                    format!(
+                        "{at} (file {:?}) has both content and source; give one",
+                        f.path
+                    ),
+                ),
+                (None, None) => p.push(
+                    at.clone(),
+                    format!("{at} (file {:?}) needs content or source", f.path),
+                ),
                 _ => {}
             }
             if let Some(s) = &f.sha256 {
                 if !is_sha256(s) {
-                    p.push(format!("{at}.sha256 {s:?} is not 64 lower-case hex digits"));
+                    p.push(
+                        format!("{at}.sha256"),
+                        format!("{at}.sha256 {s:?} is not 64 lower-case hex digits"),
+                    );
                 }
                 if f.source.is_none() {
-                    p.push(format!("{at}.sha256 only applies to a source file"));
+                    p.push(
+                        format!("{at}.sha256"),
+                        format!("{at}.sha256 only applies to a source file"),
+                    );
                 }
             }
         }
@@ -491,15 +506,21 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
         Prerequisite::Symlink(s) => {
             path("path", &s.path);
             if s.target.is_empty() || s.target.contains('\0') {
-                p.push(format!("{at}.target must be a non-empty path"));
+                p.push(
+                    format!("{at}.target"),
+                    format!("{at}.target must be a non-empty path"),
+                );
             }
         }
         Prerequisite::ModulesLoad(m) => {
             if !is_conf_name(&m.name) {
-                p.push(format!("{at}.name {:?} must be a plain file stem", m.name));
+                p.push(
+                    format!("{at}.name"),
+                    format!("{at}.name {:?} must be a plain file stem", m.name),
+                );
             }
             if m.modules.is_empty() {
-                p.push(format!("{at}.modules is empty"));
+                p.push(format!("{at}.modules"), format!("{at}.modules is empty"));
             }
             for md in &m.modules {
                 if md.is_empty()
@@ -507,16 +528,22 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 {
-                    p.push(format!("{at}: {md:?} is not a kernel module name"));
+                    p.push(
+                        format!("{at}.modules"),
+                        format!("{at}: {md:?} is not a kernel module name"),
+                    );
                 }
             }
         }
         Prerequisite::Sysctl(s) => {
             if !is_conf_name(&s.name) {
-                p.push(format!("{at}.name {:?} must be a plain file stem", s.name));
+                p.push(
+                    format!("{at}.name"),
+                    format!("{at}.name {:?} must be a plain file stem", s.name),
+                );
             }
             if s.settings.is_empty() {
-                p.push(format!("{at}.settings is empty"));
+                p.push(format!("{at}.settings"), format!("{at}.settings is empty"));
             }
             for (k, v) in &s.settings {
                 if k.is_empty()
@@ -524,10 +551,16 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-/*".contains(&b))
                 {
-                    p.push(format!("{at}: {k:?} is not a sysctl key"));
+                    p.push(
+                        format!("{at}.settings.{k}"),
+                        format!("{at}: {k:?} is not a sysctl key"),
+                    );
                 }
                 if v.contains('\n') {
-                    p.push(format!("{at}: the value of {k} contains a newline"));
+                    p.push(
+                        format!("{at}.settings.{k}"),
+                        format!("{at}: the value of {k} contains a newline"),
+                    );
                 }
             }
         }
@@ -539,16 +572,19 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                 .iter()
                 .any(|s| n.ends_with(s));
                 if !ok_suffix || !is_conf_name(n) {
-                    p.push(format!("{at}.{what} {n:?} is not a systemd unit name"));
+                    p.push(
+                        format!("{at}.{what}"),
+                        format!("{at}.{what} {n:?} is not a systemd unit name"),
+                    );
                 }
             }
         }
         Prerequisite::Deb(d) => {
             if !is_sha256(&d.sha256) {
-                p.push(format!(
-                    "{at}.sha256 {:?} is not 64 lower-case hex digits",
-                    d.sha256
-                ));
+                p.push(
+                    format!("{at}.sha256"),
+                    format!("{at}.sha256 {:?} is not 64 lower-case hex digits", d.sha256),
+                );
             }
             let name = d
                 .source
@@ -556,19 +592,22 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Vec<String>) {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if !name.ends_with(".deb") || !is_conf_name(&name.replace(['+', '~'], "_")) {
-                p.push(format!(
-                    "{at}.source {:?} must name a .deb file",
-                    d.source.display()
-                ));
+                p.push(
+                    format!("{at}.source"),
+                    format!("{at}.source {:?} must name a .deb file", d.source.display()),
+                );
             }
         }
         Prerequisite::CloudInitDatasource(d) => {
             if d.list.is_empty() {
-                p.push(format!("{at}.list is empty"));
+                p.push(format!("{at}.list"), format!("{at}.list is empty"));
             }
             for n in &d.list {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    p.push(format!("{at}: {n:?} is not a datasource name"));
+                    p.push(
+                        format!("{at}.list"),
+                        format!("{at}: {n:?} is not a datasource name"),
+                    );
                 }
             }
         }
@@ -696,9 +735,14 @@ mod tests {
             HEAD.replace("sha256: 0000", "sha256: X000")
         ))
         .unwrap();
-        let Err(Error::Invalid(Problems(p))) = r.validate() else {
+        let Err(Error::Invalid(problems)) = r.validate() else {
             panic!("expected problems")
         };
+        let fields: Vec<&str> = problems.list.iter().map(|x| x.field.as_str()).collect();
+        for f in ["base.sha256", "k3s.version"] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        let p: Vec<String> = problems.lines().collect();
         let all = p.join("\n");
         for needle in [
             "base.sha256",

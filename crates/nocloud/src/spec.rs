@@ -180,19 +180,7 @@ pub const RESERVED_K3S_KEYS: &[&str] = &[
     "token-file",
 ];
 
-/// Every problem found by [`ClusterSpec::validate`], one message each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems(pub Vec<String>);
-
-impl std::fmt::Display for Problems {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} problem(s) in the cluster spec:", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
+pub use kiln_common::{Problem, Problems};
 
 impl ClusterSpec {
     /// Read and parse a spec file (unknown keys are errors). Does not validate: call
@@ -260,47 +248,53 @@ impl ClusterSpec {
     /// Check everything that can be checked without writing anything; all problems are collected.
     /// The token file must be readable, or absent with a directory it can be created in.
     pub fn validate(&self) -> Result<(), Error> {
-        let mut p = Vec::new();
+        let mut p = Problems::new("the cluster spec");
         self.check_cluster(&mut p);
         self.check_nodes(&mut p);
         check_token_file(&self.token_path(), &mut p);
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid(Problems(p)))
-        }
+        p.into_result().map_err(Error::Invalid)
     }
 
-    fn check_cluster(&self, p: &mut Vec<String>) {
+    fn check_cluster(&self, p: &mut Problems) {
         let c = &self.cluster;
         if !is_dns_label(&c.name) {
-            p.push(format!(
-                "cluster.name {:?} is not an RFC 1123 label",
-                c.name
-            ));
+            p.push(
+                "cluster.name",
+                format!("cluster.name {:?} is not an RFC 1123 label", c.name),
+            );
         }
         if !is_k3s_version(&c.k3s.version) {
-            p.push(format!(
-                "cluster.k3s.version {:?} is not a pinned k3s release like v1.34.3+k3s1",
-                c.k3s.version
-            ));
+            p.push(
+                "cluster.k3s.version",
+                format!(
+                    "cluster.k3s.version {:?} is not a pinned k3s release like v1.34.3+k3s1",
+                    c.k3s.version
+                ),
+            );
         }
-        check_extra_keys("cluster.k3s.config", &c.k3s.config, p);
-        check_extra_keys("cluster.k3s.agent_config", &c.k3s.agent_config, p);
-        for san in &c.k3s.tls_san {
+        check_extra_keys("cluster.k3s.config", "cluster.k3s.config", &c.k3s.config, p);
+        check_extra_keys(
+            "cluster.k3s.agent_config",
+            "cluster.k3s.agent_config",
+            &c.k3s.agent_config,
+            p,
+        );
+        for (j, san) in c.k3s.tls_san.iter().enumerate() {
             if san.parse::<IpAddr>().is_err() && !is_hostname(san) {
-                p.push(format!(
-                    "cluster.k3s.tls_san: {san:?} is neither an IP address nor an RFC 1123 name"
-                ));
+                p.push(
+                    format!("cluster.k3s.tls_san[{j}]"),
+                    format!(
+                        "cluster.k3s.tls_san: {san:?} is neither an IP address nor an RFC 1123 name"
+                    ),
+                );
             }
         }
         let net = &c.network;
         match net.match_by {
             MatchBy::Name => {
                 if net.interface.is_none() && self.nodes.iter().any(|n| n.interface.is_none()) {
-                    p.push(
-                        "cluster.network.interface is required when match is `name` (or set `interface` on every node)"
-                            .into(),
+                    p.push("cluster.network.interface", 
+                        "cluster.network.interface is required when match is `name` (or set `interface` on every node)",
                     );
                 }
             }
@@ -309,34 +303,42 @@ impl ClusterSpec {
         if let Some(i) = &net.interface
             && !is_ifname(i)
         {
-            p.push(format!(
-                "cluster.network.interface {i:?} is not a valid interface name"
-            ));
+            p.push(
+                "cluster.network.interface",
+                format!("cluster.network.interface {i:?} is not a valid interface name"),
+            );
         }
         check_subnet::<Ipv4Addr>("cluster.network.ipv4", &net.ipv4, p);
         if let Some(v6) = &net.ipv6 {
             check_subnet::<Ipv6Addr>("cluster.network.ipv6", v6, p);
         }
-        for d in &net.dns {
+        for (j, d) in net.dns.iter().enumerate() {
             if d.parse::<IpAddr>().is_err() {
-                p.push(format!("cluster.network.dns: {d:?} is not an IP address"));
+                p.push(
+                    format!("cluster.network.dns[{j}]"),
+                    format!("cluster.network.dns: {d:?} is not an IP address"),
+                );
             }
         }
-        for s in &net.search {
+        for (j, s) in net.search.iter().enumerate() {
             if !is_hostname(s) {
-                p.push(format!(
-                    "cluster.network.search: {s:?} is not an RFC 1123 domain name"
-                ));
+                p.push(
+                    format!("cluster.network.search[{j}]"),
+                    format!("cluster.network.search: {s:?} is not an RFC 1123 domain name"),
+                );
             }
         }
         if let Some(u) = &c.user
             && !is_username(u)
         {
-            p.push(format!("cluster.user {u:?} is not a valid user name"));
+            p.push(
+                "cluster.user",
+                format!("cluster.user {u:?} is not a valid user name"),
+            );
         }
         for (i, k) in c.ssh_authorized_keys.iter().enumerate() {
             if k.contains('\n') || k.split_whitespace().count() < 2 {
-                p.push(format!(
+                p.push(format!("cluster.ssh_authorized_keys[{i}]"), format!(
                     "cluster.ssh_authorized_keys[{i}] is not a single `type base64 [comment]` line"
                 ));
             }
@@ -344,22 +346,22 @@ impl ClusterSpec {
         if let Some(s) = &c.disk_size
             && let Err(e) = parse_size(s)
         {
-            p.push(format!("cluster.disk_size: {e}"));
+            p.push("cluster.disk_size", format!("cluster.disk_size: {e}"));
         }
         if let Err(e) = parse_duration(&c.wait.network) {
-            p.push(format!("cluster.wait.network: {e}"));
+            p.push("cluster.wait.network", format!("cluster.wait.network: {e}"));
         }
         if let Err(e) = parse_duration(&c.wait.ready) {
-            p.push(format!("cluster.wait.ready: {e}"));
+            p.push("cluster.wait.ready", format!("cluster.wait.ready: {e}"));
         }
     }
 
-    fn check_nodes(&self, p: &mut Vec<String>) {
+    fn check_nodes(&self, p: &mut Problems) {
         if self.nodes.is_empty() {
-            p.push("nodes: the cluster has no nodes".into());
+            p.push("nodes", "nodes: the cluster has no nodes");
         }
         if self.first_server().is_none() {
-            p.push("nodes: at least one node must have role `server`".into());
+            p.push("nodes", "nodes: at least one node must have role `server`");
         }
         let net = &self.cluster.network;
         let v4 = parse_cidr::<Ipv4Addr>(&net.ipv4.cidr).ok();
@@ -375,56 +377,75 @@ impl ClusterSpec {
         let mut names: HashMap<String, &str> = HashMap::new();
         let mut ips: HashMap<IpAddr, &str> = HashMap::new();
         let mut macs: HashMap<String, &str> = HashMap::new();
-        for n in &self.nodes {
+        for (i, n) in self.nodes.iter().enumerate() {
             let who = format!("node {:?}", n.name);
+            let at = |f: &str| format!("nodes[{i}].{f}");
             if !is_dns_label(&n.name) {
-                p.push(format!("{who}: name is not an RFC 1123 hostname label (lowercase a-z, 0-9, '-', at most 63)"));
+                p.push(at("name"), format!("{who}: name is not an RFC 1123 hostname label (lowercase a-z, 0-9, '-', at most 63)"));
             }
             if let Some(prev) = names.insert(n.name.to_ascii_lowercase(), &n.name) {
-                p.push(format!("{who}: duplicate node name (also {prev:?})"));
+                p.push(
+                    at("name"),
+                    format!("{who}: duplicate node name (also {prev:?})"),
+                );
             }
             match n.ipv4.parse::<Ipv4Addr>() {
-                Err(_) => p.push(format!("{who}: ipv4 {:?} is not an IPv4 address", n.ipv4)),
+                Err(_) => p.push(
+                    at("ipv4"),
+                    format!("{who}: ipv4 {:?} is not an IPv4 address", n.ipv4),
+                ),
                 Ok(a) => {
                     if let Some(c) = &v4 {
                         if !c.contains(a) {
-                            p.push(format!("{who}: ipv4 {a} is outside {}", net.ipv4.cidr));
+                            p.push(
+                                at("ipv4"),
+                                format!("{who}: ipv4 {a} is outside {}", net.ipv4.cidr),
+                            );
                         } else if c.is_network_or_broadcast(a) {
-                            p.push(format!(
-                                "{who}: ipv4 {a} is the network or broadcast address of {}",
-                                net.ipv4.cidr
-                            ));
+                            p.push(
+                                at("ipv4"),
+                                format!(
+                                    "{who}: ipv4 {a} is the network or broadcast address of {}",
+                                    net.ipv4.cidr
+                                ),
+                            );
                         }
                     }
                     if gw4 == Some(a) {
-                        p.push(format!("{who}: ipv4 {a} is the gateway address"));
+                        p.push(
+                            at("ipv4"),
+                            format!("{who}: ipv4 {a} is the gateway address"),
+                        );
                     }
                     if let Some(prev) = ips.insert(IpAddr::V4(a), &n.name) {
-                        p.push(format!("{who}: ipv4 {a} is already used by node {prev:?}"));
+                        p.push(
+                            at("ipv4"),
+                            format!("{who}: ipv4 {a} is already used by node {prev:?}"),
+                        );
                     }
                 }
             }
             match (&n.ipv6, &net.ipv6) {
                 (None, None) => {}
-                (Some(_), None) => p.push(format!("{who}: ipv6 is set but cluster.network.ipv6 is not")),
-                (None, Some(_)) => p.push(format!(
+                (Some(_), None) => p.push(at("ipv6"), format!("{who}: ipv6 is set but cluster.network.ipv6 is not")),
+                (None, Some(_)) => p.push(at("ipv6"), format!(
                     "{who}: ipv6 is missing (cluster.network.ipv6 is set: every node needs an IPv6 address)"
                 )),
                 (Some(s), Some(_)) => match s.parse::<Ipv6Addr>() {
-                    Err(_) => p.push(format!("{who}: ipv6 {s:?} is not an IPv6 address")),
+                    Err(_) => p.push(at("ipv6"), format!("{who}: ipv6 {s:?} is not an IPv6 address")),
                     Ok(a) => {
                         if let Some(c) = &v6
                             && !c.contains(a) {
-                                p.push(format!(
+                                p.push(at("ipv6"), format!(
                                     "{who}: ipv6 {a} is outside {}",
                                     net.ipv6.as_ref().map(|s| s.cidr.as_str()).unwrap_or("")
                                 ));
                             }
                         if gw6 == Some(a) {
-                            p.push(format!("{who}: ipv6 {a} is the gateway address"));
+                            p.push(at("ipv6"), format!("{who}: ipv6 {a} is the gateway address"));
                         }
                         if let Some(prev) = ips.insert(IpAddr::V6(a), &n.name) {
-                            p.push(format!("{who}: ipv6 {a} is already used by node {prev:?}"));
+                            p.push(at("ipv6"), format!("{who}: ipv6 {a} is already used by node {prev:?}"));
                         }
                     }
                 },
@@ -432,18 +453,23 @@ impl ClusterSpec {
             match &n.mac {
                 None => {
                     if net.match_by == MatchBy::Mac {
-                        p.push(format!(
-                            "{who}: mac is required when cluster.network.match is `mac`"
-                        ));
+                        p.push(
+                            at("mac"),
+                            format!("{who}: mac is required when cluster.network.match is `mac`"),
+                        );
                     }
                 }
                 Some(m) => match normalize_mac(m) {
-                    None => p.push(format!(
-                        "{who}: mac {m:?} is not a MAC address like 52:54:00:12:34:56"
-                    )),
+                    None => p.push(
+                        at("mac"),
+                        format!("{who}: mac {m:?} is not a MAC address like 52:54:00:12:34:56"),
+                    ),
                     Some(m) => {
                         if let Some(prev) = macs.insert(m.clone(), &n.name) {
-                            p.push(format!("{who}: mac {m} is already used by node {prev:?}"));
+                            p.push(
+                                at("mac"),
+                                format!("{who}: mac {m} is already used by node {prev:?}"),
+                            );
                         }
                     }
                 },
@@ -451,87 +477,105 @@ impl ClusterSpec {
             if let Some(i) = &n.interface
                 && !is_ifname(i)
             {
-                p.push(format!(
-                    "{who}: interface {i:?} is not a valid interface name"
-                ));
+                p.push(
+                    at("interface"),
+                    format!("{who}: interface {i:?} is not a valid interface name"),
+                );
             }
             for (k, v) in &n.labels {
                 if !is_label_key(k) || !is_label_value(v) {
-                    p.push(format!(
-                        "{who}: label {k:?}={v:?} is not a valid Kubernetes label"
-                    ));
+                    p.push(
+                        format!("nodes[{i}].labels.{k}"),
+                        format!("{who}: label {k:?}={v:?} is not a valid Kubernetes label"),
+                    );
                 }
             }
-            for t in &n.taints {
+            for (j, t) in n.taints.iter().enumerate() {
                 if !is_taint(t) {
-                    p.push(format!("{who}: taint {t:?} is not `key[=value]:NoSchedule|PreferNoSchedule|NoExecute`"));
+                    p.push(format!("nodes[{i}].taints[{j}]"), format!("{who}: taint {t:?} is not `key[=value]:NoSchedule|PreferNoSchedule|NoExecute`"));
                 }
             }
-            check_extra_keys(&format!("{who}: config"), &n.config, p);
+            check_extra_keys(&at("config"), &format!("{who}: config"), &n.config, p);
             if let Some(s) = &n.disk_size
                 && let Err(e) = parse_size(s)
             {
-                p.push(format!("{who}: disk_size: {e}"));
+                p.push(at("disk_size"), format!("{who}: disk_size: {e}"));
             }
         }
     }
 }
 
-fn check_extra_keys(what: &str, map: &BTreeMap<String, ConfigValue>, p: &mut Vec<String>) {
+fn check_extra_keys(
+    field: &str,
+    what: &str,
+    map: &BTreeMap<String, ConfigValue>,
+    p: &mut Problems,
+) {
     for k in map.keys() {
         if RESERVED_K3S_KEYS.contains(&k.as_str()) {
-            p.push(format!(
-                "{what}: key {k:?} is set by kiln itself (use the spec's own fields)"
-            ));
+            p.push(
+                format!("{field}.{k}"),
+                format!("{what}: key {k:?} is set by kiln itself (use the spec's own fields)"),
+            );
         } else if k.starts_with('-') || k.is_empty() {
-            p.push(format!(
-                "{what}: key {k:?} must be a flag name without leading dashes"
-            ));
+            p.push(
+                format!("{field}.{k}"),
+                format!("{what}: key {k:?} must be a flag name without leading dashes"),
+            );
         }
     }
 }
 
-fn check_subnet<A: Addr>(what: &str, s: &Subnet, p: &mut Vec<String>) {
+fn check_subnet<A: Addr>(what: &str, s: &Subnet, p: &mut Problems) {
     let cidr = match parse_cidr::<A>(&s.cidr) {
         Ok(c) => Some(c),
         Err(e) => {
-            p.push(format!("{what}.cidr: {e}"));
+            p.push(format!("{what}.cidr"), format!("{what}.cidr: {e}"));
             None
         }
     };
     match s.gateway.parse::<A>() {
-        Err(_) => p.push(format!(
-            "{what}.gateway {:?} is not an {} address",
-            s.gateway,
-            A::FAMILY
-        )),
+        Err(_) => p.push(
+            format!("{what}.gateway"),
+            format!(
+                "{what}.gateway {:?} is not an {} address",
+                s.gateway,
+                A::FAMILY
+            ),
+        ),
         Ok(g) => {
             if let Some(c) = cidr
                 && !c.contains(g)
             {
-                p.push(format!(
-                    "{what}.gateway {} is outside {}",
-                    s.gateway, s.cidr
-                ));
+                p.push(
+                    format!("{what}.gateway"),
+                    format!("{what}.gateway {} is outside {}", s.gateway, s.cidr),
+                );
             }
         }
     }
 }
 
-fn check_token_file(path: &Path, p: &mut Vec<String>) {
+fn check_token_file(path: &Path, p: &mut Problems) {
     match fs::metadata(path) {
         Ok(m) if m.is_file() => {
             if let Err(e) = fs::File::open(path) {
-                p.push(format!(
-                    "cluster.k3s.token_file {}: cannot be read: {e}",
-                    path.display()
-                ));
+                p.push(
+                    "cluster.k3s.token_file",
+                    format!(
+                        "cluster.k3s.token_file {}: cannot be read: {e}",
+                        path.display()
+                    ),
+                );
             }
         }
-        Ok(_) => p.push(format!(
-            "cluster.k3s.token_file {}: is not a regular file",
-            path.display()
-        )),
+        Ok(_) => p.push(
+            "cluster.k3s.token_file",
+            format!(
+                "cluster.k3s.token_file {}: is not a regular file",
+                path.display()
+            ),
+        ),
         Err(e)
             if matches!(
                 e.kind(),
@@ -547,16 +591,19 @@ fn check_token_file(path: &Path, p: &mut Vec<String>) {
                 match fs::metadata(&dir) {
                     Ok(m) if m.is_dir() => {
                         if m.permissions().readonly() {
-                            p.push(format!(
-                                "cluster.k3s.token_file {}: missing and {} is read-only",
-                                path.display(),
-                                dir.display()
-                            ));
+                            p.push(
+                                "cluster.k3s.token_file",
+                                format!(
+                                    "cluster.k3s.token_file {}: missing and {} is read-only",
+                                    path.display(),
+                                    dir.display()
+                                ),
+                            );
                         }
                         break;
                     }
                     Ok(_) => {
-                        p.push(format!(
+                        p.push("cluster.k3s.token_file", format!(
                             "cluster.k3s.token_file {}: missing and cannot be created ({} is not a directory)",
                             path.display(),
                             dir.display()
@@ -570,10 +617,13 @@ fn check_token_file(path: &Path, p: &mut Vec<String>) {
                 }
             }
         }
-        Err(e) => p.push(format!(
-            "cluster.k3s.token_file {}: cannot be read: {e}",
-            path.display()
-        )),
+        Err(e) => p.push(
+            "cluster.k3s.token_file",
+            format!(
+                "cluster.k3s.token_file {}: cannot be read: {e}",
+                path.display()
+            ),
+        ),
     }
 }
 

@@ -39,7 +39,7 @@ fn problems(yaml: &str) -> Vec<String> {
     let (_d, s) = spec(yaml);
     match s.validate() {
         Ok(()) => Vec::new(),
-        Err(Error::Invalid(p)) => p.0,
+        Err(Error::Invalid(p)) => p.lines().collect(),
         Err(e) => panic!("unexpected error kind: {e}"),
     }
 }
@@ -365,4 +365,30 @@ fn token_never_in_errors() {
     assert_eq!(t.expose(), "sekrit-token-value");
     assert!(!format!("{t:?}").contains("sekrit"));
     let _ = Path::new("");
+}
+
+/// Each problem names its field as a path a provider can map back to its own attribute.
+#[test]
+fn problems_name_their_field_paths() {
+    let yaml = GOOD
+        .replace("ipv4: 192.168.122.11", "ipv4: 192.168.123.11")
+        .replace("[lab.internal]", "[lab..internal]")
+        .replace("observability=true:NoSchedule", "bad taint")
+        .replace("disk_size: 80G", "disk_size: 80X");
+    let (_d, s) = spec(&yaml);
+    let Err(Error::Invalid(p)) = s.validate() else {
+        panic!("expected problems")
+    };
+    let fields: Vec<&str> = p.list.iter().map(|x| x.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "cluster.network.search[0]",
+            "cluster.disk_size",
+            "nodes[1].ipv4",
+            "nodes[1].taints[0]"
+        ],
+        "{p}"
+    );
+    assert!(p.list[2].message.contains("worker-01"), "{}", p.list[2]);
 }
