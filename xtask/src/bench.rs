@@ -38,113 +38,141 @@ pub fn run(args: &[String]) -> Result<()> {
     let top = dir.join("top.qcow2");
     make_overlay_changing_ten_percent(&base, &top, data_mib)?;
 
-    let mut rows = Vec::new();
+    let mut rows = vec![read_row(&kiln, &dir, &top, reps)?];
+    for kind in [
+        ("4 KiB random writes ×2000", 2000u64, 4096u64, true),
+        ("1 MiB sequential writes ×256", 256, MIB, false),
+    ] {
+        rows.push(writes_row(&dir, &base, data_mib, reps, kind)?);
+    }
+    rows.push(flatten_row(&kiln, &dir, &top, reps)?);
+    // ext4: 220 MB of new files into a filesystem inside the image.
+    rows.push(ext4_row(&dir, reps)?);
 
-    // 1. Read every guest byte through the chain into a raw file.
+    // The whole golden build vs the scripted offline alternative.
+    rows.push(golden_row(&kiln, &dir, reps)?);
+
+    // NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
+    rows.push(seeds_row(&kiln, &dir, reps)?);
+
+    // A 100-node cluster directory: overlays + seeds + inventory vs qemu-img + cloud-localds.
+    rows.push(cluster_row(&kiln, &dir, &base, reps)?);
+
+    print_table(&rows, reps);
+    Ok(())
+}
+
+/// Read every guest byte through the chain into a raw file.
+fn read_row(kiln: &Path, dir: &Path, top: &Path, reps: usize) -> Result<Row> {
     let out = dir.join("out.raw");
     let q = best_of(reps, || {
         let _ = std::fs::remove_file(&out);
-        sh(Command::new("qemu-img").args(["convert", "-O", "raw", s(&top), s(&out)])).map(drop)
+        sh(Command::new("qemu-img").args(["convert", "-O", "raw", s(top), s(&out)])).map(drop)
     })?;
     let k = best_of(reps, || {
         let _ = std::fs::remove_file(&out);
-        sh(Command::new(&kiln).args(["convert", "-q", "--format", "raw", s(&top), s(&out)]))
-            .map(drop)
+        sh(Command::new(kiln).args(["convert", "-q", "--format", "raw", s(top), s(&out)])).map(drop)
     })?;
-    rows.push(Row {
+    Ok(Row {
         name: "read chain → raw (3.5 GiB virtual)".into(),
         kiln: k,
         reference: q,
         reference_name: "qemu-img convert -O raw".into(),
         target: 1.0,
-    });
+    })
+}
 
-    // 2. Writes into a fresh overlay over the compressed base.
-    for (label, count, len, random) in [
-        ("4 KiB random writes ×2000", 2000u64, 4096u64, true),
-        ("1 MiB sequential writes ×256", 256, MIB, false),
-    ] {
-        let offsets: Vec<u64> = {
-            let mut rng = Rng(17);
-            (0..count)
-                .map(|i| {
-                    if random {
-                        rng.below((data_mib * MIB - len) / 4096) * 4096
-                    } else {
-                        i * len
-                    }
-                })
-                .collect()
-        };
-        let ov = dir.join("w.qcow2");
-        let script = dir.join("qemu-io.cmds");
-        {
-            let mut f = File::create(&script)?;
-            for &o in &offsets {
-                writeln!(f, "write -P 0x5a {o} {len}")?;
-            }
-        }
-        let fresh = |ov: &Path| -> Result<()> {
-            let _ = std::fs::remove_file(ov);
-            sh(Command::new("qemu-img").args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                s(&base),
-                "-F",
-                "qcow2",
-                s(ov),
-            ]))
-            .map(drop)
-        };
-        // qemu-io reads commands from stdin; its start-up and open cost is measured separately and
-        // subtracted, so the ratio compares the writes themselves.
-        let qemu_io = |ov: &Path, cmds: &Path| -> Result<()> {
-            let status = Command::new("qemu-io")
-                .arg(s(ov))
-                .stdin(File::open(cmds)?)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .context("run qemu-io")?;
-            anyhow::ensure!(status.success(), "qemu-io failed");
-            Ok(())
-        };
-        let empty = dir.join("empty.cmds");
-        std::fs::write(&empty, "")?;
-        let mut q = f64::INFINITY;
-        let mut startup = f64::INFINITY;
-        for _ in 0..reps {
-            fresh(&ov)?;
-            startup = startup.min(best_of(1, || qemu_io(&ov, &empty))?);
-            fresh(&ov)?;
-            q = q.min(best_of(1, || qemu_io(&ov, &script))?);
-        }
-        let q = (q - startup).max(1e-6);
-        let mut k = f64::INFINITY;
-        for _ in 0..reps {
-            let _ = std::fs::remove_file(&ov);
-            let buf = vec![0x5au8; len as usize];
-            k = k.min(best_of(1, || {
-                let p = begin_overlay(&ov, &base, None, &OpenOptions::default())?;
-                for &o in &offsets {
-                    p.image().write_at(&buf, o)?;
+/// One kind of write into a fresh overlay over the compressed base: `count` writes of `len` bytes,
+/// at random 4 KiB-aligned offsets or sequentially.
+fn writes_row(
+    dir: &Path,
+    base: &Path,
+    data_mib: u64,
+    reps: usize,
+    (label, count, len, random): (&str, u64, u64, bool),
+) -> Result<Row> {
+    let offsets: Vec<u64> = {
+        let mut rng = Rng(17);
+        (0..count)
+            .map(|i| {
+                if random {
+                    rng.below((data_mib * MIB - len) / 4096) * 4096
+                } else {
+                    i * len
                 }
-                p.commit()?;
-                Ok(())
-            })?);
+            })
+            .collect()
+    };
+    let ov = dir.join("w.qcow2");
+    let script = dir.join("qemu-io.cmds");
+    {
+        let mut f = File::create(&script)?;
+        for &o in &offsets {
+            writeln!(f, "write -P 0x5a {o} {len}")?;
         }
-        rows.push(Row {
-            name: format!("overlay: {label}"),
-            kiln: k,
-            reference: q,
-            reference_name: "qemu-io write (start-up subtracted)".into(),
-            target: 1.0,
-        });
     }
+    let fresh = |ov: &Path| -> Result<()> {
+        let _ = std::fs::remove_file(ov);
+        sh(Command::new("qemu-img").args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            s(base),
+            "-F",
+            "qcow2",
+            s(ov),
+        ]))
+        .map(drop)
+    };
+    // qemu-io reads commands from stdin; its start-up and open cost is measured separately and
+    // subtracted, so the ratio compares the writes themselves.
+    let qemu_io = |ov: &Path, cmds: &Path| -> Result<()> {
+        let status = Command::new("qemu-io")
+            .arg(s(ov))
+            .stdin(File::open(cmds)?)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("run qemu-io")?;
+        anyhow::ensure!(status.success(), "qemu-io failed");
+        Ok(())
+    };
+    let empty = dir.join("empty.cmds");
+    std::fs::write(&empty, "")?;
+    let mut q = f64::INFINITY;
+    let mut startup = f64::INFINITY;
+    for _ in 0..reps {
+        fresh(&ov)?;
+        startup = startup.min(best_of(1, || qemu_io(&ov, &empty))?);
+        fresh(&ov)?;
+        q = q.min(best_of(1, || qemu_io(&ov, &script))?);
+    }
+    let q = (q - startup).max(1e-6);
+    let mut k = f64::INFINITY;
+    for _ in 0..reps {
+        let _ = std::fs::remove_file(&ov);
+        let buf = vec![0x5au8; len as usize];
+        k = k.min(best_of(1, || {
+            let p = begin_overlay(&ov, base, None, &OpenOptions::default())?;
+            for &o in &offsets {
+                p.image().write_at(&buf, o)?;
+            }
+            p.commit()?;
+            Ok(())
+        })?);
+    }
+    Ok(Row {
+        name: format!("overlay: {label}"),
+        kiln: k,
+        reference: q,
+        reference_name: "qemu-io write (start-up subtracted)".into(),
+        target: 1.0,
+    })
+}
 
-    // 3. Flatten the overlay (10 % changed) into one zstd-compressed qcow2.
+/// Flatten the overlay (10 % changed) into one zstd-compressed qcow2.
+fn flatten_row(kiln: &Path, dir: &Path, top: &Path, reps: usize) -> Result<Row> {
     let flat = dir.join("flat.qcow2");
     let q = best_of(reps, || {
         let _ = std::fs::remove_file(&flat);
@@ -155,39 +183,24 @@ pub fn run(args: &[String]) -> Result<()> {
             "qcow2",
             "-o",
             "compression_type=zstd",
-            s(&top),
+            s(top),
             s(&flat),
         ]))
         .map(drop)
     })?;
     let k = best_of(reps, || {
         let _ = std::fs::remove_file(&flat);
-        sh(Command::new(&kiln).args(["convert", "-q", "--compress", "zstd", s(&top), s(&flat)]))
+        sh(Command::new(kiln).args(["convert", "-q", "--compress", "zstd", s(top), s(&flat)]))
             .map(drop)
     })?;
-    sh(Command::new("qemu-img").args(["compare", s(&flat), s(&top)]))?;
-    rows.push(Row {
+    sh(Command::new("qemu-img").args(["compare", s(&flat), s(top)]))?;
+    Ok(Row {
         name: "flatten overlay (10 % changed) → zstd qcow2".into(),
         kiln: k,
         reference: q,
         reference_name: "qemu-img convert -c zstd".into(),
         target: 10.0,
-    });
-
-    // 4. ext4: 220 MB of new files into a filesystem inside the image.
-    rows.push(ext4_row(&dir, reps)?);
-
-    // 5. The whole golden build vs the scripted offline alternative.
-    rows.push(golden_row(&kiln, &dir, reps)?);
-
-    // 6. NoCloud seeds for a 1000-node cluster: one kiln run vs cloud-localds once per node.
-    rows.push(seeds_row(&kiln, &dir, reps)?);
-
-    // 7. A 100-node cluster directory: overlays + seeds + inventory vs qemu-img + cloud-localds.
-    rows.push(cluster_row(&kiln, &dir, &base, reps)?);
-
-    print_table(&rows, reps);
-    Ok(())
+    })
 }
 
 fn print_table(rows: &[Row], reps: usize) {

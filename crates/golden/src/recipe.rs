@@ -464,126 +464,47 @@ impl Recipe {
 }
 
 fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Problems) {
-    let at = format!("prerequisites[{i}]");
-    let mut path = |what: &str, s: &str| {
-        if let Err(r) = check_guest_path(s) {
-            p.push(format!("{at}.{what}"), format!("{at}.{what} {s:?} {r}"));
-        }
+    let mut at = At {
+        at: format!("prerequisites[{i}]"),
+        p,
     };
     match pr {
-        Prerequisite::File(f) => {
-            path("path", &f.path);
-            match (&f.content, &f.source) {
-                (Some(_), Some(_)) => p.push(
-                    at.clone(),
-                    format!(
-                        "{at} (file {:?}) has both content and source; give one",
-                        f.path
-                    ),
-                ),
-                (None, None) => p.push(
-                    at.clone(),
-                    format!("{at} (file {:?}) needs content or source", f.path),
-                ),
-                _ => {}
-            }
-            if let Some(s) = &f.sha256 {
-                if !is_sha256(s) {
-                    p.push(
-                        format!("{at}.sha256"),
-                        format!("{at}.sha256 {s:?} is not 64 lower-case hex digits"),
-                    );
-                }
-                if f.source.is_none() {
-                    p.push(
-                        format!("{at}.sha256"),
-                        format!("{at}.sha256 only applies to a source file"),
-                    );
-                }
-            }
-        }
-        Prerequisite::Directory(d) => path("path", &d.path),
+        Prerequisite::File(f) => check_file(&mut at, f),
+        Prerequisite::Directory(d) => at.path("path", &d.path),
         Prerequisite::Symlink(s) => {
-            path("path", &s.path);
+            at.path("path", &s.path);
             if s.target.is_empty() || s.target.contains('\0') {
-                p.push(
-                    format!("{at}.target"),
-                    format!("{at}.target must be a non-empty path"),
-                );
+                at.bad("target", "must be a non-empty path");
             }
         }
         Prerequisite::ModulesLoad(m) => {
-            if !is_conf_name(&m.name) {
-                p.push(
-                    format!("{at}.name"),
-                    format!("{at}.name {:?} must be a plain file stem", m.name),
-                );
-            }
+            at.conf_name(&m.name);
             if m.modules.is_empty() {
-                p.push(format!("{at}.modules"), format!("{at}.modules is empty"));
+                at.bad("modules", "is empty");
             }
+            let module = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
             for md in &m.modules {
-                if md.is_empty()
-                    || !md
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                {
-                    p.push(
-                        format!("{at}.modules"),
-                        format!("{at}: {md:?} is not a kernel module name"),
-                    );
+                if md.is_empty() || !md.bytes().all(module) {
+                    at.bad_in("modules", format!("{md:?} is not a kernel module name"));
                 }
             }
         }
-        Prerequisite::Sysctl(s) => {
-            if !is_conf_name(&s.name) {
-                p.push(
-                    format!("{at}.name"),
-                    format!("{at}.name {:?} must be a plain file stem", s.name),
-                );
-            }
-            if s.settings.is_empty() {
-                p.push(format!("{at}.settings"), format!("{at}.settings is empty"));
-            }
-            for (k, v) in &s.settings {
-                if k.is_empty()
-                    || !k
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-/*".contains(&b))
-                {
-                    p.push(
-                        format!("{at}.settings.{k}"),
-                        format!("{at}: {k:?} is not a sysctl key"),
-                    );
-                }
-                if v.contains('\n') {
-                    p.push(
-                        format!("{at}.settings.{k}"),
-                        format!("{at}: the value of {k} contains a newline"),
-                    );
-                }
-            }
-        }
+        Prerequisite::Sysctl(s) => check_sysctl(&mut at, s),
         Prerequisite::SystemdEnable(u) => {
+            const UNIT_KINDS: [&str; 6] = [
+                ".service", ".socket", ".timer", ".target", ".path", ".mount",
+            ];
             for (what, n) in [("unit", &u.unit), ("wanted_by", &u.wanted_by)] {
-                let ok_suffix = [
-                    ".service", ".socket", ".timer", ".target", ".path", ".mount",
-                ]
-                .iter()
-                .any(|s| n.ends_with(s));
-                if !ok_suffix || !is_conf_name(n) {
-                    p.push(
-                        format!("{at}.{what}"),
-                        format!("{at}.{what} {n:?} is not a systemd unit name"),
-                    );
+                if !UNIT_KINDS.iter().any(|s| n.ends_with(s)) || !is_conf_name(n) {
+                    at.bad(what, format!("{n:?} is not a systemd unit name"));
                 }
             }
         }
         Prerequisite::Deb(d) => {
             if !is_sha256(&d.sha256) {
-                p.push(
-                    format!("{at}.sha256"),
-                    format!("{at}.sha256 {:?} is not 64 lower-case hex digits", d.sha256),
+                at.bad(
+                    "sha256",
+                    format!("{:?} is not 64 lower-case hex digits", d.sha256),
                 );
             }
             let name = d
@@ -592,24 +513,97 @@ fn check_prereq(i: usize, pr: &Prerequisite, p: &mut Problems) {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if !name.ends_with(".deb") || !is_conf_name(&name.replace(['+', '~'], "_")) {
-                p.push(
-                    format!("{at}.source"),
-                    format!("{at}.source {:?} must name a .deb file", d.source.display()),
-                );
+                let source = d.source.display();
+                at.bad("source", format!("{source:?} must name a .deb file"));
             }
         }
         Prerequisite::CloudInitDatasource(d) => {
             if d.list.is_empty() {
-                p.push(format!("{at}.list"), format!("{at}.list is empty"));
+                at.bad("list", "is empty");
             }
             for n in &d.list {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    p.push(
-                        format!("{at}.list"),
-                        format!("{at}: {n:?} is not a datasource name"),
-                    );
+                    at.bad_in("list", format!("{n:?} is not a datasource name"));
                 }
             }
+        }
+    }
+}
+
+/// Problems of one prerequisite, `prerequisites[i]`.
+struct At<'p> {
+    at: String,
+    p: &'p mut Problems,
+}
+
+impl At<'_> {
+    fn field(&self, sub: &str) -> String {
+        if sub.is_empty() {
+            self.at.clone()
+        } else {
+            format!("{}.{sub}", self.at)
+        }
+    }
+
+    /// A problem with field `sub`, told as "prerequisites[i].sub REST".
+    fn bad(&mut self, sub: &str, rest: impl std::fmt::Display) {
+        let field = self.field(sub);
+        let message = format!("{field} {rest}");
+        self.p.push(field, message);
+    }
+
+    /// A problem with an item of field `sub`, told as "prerequisites[i]: REST".
+    fn bad_in(&mut self, sub: &str, rest: impl std::fmt::Display) {
+        let message = format!("{}: {rest}", self.at);
+        self.p.push(self.field(sub), message);
+    }
+
+    fn path(&mut self, sub: &str, s: &str) {
+        if let Err(r) = check_guest_path(s) {
+            self.bad(sub, format!("{s:?} {r}"));
+        }
+    }
+
+    fn conf_name(&mut self, name: &str) {
+        if !is_conf_name(name) {
+            self.bad("name", format!("{name:?} must be a plain file stem"));
+        }
+    }
+}
+
+fn check_file(at: &mut At<'_>, f: &FileEntry) {
+    at.path("path", &f.path);
+    match (&f.content, &f.source) {
+        (Some(_), Some(_)) => at.bad(
+            "",
+            format!("(file {:?}) has both content and source; give one", f.path),
+        ),
+        (None, None) => at.bad("", format!("(file {:?}) needs content or source", f.path)),
+        _ => {}
+    }
+    if let Some(s) = &f.sha256 {
+        if !is_sha256(s) {
+            at.bad("sha256", format!("{s:?} is not 64 lower-case hex digits"));
+        }
+        if f.source.is_none() {
+            at.bad("sha256", "only applies to a source file");
+        }
+    }
+}
+
+fn check_sysctl(at: &mut At<'_>, s: &Sysctl) {
+    at.conf_name(&s.name);
+    if s.settings.is_empty() {
+        at.bad("settings", "is empty");
+    }
+    let key = |b: u8| b.is_ascii_alphanumeric() || b"._-/*".contains(&b);
+    for (k, v) in &s.settings {
+        let field = format!("settings.{k}");
+        if k.is_empty() || !k.bytes().all(key) {
+            at.bad_in(&field, format!("{k:?} is not a sysctl key"));
+        }
+        if v.contains('\n') {
+            at.bad_in(&field, format!("the value of {k} contains a newline"));
         }
     }
 }

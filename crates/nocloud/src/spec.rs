@@ -364,144 +364,179 @@ impl ClusterSpec {
             p.push("nodes", "nodes: at least one node must have role `server`");
         }
         let net = &self.cluster.network;
-        let v4 = parse_cidr::<Ipv4Addr>(&net.ipv4.cidr).ok();
-        let v6 = net
-            .ipv6
-            .as_ref()
-            .and_then(|s| parse_cidr::<Ipv6Addr>(&s.cidr).ok());
-        let gw4 = net.ipv4.gateway.parse::<Ipv4Addr>().ok();
-        let gw6 = net
-            .ipv6
-            .as_ref()
-            .and_then(|s| s.gateway.parse::<Ipv6Addr>().ok());
-        let mut names: HashMap<String, &str> = HashMap::new();
-        let mut ips: HashMap<IpAddr, &str> = HashMap::new();
-        let mut macs: HashMap<String, &str> = HashMap::new();
+        let nets = Nets {
+            v4: parse_cidr::<Ipv4Addr>(&net.ipv4.cidr).ok(),
+            v6: net
+                .ipv6
+                .as_ref()
+                .and_then(|s| parse_cidr::<Ipv6Addr>(&s.cidr).ok()),
+            gw4: net.ipv4.gateway.parse::<Ipv4Addr>().ok(),
+            gw6: net
+                .ipv6
+                .as_ref()
+                .and_then(|s| s.gateway.parse::<Ipv6Addr>().ok()),
+        };
+        let mut seen = Seen::default();
         for (i, n) in self.nodes.iter().enumerate() {
-            let who = format!("node {:?}", n.name);
-            let at = |f: &str| format!("nodes[{i}].{f}");
-            if !is_dns_label(&n.name) {
-                p.push(at("name"), format!("{who}: name is not an RFC 1123 hostname label (lowercase a-z, 0-9, '-', at most 63)"));
-            }
-            if let Some(prev) = names.insert(n.name.to_ascii_lowercase(), &n.name) {
-                p.push(
-                    at("name"),
-                    format!("{who}: duplicate node name (also {prev:?})"),
-                );
-            }
-            match n.ipv4.parse::<Ipv4Addr>() {
-                Err(_) => p.push(
-                    at("ipv4"),
-                    format!("{who}: ipv4 {:?} is not an IPv4 address", n.ipv4),
-                ),
-                Ok(a) => {
-                    if let Some(c) = &v4 {
-                        if !c.contains(a) {
-                            p.push(
-                                at("ipv4"),
-                                format!("{who}: ipv4 {a} is outside {}", net.ipv4.cidr),
-                            );
-                        } else if c.is_network_or_broadcast(a) {
-                            p.push(
-                                at("ipv4"),
-                                format!(
-                                    "{who}: ipv4 {a} is the network or broadcast address of {}",
-                                    net.ipv4.cidr
-                                ),
-                            );
-                        }
-                    }
-                    if gw4 == Some(a) {
-                        p.push(
-                            at("ipv4"),
-                            format!("{who}: ipv4 {a} is the gateway address"),
-                        );
-                    }
-                    if let Some(prev) = ips.insert(IpAddr::V4(a), &n.name) {
-                        p.push(
-                            at("ipv4"),
-                            format!("{who}: ipv4 {a} is already used by node {prev:?}"),
-                        );
-                    }
-                }
-            }
-            match (&n.ipv6, &net.ipv6) {
-                (None, None) => {}
-                (Some(_), None) => p.push(at("ipv6"), format!("{who}: ipv6 is set but cluster.network.ipv6 is not")),
-                (None, Some(_)) => p.push(at("ipv6"), format!(
-                    "{who}: ipv6 is missing (cluster.network.ipv6 is set: every node needs an IPv6 address)"
-                )),
-                (Some(s), Some(_)) => match s.parse::<Ipv6Addr>() {
-                    Err(_) => p.push(at("ipv6"), format!("{who}: ipv6 {s:?} is not an IPv6 address")),
-                    Ok(a) => {
-                        if let Some(c) = &v6
-                            && !c.contains(a) {
-                                p.push(at("ipv6"), format!(
-                                    "{who}: ipv6 {a} is outside {}",
-                                    net.ipv6.as_ref().map(|s| s.cidr.as_str()).unwrap_or("")
-                                ));
-                            }
-                        if gw6 == Some(a) {
-                            p.push(at("ipv6"), format!("{who}: ipv6 {a} is the gateway address"));
-                        }
-                        if let Some(prev) = ips.insert(IpAddr::V6(a), &n.name) {
-                            p.push(at("ipv6"), format!("{who}: ipv6 {a} is already used by node {prev:?}"));
-                        }
-                    }
-                },
-            }
-            match &n.mac {
-                None => {
-                    if net.match_by == MatchBy::Mac {
-                        p.push(
-                            at("mac"),
-                            format!("{who}: mac is required when cluster.network.match is `mac`"),
-                        );
-                    }
-                }
-                Some(m) => match normalize_mac(m) {
-                    None => p.push(
-                        at("mac"),
-                        format!("{who}: mac {m:?} is not a MAC address like 52:54:00:12:34:56"),
-                    ),
-                    Some(m) => {
-                        if let Some(prev) = macs.insert(m.clone(), &n.name) {
-                            p.push(
-                                at("mac"),
-                                format!("{who}: mac {m} is already used by node {prev:?}"),
-                            );
-                        }
-                    }
-                },
-            }
-            if let Some(i) = &n.interface
-                && !is_ifname(i)
-            {
-                p.push(
-                    at("interface"),
-                    format!("{who}: interface {i:?} is not a valid interface name"),
-                );
-            }
+            let mut at = NodeAt {
+                i,
+                who: format!("node {:?}", n.name),
+                p,
+            };
+            check_node_name(&mut at, n, &mut seen);
+            self.check_node_ipv4(&mut at, n, &nets, &mut seen);
+            self.check_node_ipv6(&mut at, n, &nets, &mut seen);
+            self.check_node_nic(&mut at, n, &mut seen);
             for (k, v) in &n.labels {
                 if !is_label_key(k) || !is_label_value(v) {
-                    p.push(
-                        format!("nodes[{i}].labels.{k}"),
-                        format!("{who}: label {k:?}={v:?} is not a valid Kubernetes label"),
-                    );
+                    let text = format!("label {k:?}={v:?} is not a valid Kubernetes label");
+                    at.bad(&format!("labels.{k}"), text);
                 }
             }
             for (j, t) in n.taints.iter().enumerate() {
                 if !is_taint(t) {
-                    p.push(format!("nodes[{i}].taints[{j}]"), format!("{who}: taint {t:?} is not `key[=value]:NoSchedule|PreferNoSchedule|NoExecute`"));
+                    let text = format!(
+                        "taint {t:?} is not `key[=value]:NoSchedule|PreferNoSchedule|NoExecute`"
+                    );
+                    at.bad(&format!("taints[{j}]"), text);
                 }
             }
-            check_extra_keys(&at("config"), &format!("{who}: config"), &n.config, p);
+            let (field, what) = (at.field("config"), format!("{}: config", at.who));
+            check_extra_keys(&field, &what, &n.config, at.p);
             if let Some(s) = &n.disk_size
                 && let Err(e) = parse_size(s)
             {
-                p.push(at("disk_size"), format!("{who}: disk_size: {e}"));
+                at.bad("disk_size", format!("disk_size: {e}"));
             }
         }
+    }
+
+    fn check_node_ipv4(&self, at: &mut NodeAt<'_>, n: &NodeSpec, nets: &Nets, seen: &mut Seen) {
+        let cidr = &self.cluster.network.ipv4.cidr;
+        let a = match n.ipv4.parse::<Ipv4Addr>() {
+            Err(_) => {
+                return at.bad("ipv4", format!("ipv4 {:?} is not an IPv4 address", n.ipv4));
+            }
+            Ok(a) => a,
+        };
+        if let Some(c) = &nets.v4 {
+            if !c.contains(a) {
+                at.bad("ipv4", format!("ipv4 {a} is outside {cidr}"));
+            } else if c.is_network_or_broadcast(a) {
+                let text = format!("ipv4 {a} is the network or broadcast address of {cidr}");
+                at.bad("ipv4", text);
+            }
+        }
+        if nets.gw4 == Some(a) {
+            at.bad("ipv4", format!("ipv4 {a} is the gateway address"));
+        }
+        if let Some(prev) = seen.ips.insert(IpAddr::V4(a), n.name.clone()) {
+            at.bad("ipv4", format!("ipv4 {a} is already used by node {prev:?}"));
+        }
+    }
+
+    fn check_node_ipv6(&self, at: &mut NodeAt<'_>, n: &NodeSpec, nets: &Nets, seen: &mut Seen) {
+        let net6 = self.cluster.network.ipv6.as_ref();
+        let s = match (&n.ipv6, net6) {
+            (None, None) => return,
+            (Some(_), None) => {
+                return at.bad("ipv6", "ipv6 is set but cluster.network.ipv6 is not");
+            }
+            (None, Some(_)) => {
+                let text = "ipv6 is missing (cluster.network.ipv6 is set: every node needs an \
+                            IPv6 address)";
+                return at.bad("ipv6", text);
+            }
+            (Some(s), Some(_)) => s,
+        };
+        let Ok(a) = s.parse::<Ipv6Addr>() else {
+            return at.bad("ipv6", format!("ipv6 {s:?} is not an IPv6 address"));
+        };
+        if let Some(c) = &nets.v6
+            && !c.contains(a)
+        {
+            let cidr = net6.map_or("", |s| s.cidr.as_str());
+            at.bad("ipv6", format!("ipv6 {a} is outside {cidr}"));
+        }
+        if nets.gw6 == Some(a) {
+            at.bad("ipv6", format!("ipv6 {a} is the gateway address"));
+        }
+        if let Some(prev) = seen.ips.insert(IpAddr::V6(a), n.name.clone()) {
+            at.bad("ipv6", format!("ipv6 {a} is already used by node {prev:?}"));
+        }
+    }
+
+    fn check_node_nic(&self, at: &mut NodeAt<'_>, n: &NodeSpec, seen: &mut Seen) {
+        match &n.mac {
+            None if self.cluster.network.match_by == MatchBy::Mac => {
+                at.bad("mac", "mac is required when cluster.network.match is `mac`");
+            }
+            None => {}
+            Some(m) => match normalize_mac(m) {
+                None => {
+                    let text = format!("mac {m:?} is not a MAC address like 52:54:00:12:34:56");
+                    at.bad("mac", text);
+                }
+                Some(m) => {
+                    if let Some(prev) = seen.macs.insert(m.clone(), n.name.clone()) {
+                        at.bad("mac", format!("mac {m} is already used by node {prev:?}"));
+                    }
+                }
+            },
+        }
+        if let Some(i) = &n.interface
+            && !is_ifname(i)
+        {
+            let text = format!("interface {i:?} is not a valid interface name");
+            at.bad("interface", text);
+        }
+    }
+}
+
+fn check_node_name(at: &mut NodeAt<'_>, n: &NodeSpec, seen: &mut Seen) {
+    if !is_dns_label(&n.name) {
+        let text = "name is not an RFC 1123 hostname label (lowercase a-z, 0-9, '-', at most 63)";
+        at.bad("name", text);
+    }
+    if let Some(prev) = seen
+        .names
+        .insert(n.name.to_ascii_lowercase(), n.name.clone())
+    {
+        at.bad("name", format!("duplicate node name (also {prev:?})"));
+    }
+}
+
+/// The cluster's subnets and gateways, parsed once for the node checks.
+struct Nets {
+    v4: Option<Cidr<Ipv4Addr>>,
+    v6: Option<Cidr<Ipv6Addr>>,
+    gw4: Option<Ipv4Addr>,
+    gw6: Option<Ipv6Addr>,
+}
+
+/// Names, addresses and MACs of the nodes checked so far, with the node that has each.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, String>,
+    ips: HashMap<IpAddr, String>,
+    macs: HashMap<String, String>,
+}
+
+/// Problems of one node, `nodes[i]`, told as `node "name": …`.
+struct NodeAt<'p> {
+    i: usize,
+    who: String,
+    p: &'p mut Problems,
+}
+
+impl NodeAt<'_> {
+    fn field(&self, sub: &str) -> String {
+        format!("nodes[{}].{sub}", self.i)
+    }
+
+    fn bad(&mut self, sub: &str, text: impl std::fmt::Display) {
+        let message = format!("{}: {text}", self.who);
+        self.p.push(self.field(sub), message);
     }
 }
 

@@ -109,25 +109,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
         golden.display(),
         t.elapsed().as_secs_f64()
     );
-    let t = Instant::now();
-    let spec = work.join("e2e-cluster.yaml");
-    std::fs::write(&spec, SPEC)?;
-    let nodes_dir = work.join("nodes");
-    run(Command::new(&kiln)
-        .env("SOURCE_DATE_EPOCH", "1767225600")
-        .arg("cluster")
-        .arg(&spec)
-        .arg("--golden")
-        .arg(&golden)
-        .arg("-o")
-        .arg(&nodes_dir))?;
-    let expects = expectations(&nodes_dir, &work)?;
-    println!(
-        "kiln cluster: {} nodes in {} ({:.1} s)",
-        expects.len(),
-        nodes_dir.display(),
-        t.elapsed().as_secs_f64()
-    );
+    let (nodes_dir, expects) = cluster(&kiln, &golden, &work)?;
 
     let t = Instant::now();
     println!(
@@ -138,10 +120,49 @@ pub fn run_task(args: &[String]) -> Result<()> {
     let observed = boot_all(&expects, &nodes_dir, &base, accel, &work)?;
     println!("boots: {:.0} s", t.elapsed().as_secs_f64());
 
+    verdict(&kiln, &base, accel, &work, &expects, &observed, t0)
+}
+
+/// `kiln cluster` for the e2e spec against `golden`; the nodes' directory and what each must show.
+fn cluster(kiln: &Path, golden: &Path, work: &Path) -> Result<(PathBuf, Vec<Expect>)> {
+    let t = Instant::now();
+    let spec = work.join("e2e-cluster.yaml");
+    std::fs::write(&spec, SPEC)?;
+    let nodes_dir = work.join("nodes");
+    run(Command::new(kiln)
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .arg("cluster")
+        .arg(&spec)
+        .arg("--golden")
+        .arg(golden)
+        .arg("-o")
+        .arg(&nodes_dir))?;
+    let expects = expectations(&nodes_dir, work)?;
+    println!(
+        "kiln cluster: {} nodes in {} ({:.1} s)",
+        expects.len(),
+        nodes_dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+
+    Ok((nodes_dir, expects))
+}
+
+/// Runs every check on what the boots showed, prints them and the negative case, writes the
+/// report, and fails unless every check passed and the broken seed was caught.
+fn verdict(
+    kiln: &Path,
+    base: &base::Base,
+    accel: Accel,
+    work: &Path,
+    expects: &[Expect],
+    observed: &[Observed],
+    t0: Instant,
+) -> Result<()> {
     let mut good = Vec::new();
     let mut broken = Vec::new();
-    for (e, obs) in expects.iter().zip(&observed) {
-        let cs = checks::node_checks(&kiln, e, obs, &base);
+    for (e, obs) in expects.iter().zip(observed) {
+        let cs = checks::node_checks(kiln, e, obs, base);
         if e.name == BROKEN_NODE {
             broken.extend(cs);
         } else {
@@ -153,7 +174,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
         .map(|e| e.name.clone())
         .zip(observed.iter())
         .collect();
-    good.push(checks::distinct_machine_ids(&kiln, &named));
+    good.push(checks::distinct_machine_ids(kiln, &named));
 
     println!();
     for c in &good {
@@ -183,7 +204,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
     );
 
     let failed: Vec<&Check> = good.iter().filter(|c| !c.ok).collect();
-    write_report(&work, accel, &good, &broken, negative_ok, &negative_detail)?;
+    write_report(work, accel, &good, &broken, negative_ok, &negative_detail)?;
     println!(
         "\n{} checks passed, {} failed; negative check {}; {:.0} s in all (report: {})",
         good.len() - failed.len(),
