@@ -8,6 +8,7 @@ mod fixtures;
 mod repro;
 mod setup;
 mod test;
+mod tidy;
 mod util;
 
 use anyhow::{Result, bail};
