@@ -77,7 +77,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
             "millis": total,
             "steps": out.steps,
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         eprintln!(
             "built {} (sha256 {}) and {} in {:.2} s",

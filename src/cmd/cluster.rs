@@ -66,9 +66,9 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     let token = Token::load_or_create(&spec.token_path()).or_exit()?;
     let report = kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).or_exit()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&report);
+        print_table(&report)?;
     }
     if args.lock.wanted() {
         let actual = |parts: bool| -> anyhow::Result<Lock> {
@@ -114,7 +114,7 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     Ok(())
 }
 
-fn print_table(report: &Report) {
+fn print_table(report: &Report) -> std::io::Result<()> {
     let status = |path: &str| report.status_of(path).map_or("?", Status::as_str);
     let mut rows = vec![[
         "NODE".to_owned(),
@@ -152,9 +152,9 @@ fn print_table(report: &Report) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
-    println!(
+    outln!(
         "{}: {} (golden {}, sha256 {})",
         report.out_dir.join(kiln_cluster::INVENTORY_FILE).display(),
         status(kiln_cluster::INVENTORY_FILE),
@@ -162,8 +162,9 @@ fn print_table(report: &Report) {
         &report.inventory.golden.sha256
     );
     for line in leftover_lines(&report.leftovers) {
-        println!("{line}");
+        outln!("{line}");
     }
+    Ok(())
 }
 
 /// One line per node whose files were left in place (in report order), then one for the files no

@@ -120,7 +120,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
     };
     bar.finish_and_clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else if let Some(c) = summary.get("clusters") {
         eprintln!(
             "wrote {} ({}): {} clusters passed through, {} compressed, {} stored raw, {} zero",

@@ -22,19 +22,19 @@ pub struct DiffArgs {
 pub fn run(args: DiffArgs) -> CmdResult {
     let diffs = kiln_golden::diff(&args.a, &args.b).or_exit()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&diffs)?);
+        outln!("{}", serde_json::to_string_pretty(&diffs)?);
         return Ok(());
     }
     for d in &diffs {
         match d {
-            Difference::Added { path, kind } => println!("+ {path} ({kind})"),
-            Difference::Removed { path, kind } => println!("- {path} ({kind})"),
+            Difference::Added { path, kind } => outln!("+ {path} ({kind})"),
+            Difference::Removed { path, kind } => outln!("- {path} ({kind})"),
             Difference::Content {
                 path,
                 size_a,
                 size_b,
-            } => println!("M {path} (content, {size_a} -> {size_b} bytes)"),
-            Difference::Metadata { path, fields } => println!("m {path} ({})", fields.join(", ")),
+            } => outln!("M {path} (content, {size_a} -> {size_b} bytes)"),
+            Difference::Metadata { path, fields } => outln!("m {path} ({})", fields.join(", ")),
         }
     }
     eprintln!("{} difference(s)", diffs.len());

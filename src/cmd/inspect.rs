@@ -86,20 +86,24 @@ pub fn run(args: InspectArgs) -> CmdResult {
     };
     if args.json {
         let out = json!({ "image": args.image, "format": disk.format(), "chain": chain, "partition_table": partitions });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if let Some(parts) = partitions.get("partitions").and_then(Value::as_array) {
-        println!(
+        outln!(
             "partition table: {}",
             partitions["kind"].as_str().unwrap_or("?")
         );
-        println!(
+        outln!(
             "  {:>3}  {:>14}  {:>10}  {:<7} {:<18} name",
-            "#", "start (bytes)", "size", "fs", "label"
+            "#",
+            "start (bytes)",
+            "size",
+            "fs",
+            "label"
         );
         for p in parts {
-            println!(
+            outln!(
                 "  {:>3}  {:>14}  {:>10}  {:<7} {:<18} {}",
                 p["number"].as_u64().unwrap_or(0),
                 p["start"].as_u64().unwrap_or(0),
@@ -114,37 +118,40 @@ pub fn run(args: InspectArgs) -> CmdResult {
         let indent = "  ".repeat(depth);
         let get = |k: &str| layer.get(k).cloned().unwrap_or(Value::Null);
         let path = get("path");
-        println!("{indent}{}", path.as_str().unwrap_or("?"));
+        outln!("{indent}{}", path.as_str().unwrap_or("?"));
         let vs = get("virtual_size").as_u64().unwrap_or(0);
-        println!(
+        outln!(
             "{indent}  format:        {}",
             get("format").as_str().unwrap_or("?")
         );
-        println!("{indent}  virtual size:  {} ({vs} bytes)", human_size(vs));
-        println!(
+        outln!("{indent}  virtual size:  {} ({vs} bytes)", human_size(vs));
+        outln!(
             "{indent}  file size:     {}",
             human_size(get("file_size").as_u64().unwrap_or(0))
         );
         if get("format") == "qcow2" {
-            println!("{indent}  version:       {}", get("version"));
-            println!(
+            outln!("{indent}  version:       {}", get("version"));
+            outln!(
                 "{indent}  cluster size:  {}",
                 human_size(get("cluster_size").as_u64().unwrap_or(0))
             );
-            println!(
+            outln!(
                 "{indent}  compression:   {}",
                 get("compression_type").as_str().unwrap_or("?")
             );
             if let Some(b) = get("backing_file").as_str() {
-                println!(
+                outln!(
                     "{indent}  backing file:  {b} ({})",
                     get("backing_format").as_str().unwrap_or("probed")
                 );
             }
             let c = get("clusters");
-            println!(
+            outln!(
                 "{indent}  clusters:      {} data, {} compressed, {} zero, {} unallocated",
-                c["data"], c["compressed"], c["zero"], c["unallocated"]
+                c["data"],
+                c["compressed"],
+                c["zero"],
+                c["unallocated"]
             );
         }
     }

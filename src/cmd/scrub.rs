@@ -26,13 +26,13 @@ pub fn run(args: ScrubArgs) -> CmdResult {
             .iter()
             .map(|o| serde_json::json!({ "name": o.name, "default": o.default, "summary": o.summary }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let width = ops.iter().map(|o| o.name.len()).max().unwrap_or(0);
     for o in ops {
         let on = if o.default { "default" } else { "opt-in " };
-        println!("{:width$}  {on}  {}", o.name, o.summary);
+        outln!("{:width$}  {on}  {}", o.name, o.summary);
     }
     Ok(())
 }

@@ -109,10 +109,10 @@ pub fn run(args: SeedArgs) -> CmdResult {
             source_date_epoch: epoch,
             nodes,
         };
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for n in &nodes {
-            println!(
+            outln!(
                 "{}\t{}\t{}\t{}\t{}",
                 n.node,
                 n.role,

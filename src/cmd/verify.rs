@@ -31,10 +31,10 @@ pub fn run(args: VerifyArgs) -> CmdResult {
     });
     let rep = kiln_golden::verify(&args.image, &manifest).or_exit()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         for p in &rep.problems {
-            println!("MISMATCH {p}");
+            outln!("MISMATCH {p}");
         }
     }
     if rep.ok() {
