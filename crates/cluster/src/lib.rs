@@ -58,7 +58,7 @@ pub use leftover::Leftover;
 pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
 
 pub use kiln_blockdev::ErrorKind;
-use kiln_nocloud::{ClusterSpec, Token};
+pub use kiln_nocloud::{ClusterSpec, NodeSpec, Problem, Problems, Role, Token};
 
 /// How [`build`] runs.
 #[derive(Debug, Clone, Default)]

@@ -27,7 +27,7 @@ pub use diff::{Difference, diff};
 pub use kiln_blockdev::ErrorKind;
 pub use manifest::Manifest;
 pub use pipeline::{BuildOptions, BuildOutput, Step, StepEvent, StepReport, build, build_file};
-pub use recipe::{MachineIdMode, Problems, Recipe};
+pub use recipe::{MachineIdMode, Problem, Problems, Recipe};
 pub use scrub::{CATALOG, ScrubOp};
 pub use verify::{VerifyReport, verify};
 
