@@ -1,4 +1,4 @@
-//! The NoCloud seed-volume writers (kiln_iso): a random tree — names from a pool of awkward ones
+//! The NoCloud seed-volume writers (kiln_seedvol): a random tree — names from a pool of awkward ones
 //! (case twins, 8.3 look-alikes, trailing dots, Joliet-forbidden characters, long and non-ASCII
 //! names) or arbitrary strings, nested directories, file contents, modes — written as ISO 9660
 //! and as vfat.
@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 
-use kiln_iso::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
+use kiln_seedvol::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 

@@ -126,7 +126,7 @@ pub fn seed_volume(
     epoch: u64,
     path: &Path,
 ) -> Result<Vec<u8>, Error> {
-    let verr = |e: kiln_iso::Error| {
+    let verr = |e: kiln_seedvol::Error| {
         // The whole cause chain: the volume writer's errors keep their I/O cause as a source.
         let mut message = e.to_string();
         let mut cause = std::error::Error::source(&e);
@@ -140,27 +140,27 @@ pub fn seed_volume(
             message,
         }
     };
-    let mut tree = kiln_iso::Tree::new();
+    let mut tree = kiln_seedvol::Tree::new();
     for (name, data) in seed.files() {
         tree.add_file(name, data.to_vec(), 0o600).map_err(verr)?;
     }
     match format {
         SeedFormat::Iso => {
-            let opts = kiln_iso::IsoOptions {
+            let opts = kiln_seedvol::IsoOptions {
                 volume_id: "cidata".into(),
                 epoch,
             };
             let mut out = Vec::new();
-            kiln_iso::write_iso(&tree, &opts, &mut out).map_err(verr)?;
+            kiln_seedvol::write_iso(&tree, &opts, &mut out).map_err(verr)?;
             Ok(out)
         }
         SeedFormat::Vfat => {
-            let opts = kiln_iso::VfatOptions {
+            let opts = kiln_seedvol::VfatOptions {
                 volume_label: "CIDATA".into(),
                 epoch,
             };
             let mut out = std::io::Cursor::new(Vec::new());
-            kiln_iso::write_vfat(&tree, &opts, &mut out).map_err(verr)?;
+            kiln_seedvol::write_vfat(&tree, &opts, &mut out).map_err(verr)?;
             Ok(out.into_inner())
         }
         SeedFormat::Dir => Err(Error::Volume {

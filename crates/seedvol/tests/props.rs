@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use kiln_iso::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
+use kiln_seedvol::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
 use proptest::prelude::*;
 
 fn component() -> impl Strategy<Value = String> {
@@ -177,7 +177,7 @@ fn vfat_refuses_a_name_equal_to_a_siblings_short_alias() {
         assert!(
             matches!(
                 &err,
-                kiln_iso::Error::AliasCollision { path, other }
+                kiln_seedvol::Error::AliasCollision { path, other }
                     if path == "longfi~1.txt" && other == "longfilename.txt"
             ),
             "{err}"

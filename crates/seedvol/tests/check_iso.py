@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for kiln-iso: open an ISO with pycdlib and compare it with a directory tree.
+"""Oracle for kiln-seedvol: open an ISO with pycdlib and compare it with a directory tree.
 
 usage: check_iso.py IMAGE EXPECTED_DIR VOLUME_ID
 

@@ -1,4 +1,4 @@
-//! Writes a directory as a seed image: `cargo run -p kiln-iso --example mkseed -- DIR OUT.iso
+//! Writes a directory as a seed image: `cargo run -p kiln-seedvol --example mkseed -- DIR OUT.iso
 //! [OUT.img]` (the optional second output is the vfat variant). Dates come from
 //! `SOURCE_DATE_EPOCH` (default 0).
 
@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use kiln_iso::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
+use kiln_seedvol::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
 
 fn add(tree: &mut Tree, root: &Path, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;

@@ -3,7 +3,7 @@
 //! tree.
 //!
 //! ```
-//! use kiln_iso::{IsoOptions, Tree, write_iso};
+//! use kiln_seedvol::{IsoOptions, Tree, write_iso};
 //! let mut tree = Tree::new();
 //! tree.add_file("meta-data", b"instance-id: node-1\n".to_vec(), 0o644)?;
 //! tree.add_file("user-data", b"#cloud-config\n".to_vec(), 0o644)?;
@@ -11,7 +11,7 @@
 //! let mut iso = Vec::new();
 //! let n = write_iso(&tree, &opts, &mut iso)?;
 //! assert_eq!(n as usize, iso.len());
-//! # Ok::<(), kiln_iso::Error>(())
+//! # Ok::<(), kiln_seedvol::Error>(())
 //! ```
 //!
 //! # ISO layout (2048-byte sectors, written strictly in this order)

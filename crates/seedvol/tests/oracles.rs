@@ -1,4 +1,4 @@
-//! kiln-iso against real readers: isoinfo (genisoimage), xorriso, blkid, pycdlib, and for vfat
+//! kiln-seedvol against real readers: isoinfo (genisoimage), xorriso, blkid, pycdlib, and for vfat
 //! fsck.fat, mtools and blkid. A missing oracle is a test failure, never a skip: install them
 //! with `.ci/run` (apt: genisoimage xorriso dosfstools mtools; pip: pycdlib).
 
@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_iso::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
+use kiln_seedvol::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
 
 const EPOCH: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
 
