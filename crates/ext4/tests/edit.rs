@@ -495,6 +495,41 @@ fn growing_a_file_after_a_preallocated_write_reads_zeros() {
     fsck_clean(&img);
 }
 
+/// Regression (found by the model property test, persisted in model.proptest-regressions): a
+/// known-length write into fragmented free space needs more than the 4 extents the inode holds,
+/// so the extent tree grows a leaf block; the blocks of every extent inserted after that must
+/// still count in i_blocks (e2fsck: "i_blocks is 104, should be 5344").
+#[test]
+fn a_preallocated_write_over_fragmented_free_space_counts_every_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), 64, 10);
+    let dev = FileDev::open_read_write(&img).unwrap();
+    let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+    // One-block files back to back, then every other one removed: one-block holes.
+    fs.create_dir_all("/frag", NewDir::default()).unwrap();
+    for i in 0..24u8 {
+        fs.write(&format!("/frag/{i:02}"), &[i; 4096], NewFile::default())
+            .unwrap();
+    }
+    for i in (0..24).step_by(2) {
+        fs.remove_file(&format!("/frag/{i:02}")).unwrap();
+    }
+    let data: Vec<u8> = (0..40 * 4096u32).map(|i| (i % 251) as u8).collect();
+    fs.write("/big", &data, NewFile::default()).unwrap();
+    assert!(fs.read("/big").unwrap() == data, "kiln read-back");
+    fs.close().unwrap();
+    let out = debugfs(&img, &["stat /big".into(), "ex /big".into()]);
+    // 40 data blocks in 1-block holes: more extents than the 4 an inode holds, so a leaf block.
+    assert!(
+        out[1].lines().any(|l| l.trim_start().starts_with("0/ 1")),
+        "{}",
+        out[1]
+    );
+    // 40 data blocks + the leaf, in 512-byte sectors.
+    assert!(out[0].contains("Blockcount: 328"), "{}", out[0]);
+    fsck_clean(&img);
+}
+
 /// Open read-write and close without edits: not one byte changes. Dropped without `close`, a
 /// handle flushes nothing: the superblock and bitmaps stay as they were (the edit is incomplete
 /// by design, see the crate docs).

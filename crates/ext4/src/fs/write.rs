@@ -184,7 +184,8 @@ impl Filesystem<'_> {
             let bs = u64::from(self.info().block_size);
             let mut inode = self.read_inode(op, path, ino)?;
             // SAFETY: live handle; allocates initialised extents for blocks [0, n) of the (empty)
-            // file and writes the inode back; every allocated block is then written below.
+            // file, updating `inode` (extent root in i_block, i_blocks); every allocated block is
+            // then written below.
             let code = unsafe {
                 ffi::ext2fs_fallocate(
                     self.raw(),
@@ -196,7 +197,14 @@ impl Filesystem<'_> {
                     len.div_ceil(bs),
                 )
             };
+            // Given an inode, ext2fs_fallocate leaves writing it back to the caller (it writes
+            // only an inode it read itself; fuse2fs writes its copy after the call). Its extent
+            // handle writes `inode` only when the root node in i_block changes: once the tree has
+            // a leaf block (more than 4 extents), the i_blocks of every later extent were lost.
+            // Written even on failure: the extents already inserted are in the tree and bitmaps.
+            let written = self.write_inode(op, path, ino, &mut inode);
             self.check(op, path, code)?;
+            written?;
         }
         self.write_content(op, path, ino, src, size_hint.is_some_and(|l| l > 0))?;
         let mut inode = self.read_inode(op, path, ino)?;
