@@ -4,31 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{KILN, kiln};
+use crate::util::{KILN, assert_success, kiln};
 
-use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
+use kiln_fixtures::{self as fixtures, BaseSpec};
 
-use kiln_fixtures::testing::run;
+use kiln_fixtures::testing::{BUILD_STEPS, BuildEnv, run};
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    base: BaseFixture,
-    assets: K3sAssets,
-}
+type Env = BuildEnv;
 
 fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_owned();
-    let base = fixtures::make_base(&root.join("in"), "base.qcow2", &BaseSpec::small()).unwrap();
-    let assets =
-        fixtures::make_k3s_assets(&root.join("in/k3s"), "v1.34.3+k3s1", "amd64", 64 << 10).unwrap();
-    Env {
-        _tmp: tmp,
-        root,
-        base,
-        assets,
-    }
+    BuildEnv::new("v1.34.3+k3s1", 64 << 10)
+}
+
+/// `kiln build -q` of the recipe `r` into `out_dir`, which must succeed; returns the image.
+fn build_quiet(r: &str, out_dir: &Path) -> PathBuf {
+    assert_success(&kiln(&["build", r, "-o", out_dir.to_str().unwrap(), "-q"]));
+    out_dir.join("node.qcow2")
 }
 
 fn recipe(env: &Env, name: &str, text: String) -> String {
@@ -62,11 +53,7 @@ fn build_json_then_oracles() {
     let r = default_recipe(&env);
     let out_dir = env.root.join("out");
     let out = kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let steps: Vec<&str> = report["steps"]
         .as_array()
@@ -74,21 +61,7 @@ fn build_json_then_oracles() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        steps,
-        [
-            "open-base",
-            "overlay",
-            "find-rootfs",
-            "scrub",
-            "k3s",
-            "prerequisites",
-            "normalise-times",
-            "close",
-            "output",
-            "manifest"
-        ]
-    );
+    assert_eq!(steps, BUILD_STEPS);
     assert!(report["steps"][0]["millis"].is_u64());
     let image = out_dir.join("node.qcow2");
     assert_eq!(report["sha256"].as_str().unwrap(), sha256(&image));
@@ -135,17 +108,9 @@ fn rebuild_elsewhere_later_is_identical() {
     let r = default_recipe(&env);
     let a = env.root.join("a");
     let b = env.root.join("x/y/b");
-    assert!(
-        kiln(&["build", &r, "-o", a.to_str().unwrap(), "-q"])
-            .status
-            .success()
-    );
+    build_quiet(&r, &a);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert!(
-        kiln(&["build", &r, "-o", b.to_str().unwrap(), "-q"])
-            .status
-            .success()
-    );
+    build_quiet(&r, &b);
     for f in ["node.qcow2", "node.manifest.json"] {
         assert_eq!(sha256(&a.join(f)), sha256(&b.join(f)), "{f} differs");
     }
@@ -322,18 +287,9 @@ fn verify_passes_then_catches_a_forged_manifest() {
     let env = env();
     let r = default_recipe(&env);
     let out_dir = env.root.join("out");
-    assert!(
-        kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "-q"])
-            .status
-            .success()
-    );
-    let image = out_dir.join("node.qcow2");
+    let image = build_quiet(&r, &out_dir);
     let ok = kiln(&["verify", image.to_str().unwrap()]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok);
     assert!(String::from_utf8_lossy(&ok.stderr).contains("verified"));
 
     let manifest = std::fs::read_to_string(out_dir.join("node.manifest.json")).unwrap();
@@ -372,22 +328,13 @@ fn diff_reports_what_the_build_changed() {
     let env = env();
     let r = default_recipe(&env);
     let out_dir = env.root.join("out");
-    assert!(
-        kiln(&["build", &r, "-o", out_dir.to_str().unwrap(), "-q"])
-            .status
-            .success()
-    );
-    let image = out_dir.join("node.qcow2");
+    let image = build_quiet(&r, &out_dir);
     let out = kiln(&[
         "diff",
         env.base.path.to_str().unwrap(),
         image.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
         "+ /usr/local/bin/k3s (file)",
@@ -428,7 +375,7 @@ fn locked_builds_match_or_explain_file_by_file() {
     );
 
     let w = kiln(&["build", &r, "-o", o, "--update-lock"]);
-    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    assert_success(&w);
     let text = std::fs::read_to_string(&lock).unwrap();
     let image_sha = sha256(&out.join("node.qcow2"));
     assert!(text.starts_with("# kiln lock v1\n"), "{text}");
@@ -443,11 +390,7 @@ fn locked_builds_match_or_explain_file_by_file() {
         .to_owned();
 
     let ok = kiln(&["build", &r, "-o", o, "--locked"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok);
 
     // Another machine's lock: other image bytes, and /etc/hosts with other content.
     let forged_line = format!(

@@ -106,6 +106,15 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u64, i64, i64)> {
         .collect()
 }
 
+/// An environment whose cluster was built once (`--json`, which must succeed), and the snapshot
+/// of its output directory.
+fn built_env() -> (Env, BTreeMap<String, (u64, i64, i64)>) {
+    let env = env();
+    ok_json(&cluster(&env, &["--json"]));
+    let before = snapshot(&env.out);
+    (env, before)
+}
+
 fn statuses(report: &serde_json::Value) -> BTreeMap<String, String> {
     report["files"]
         .as_array()
@@ -261,9 +270,7 @@ fn overlays_seeds_inventory_then_idempotent_reruns() {
 
 #[test]
 fn stale_overlays_are_refused_without_recreate_disks_and_replaced_with_it() {
-    let env = env();
-    ok_json(&cluster(&env, &["--json"]));
-    let before = snapshot(&env.out);
+    let (env, before) = built_env();
 
     // One node's disk grows: only that overlay is stale.
     let spec = std::fs::read_to_string(&env.spec).expect("spec");
@@ -387,9 +394,7 @@ fn bad_inputs_exit_2_and_write_nothing() {
 
 #[test]
 fn removed_nodes_files_are_reported_and_left_in_place() {
-    let env = env();
-    ok_json(&cluster(&env, &["--json"]));
-    let before = snapshot(&env.out);
+    let (env, before) = built_env();
     let old_inventory = std::fs::read(env.out.join("inventory.json")).expect("inventory");
     let gone = ["k3s-worker-02.qcow2", "k3s-worker-02-seed.iso"];
     let sha_before: Vec<String> = gone

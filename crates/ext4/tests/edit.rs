@@ -13,12 +13,41 @@ use kiln_ext4::{Error, FileKind, Filesystem, NewDir, NewFile, OpenOptions, Refus
 
 const T: i64 = 1_750_000_000;
 
+/// `root.ext4` on `dev`, opened read-only.
+fn open_ro(dev: &FileDev) -> Filesystem<'_> {
+    Filesystem::open(dev, "root.ext4", OpenOptions::read_only()).unwrap()
+}
+
+/// `root.ext4` on `dev`, opened read-write with the time `T`.
+fn open_rw(dev: &FileDev) -> Filesystem<'_> {
+    Filesystem::open(dev, "root.ext4", OpenOptions::read_write(T)).unwrap()
+}
+
+/// Writes `/etc/machine-id` as a cloud image ships it: `uninitialized`, mode 0444.
+fn write_machine_id(fs: &mut Filesystem<'_>) {
+    fs.write(
+        "/etc/machine-id",
+        b"uninitialized\n",
+        NewFile {
+            perm: 0o444,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+/// 5 MB of incompressible-looking file content.
+fn big_data() -> Vec<u8> {
+    (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
 #[test]
 fn ffi_values_match_dumpe2fs() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 64, 10);
+    let (_dir, img) = temp_rootfs(64, 10);
     let dev = FileDev::open_read_only(&img).unwrap();
-    let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_only()).unwrap();
+    let fs = open_ro(&dev);
     let info = fs.info();
     let d = dumpe2fs(&img);
     assert_eq!(info.label, d["Filesystem volume name"]);
@@ -54,10 +83,9 @@ fn ffi_values_match_dumpe2fs() {
 
 #[test]
 fn reads_match_debugfs_and_symlinks_resolve_inside_the_guest() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 64, 3000);
+    let (_dir, img) = temp_rootfs(64, 3000);
     let dev = FileDev::open_read_only(&img).unwrap();
-    let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_only()).unwrap();
+    let fs = open_ro(&dev);
     assert_eq!(fs.read("/etc/hostname").unwrap(), b"golden\n");
     // Relative, absolute and directory symlinks resolve inside the image, never on the host.
     assert_eq!(
@@ -121,25 +149,14 @@ fn reads_match_debugfs_and_symlinks_resolve_inside_the_guest() {
 
 #[test]
 fn writes_are_checked_by_e2fsck_and_debugfs() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 256, 3000);
+    let (dir, img) = temp_rootfs(256, 3000);
     {
         let dev = FileDev::open_read_write(&img).unwrap();
-        let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
-        fs.write(
-            "/etc/machine-id",
-            b"uninitialized\n",
-            NewFile {
-                perm: 0o444,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut fs = open_rw(&dev);
+        write_machine_id(&mut fs);
         fs.create_dir_all("/var/lib/rancher/k3s/agent/images", NewDir::default())
             .unwrap();
-        let big: Vec<u8> = (0..5_000_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let big = big_data();
         fs.write(
             "/var/lib/rancher/k3s/agent/images/big.tar",
             &big,
@@ -247,9 +264,7 @@ fn writes_are_checked_by_e2fsck_and_debugfs() {
             dumped.display()
         )],
     );
-    let big: Vec<u8> = (0..5_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let big = big_data();
     assert!(std::fs::read(&dumped).unwrap() == big);
     // The superblock write time is ours, not the wall clock's.
     let d = dumpe2fs(&img);
@@ -263,16 +278,8 @@ fn writes_are_checked_by_e2fsck_and_debugfs() {
 
 fn edit_once(img: &std::path::Path) {
     let dev = FileDev::open_read_write(img).unwrap();
-    let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
-    fs.write(
-        "/etc/machine-id",
-        b"uninitialized\n",
-        NewFile {
-            perm: 0o444,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut fs = open_rw(&dev);
+    write_machine_id(&mut fs);
     fs.create_dir_all("/opt/a/b/c", NewDir::default()).unwrap();
     fs.write("/opt/a/b/c/data", &vec![7u8; 3 << 20], NewFile::default())
         .unwrap();
@@ -289,8 +296,7 @@ fn edit_once(img: &std::path::Path) {
 
 #[test]
 fn same_edits_give_identical_bytes_across_wall_clock_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = rootfs(dir.path(), 64, 1000);
+    let (dir, base) = temp_rootfs(64, 1000);
     let a = dir.path().join("a.ext4");
     let b = dir.path().join("b.ext4");
     std::fs::copy(&base, &a).unwrap();
@@ -305,8 +311,7 @@ fn same_edits_give_identical_bytes_across_wall_clock_time() {
 
 #[test]
 fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 64, 10);
+    let (dir, img) = temp_rootfs(64, 10);
     type Check = fn(&Refusal) -> bool;
     let cases: [(&str, &str, Check); 4] = [
         ("dirty", "feature needs_recovery", |r| {
@@ -373,8 +378,7 @@ fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
 
 #[test]
 fn works_through_a_gpt_partition_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = rootfs(dir.path(), 64, 10);
+    let (dir, root) = temp_rootfs(64, 10);
     let disk = dir.path().join("disk.img");
     let f = std::fs::File::create(&disk).unwrap();
     f.set_len(80 << 20).unwrap();
@@ -419,8 +423,7 @@ fn works_through_a_gpt_partition_window() {
 /// `qemu-img check` clean, e2fsck clean on the result.
 #[test]
 fn the_same_overlay_edit_twice_gives_the_same_sha256() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = rootfs(dir.path(), 64, 1000);
+    let (dir, root) = temp_rootfs(64, 1000);
     let (base, start, len) = gpt_qcow2(dir.path(), &root);
     let make = |name: &str| {
         let out = dir.path().join(name);
@@ -432,15 +435,7 @@ fn the_same_overlay_edit_twice_gives_the_same_sha256() {
             let part = table.root().unwrap();
             let win = kiln_partition::window(pending.image(), name, part).unwrap();
             let mut fs = Filesystem::open(&win, name, OpenOptions::read_write(T)).unwrap();
-            fs.write(
-                "/etc/machine-id",
-                b"uninitialized\n",
-                NewFile {
-                    perm: 0o444,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            write_machine_id(&mut fs);
             fs.remove_all("/usr/lib/os").unwrap();
             fs.create_dir_all("/var/lib/rancher/k3s/agent/images", NewDir::default())
                 .unwrap();
@@ -479,10 +474,9 @@ fn the_same_overlay_edit_twice_gives_the_same_sha256() {
 /// hold old data; the tail of the last block must read as zeros after the file grows.
 #[test]
 fn growing_a_file_after_a_preallocated_write_reads_zeros() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 64, 10);
+    let (_dir, img) = temp_rootfs(64, 10);
     let dev = FileDev::open_read_write(&img).unwrap();
-    let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+    let mut fs = open_rw(&dev);
     fs.write("/junk", &vec![0xFFu8; 1 << 20], NewFile::default())
         .unwrap();
     fs.remove_file("/junk").unwrap();
@@ -535,12 +529,11 @@ fn a_preallocated_write_over_fragmented_free_space_counts_every_block() {
 /// by design, see the crate docs).
 #[test]
 fn close_without_edits_changes_nothing_and_drop_does_not_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = rootfs(dir.path(), 64, 10);
+    let (_dir, img) = temp_rootfs(64, 10);
     let before = sha256(&img);
     {
         let dev = FileDev::open_read_write(&img).unwrap();
-        let fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+        let fs = open_rw(&dev);
         assert_eq!(fs.bytes_written(), 0);
         fs.close().unwrap();
     }
@@ -552,7 +545,7 @@ fn close_without_edits_changes_nothing_and_drop_does_not_flush() {
     let free_before = dumpe2fs(&img)["Free blocks"].clone();
     {
         let dev = FileDev::open_read_write(&img).unwrap();
-        let mut fs = Filesystem::open(&dev, "root.ext4", OpenOptions::read_write(T)).unwrap();
+        let mut fs = open_rw(&dev);
         fs.write("/x", &[5u8; 100_000], NewFile::default()).unwrap();
         drop(fs);
     }

@@ -122,16 +122,9 @@ fn guest_path(p: &[u8]) -> String {
     s
 }
 
+/// `len` bytes of file content for `seed` (a fixed xorshift stream).
 fn content(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u32::from(seed) | 0x9E37_0000;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    kiln_fixtures::testing::noise(u32::from(seed) | 0x9E37_0000, len)
 }
 
 /// The model: guest path → node (the sandbox root `/t` is a directory that always exists).

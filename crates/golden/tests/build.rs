@@ -7,32 +7,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec, K3sAssets};
+use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec};
 use kiln_golden::{BuildOptions, Error, build_file};
 
 const VERSION: &str = "v1.34.3+k3s1";
 
-use kiln_fixtures::testing::run;
+use kiln_fixtures::testing::{BUILD_STEPS, BuildEnv, run};
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    base: BaseFixture,
-    assets: K3sAssets,
-}
+type Env = BuildEnv;
 
 fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_owned();
-    let base = fixtures::make_base(&root.join("in"), "base.qcow2", &BaseSpec::small()).unwrap();
-    let assets =
-        fixtures::make_k3s_assets(&root.join("in/k3s"), VERSION, "amd64", 256 << 10).unwrap();
-    Env {
-        _tmp: tmp,
-        root,
-        base,
-        assets,
-    }
+    BuildEnv::new(VERSION, 256 << 10)
 }
 
 const PREREQS: &str = r#"prerequisites:
@@ -90,6 +75,16 @@ fn debugfs_cat(part: &Path, path: &str) -> Vec<u8> {
         .stdout
 }
 
+/// Asserts that `link` is a fast symlink to `target` in `part`; returns its `debugfs stat`.
+fn assert_fast_link(part: &Path, link: &str, target: &str) -> String {
+    let (st, _) = debugfs(part, &format!("stat {link}"));
+    assert!(
+        st.contains(&format!("Fast link dest: \"{target}\"")),
+        "{link}: {st}"
+    );
+    st
+}
+
 /// (mode bits, uid, gid, type) from `debugfs stat`.
 fn debugfs_stat(part: &Path, path: &str) -> Option<(u32, u32, u32, String)> {
     let (out, err) = debugfs(part, &format!("stat {path}"));
@@ -114,18 +109,7 @@ fn golden_build_passes_oracles() {
     let built = build_file(&recipe, &opts(&out_dir)).unwrap();
     assert_eq!(
         built.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
-        [
-            "open-base",
-            "overlay",
-            "find-rootfs",
-            "scrub",
-            "k3s",
-            "prerequisites",
-            "normalise-times",
-            "close",
-            "output",
-            "manifest"
-        ]
+        BUILD_STEPS
     );
 
     // qemu-img: a clean, standalone qcow2 of the base's virtual size.
@@ -164,12 +148,8 @@ fn golden_build_passes_oracles() {
         debugfs_stat(&part, "/etc/machine-id").unwrap(),
         (0o444, 0, 0, "regular".into())
     );
-    let (dbus, _) = debugfs(&part, "stat /var/lib/dbus/machine-id");
+    let dbus = assert_fast_link(&part, "/var/lib/dbus/machine-id", "/etc/machine-id");
     assert!(dbus.contains("Type: symlink"), "{dbus}");
-    assert!(
-        dbus.contains("Fast link dest: \"/etc/machine-id\""),
-        "{dbus}"
-    );
     assert_eq!(debugfs_cat(&part, "/etc/hostname"), b"");
     assert_eq!(debugfs_cat(&part, "/var/log/syslog"), b"");
     // Kept: the directories themselves and unrelated files next to the scrubbed ones.
@@ -228,13 +208,10 @@ fn golden_build_passes_oracles() {
         debugfs_cat(&part, "/etc/cloud/cloud.cfg.d/90-kiln-datasource.cfg"),
         b"datasource_list: [NoCloud, None]\n"
     );
-    let (wants, _) = debugfs(
+    assert_fast_link(
         &part,
-        "stat /etc/systemd/system/multi-user.target.wants/iscsid.service",
-    );
-    assert!(
-        wants.contains("Fast link dest: \"/usr/lib/systemd/system/iscsid.service\""),
-        "{wants}"
+        "/etc/systemd/system/multi-user.target.wants/iscsid.service",
+        "/usr/lib/systemd/system/iscsid.service",
     );
 
     // No wall-clock time on anything kiln touched: every changed inode carries SOURCE_DATE_EPOCH.
@@ -659,13 +636,10 @@ fn debs_are_staged_with_a_first_boot_unit() {
     .unwrap();
     assert!(unit.contains("Before=cloud-final.service"), "{unit}");
     assert!(unit.contains("dpkg -i /var/lib/kiln/debs/*.deb"), "{unit}");
-    let (wants, _) = debugfs(
+    assert_fast_link(
         &part,
-        "stat /etc/systemd/system/multi-user.target.wants/kiln-install-debs.service",
-    );
-    assert!(
-        wants.contains("Fast link dest: \"/etc/systemd/system/kiln-install-debs.service\""),
-        "{wants}"
+        "/etc/systemd/system/multi-user.target.wants/kiln-install-debs.service",
+        "/etc/systemd/system/kiln-install-debs.service",
     );
 
     // A wrong pin and a file that is not a package fail with nothing left.

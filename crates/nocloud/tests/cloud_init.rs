@@ -65,6 +65,17 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
+/// Writes `data` to `dir/name` and runs `cloud-init schema --config-file` on it, which must
+/// succeed; returns its output.
+fn schema(dir: &std::path::Path, name: &str, data: &[u8]) -> String {
+    let f = dir.join(name);
+    std::fs::write(&f, data).expect("write");
+    run(Command::new(CLOUD_INIT)
+        .arg("schema")
+        .arg("--config-file")
+        .arg(&f))
+}
+
 #[test]
 fn every_user_data_passes_cloud_init_schema() {
     require(CLOUD_INIT);
@@ -74,21 +85,11 @@ fn every_user_data_passes_cloud_init_schema() {
     for sc in SCENARIOS {
         let (_, seeds) = render(sc);
         for s in &seeds {
-            let f = dir.path().join(format!("{}-user-data", s.node));
-            std::fs::write(&f, &s.user_data).expect("write");
-            let out = run(Command::new(CLOUD_INIT)
-                .arg("schema")
-                .arg("--config-file")
-                .arg(&f));
+            let out = schema(dir.path(), &format!("{}-user-data", s.node), &s.user_data);
             assert!(out.contains("Valid cloud-config"), "{sc}/{}: {out}", s.node);
             checked += 1;
             if let Some(vd) = &s.vendor_data {
-                let f = dir.path().join(format!("{}-vendor-data", s.node));
-                std::fs::write(&f, vd).expect("write");
-                let out = run(Command::new(CLOUD_INIT)
-                    .arg("schema")
-                    .arg("--config-file")
-                    .arg(&f));
+                let out = schema(dir.path(), &format!("{}-vendor-data", s.node), vd);
                 assert!(out.contains("Valid cloud-config"), "{sc}/{}: {out}", s.node);
                 vendor += 1;
             }
@@ -199,6 +200,18 @@ fn pyyaml_json(text: &[u8], strip_header: bool) -> serde_json::Value {
     serde_json::from_str(out.lines().last().unwrap_or("")).expect("json from pyyaml")
 }
 
+/// The k3s config (the first of `write_files`) of parsed user-data, parsed by PyYAML.
+fn k3s_config(ud: &serde_json::Value) -> serde_json::Value {
+    let content = ud["write_files"][0]["content"].as_str().expect("content");
+    pyyaml_json(content.as_bytes(), false)
+}
+
+/// [`k3s_config`] of the first seed of `scenario`.
+fn first_k3s_config(scenario: &str) -> serde_json::Value {
+    let (_, seeds) = render(scenario);
+    k3s_config(&pyyaml_json(&seeds[0].user_data, true))
+}
+
 #[test]
 fn pyyaml_reads_back_what_we_meant() {
     for sc in SCENARIOS {
@@ -218,7 +231,7 @@ fn pyyaml_reads_back_what_we_meant() {
             assert_eq!(wf["path"], "/etc/rancher/k3s/config.yaml");
             assert_eq!(wf["permissions"], "0600", "permissions must stay a string");
             assert_eq!(wf["owner"], "root:root");
-            let cfg = pyyaml_json(wf["content"].as_str().expect("content").as_bytes(), false);
+            let cfg = k3s_config(&ud);
             assert_eq!(cfg["token"], TOKEN);
             let want_ip = match &node.ipv6 {
                 Some(v6) => format!("{},{v6}", node.ipv4),
@@ -298,29 +311,13 @@ fn pyyaml_reads_back_what_we_meant() {
         }
     }
     // The dual-stack scenario's extra keys arrive typed.
-    let (_, seeds) = render("dualstack-cilium.yaml");
-    let ud = pyyaml_json(&seeds[0].user_data, true);
-    let cfg = pyyaml_json(
-        ud["write_files"][0]["content"]
-            .as_str()
-            .expect("c")
-            .as_bytes(),
-        false,
-    );
+    let cfg = first_k3s_config("dualstack-cilium.yaml");
     assert_eq!(cfg["flannel-backend"], "none");
     assert_eq!(cfg["disable-network-policy"], true);
     assert_eq!(cfg["disable"], serde_json::json!(["traefik", "servicelb"]));
     assert_eq!(cfg["cluster-cidr"], "10.42.0.0/16,fd22:2025:6a6a:42::/104");
     // ha: a "0644" mode stays a string.
-    let (_, seeds) = render("ha-3server.yaml");
-    let ud = pyyaml_json(&seeds[0].user_data, true);
-    let cfg = pyyaml_json(
-        ud["write_files"][0]["content"]
-            .as_str()
-            .expect("c")
-            .as_bytes(),
-        false,
-    );
+    let cfg = first_k3s_config("ha-3server.yaml");
     assert_eq!(cfg["write-kubeconfig-mode"], "0644");
 }
 
@@ -503,10 +500,5 @@ fn without_a_named_user_keys_go_to_the_default_user() {
     assert_eq!(ud2["users"][0]["name"], "ubuntu");
     assert!(ud2.get("ssh_authorized_keys").is_none());
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("ud");
-    std::fs::write(&f, &seeds[0].user_data).expect("write");
-    run(Command::new(CLOUD_INIT)
-        .arg("schema")
-        .arg("--config-file")
-        .arg(&f));
+    schema(dir.path(), "ud", &seeds[0].user_data);
 }

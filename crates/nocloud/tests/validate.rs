@@ -53,6 +53,14 @@ fn expect_one(yaml: &str, needles: &[&str]) {
     }
 }
 
+/// For each (from, to, needles): `GOOD` with `from` replaced by `to` has exactly one problem,
+/// mentioning every needle.
+fn expect_one_each(cases: &[(&str, &str, &[&str])]) {
+    for (from, to, needles) in cases {
+        expect_one(&GOOD.replace(from, to), needles);
+    }
+}
+
 #[test]
 fn good_spec_is_valid() {
     assert_eq!(problems(GOOD), Vec::<String>::new());
@@ -80,19 +88,12 @@ fn unknown_keys_are_errors() {
 
 #[test]
 fn hostname_must_be_rfc1123() {
-    expect_one(
-        &GOOD.replace("name: cp-01", "name: CP_01"),
-        &["\"CP_01\"", "RFC 1123"],
-    );
-    expect_one(
-        &GOOD.replace("name: cp-01", "name: -cp"),
-        &["\"-cp\"", "RFC 1123"],
-    );
-    let long = "a".repeat(64);
-    expect_one(
-        &GOOD.replace("name: cp-01", &format!("name: {long}")),
-        &["RFC 1123"],
-    );
+    let long = format!("name: {}", "a".repeat(64));
+    expect_one_each(&[
+        ("name: cp-01", "name: CP_01", &["\"CP_01\"", "RFC 1123"]),
+        ("name: cp-01", "name: -cp", &["\"-cp\"", "RFC 1123"]),
+        ("name: cp-01", &long, &["RFC 1123"]),
+    ]);
 }
 
 #[test]
@@ -137,26 +138,34 @@ fn network_and_broadcast_addresses_are_rejected() {
 
 #[test]
 fn cidr_syntax_and_host_bits() {
-    expect_one(
-        &GOOD.replace("cidr: 192.168.122.0/24", "cidr: 192.168.122.0/33"),
-        &["cluster.network.ipv4.cidr"],
-    );
-    expect_one(
-        &GOOD.replace("cidr: 192.168.122.0/24", "cidr: 192.168.122.5/24"),
-        &["cluster.network.ipv4.cidr", "host bits"],
-    );
+    expect_one_each(&[
+        (
+            "cidr: 192.168.122.0/24",
+            "cidr: 192.168.122.0/33",
+            &["cluster.network.ipv4.cidr"],
+        ),
+        (
+            "cidr: 192.168.122.0/24",
+            "cidr: 192.168.122.5/24",
+            &["cluster.network.ipv4.cidr", "host bits"],
+        ),
+    ]);
 }
 
 #[test]
 fn gateway_must_be_inside_subnet() {
-    expect_one(
-        &GOOD.replace("gateway: 192.168.122.1", "gateway: 10.0.0.1"),
-        &["cluster.network.ipv4.gateway", "outside"],
-    );
-    expect_one(
-        &GOOD.replace("gateway: \"fd12:3456:789a:14::1\"", "gateway: \"fd99::1\""),
-        &["cluster.network.ipv6.gateway", "outside"],
-    );
+    expect_one_each(&[
+        (
+            "gateway: 192.168.122.1",
+            "gateway: 10.0.0.1",
+            &["cluster.network.ipv4.gateway", "outside"],
+        ),
+        (
+            "gateway: \"fd12:3456:789a:14::1\"",
+            "gateway: \"fd99::1\"",
+            &["cluster.network.ipv6.gateway", "outside"],
+        ),
+    ]);
 }
 
 #[test]
@@ -177,18 +186,22 @@ fn names_must_be_unique() {
 
 #[test]
 fn ips_must_be_unique() {
-    expect_one(
-        &GOOD.replace("ipv4: 192.168.122.11", "ipv4: 192.168.122.10"),
-        &[
-            "worker-01",
-            "192.168.122.10",
-            "already used by node \"cp-01\"",
-        ],
-    );
-    expect_one(
-        &GOOD.replace("fd12:3456:789a:14::11\"", "fd12:3456:789a:14::10\""),
-        &["worker-01", "already used"],
-    );
+    expect_one_each(&[
+        (
+            "ipv4: 192.168.122.11",
+            "ipv4: 192.168.122.10",
+            &[
+                "worker-01",
+                "192.168.122.10",
+                "already used by node \"cp-01\"",
+            ],
+        ),
+        (
+            "fd12:3456:789a:14::11\"",
+            "fd12:3456:789a:14::10\"",
+            &["worker-01", "already used"],
+        ),
+    ]);
 }
 
 #[test]
@@ -205,14 +218,18 @@ fn macs_must_be_unique_case_insensitively() {
 
 #[test]
 fn mac_syntax() {
-    expect_one(
-        &GOOD.replace("52:54:00:00:00:11", "52:54:00:00:11"),
-        &["worker-01", "not a MAC"],
-    );
-    expect_one(
-        &GOOD.replace("52:54:00:00:00:11", "52:54:00:00:00:zz"),
-        &["worker-01", "not a MAC"],
-    );
+    expect_one_each(&[
+        (
+            "52:54:00:00:00:11",
+            "52:54:00:00:11",
+            &["worker-01", "not a MAC"],
+        ),
+        (
+            "52:54:00:00:00:11",
+            "52:54:00:00:00:zz",
+            &["worker-01", "not a MAC"],
+        ),
+    ]);
 }
 
 #[test]
@@ -251,14 +268,18 @@ fn ipv6_consistency() {
 
 #[test]
 fn sizes_must_parse() {
-    expect_one(
-        &GOOD.replace("disk_size: 80G", "disk_size: 80X"),
-        &["cluster.disk_size", "80X"],
-    );
-    expect_one(
-        &GOOD.replace("disk_size: 120G", "disk_size: lots"),
-        &["worker-01", "disk_size"],
-    );
+    expect_one_each(&[
+        (
+            "disk_size: 80G",
+            "disk_size: 80X",
+            &["cluster.disk_size", "80X"],
+        ),
+        (
+            "disk_size: 120G",
+            "disk_size: lots",
+            &["worker-01", "disk_size"],
+        ),
+    ]);
     assert_eq!(kiln_nocloud::parse_size("512M"), Ok(512 << 20));
     let (_d, s) = spec(GOOD);
     assert_eq!(
@@ -290,17 +311,18 @@ fn durations_must_parse() {
 
 #[test]
 fn labels_and_taints_must_be_well_formed() {
-    expect_one(
-        &GOOD.replace(
+    expect_one_each(&[
+        (
             "observability=true:NoSchedule",
             "observability=true:Sometimes",
+            &["worker-01", "taint"],
         ),
-        &["worker-01", "taint"],
-    );
-    expect_one(
-        &GOOD.replace("role: observability", "role: \"bad value!\""),
-        &["worker-01", "label"],
-    );
+        (
+            "role: observability",
+            "role: \"bad value!\"",
+            &["worker-01", "label"],
+        ),
+    ]);
 }
 
 #[test]

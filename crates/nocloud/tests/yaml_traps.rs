@@ -59,6 +59,15 @@ fn quoted(v: &str) -> bool {
         || (v.starts_with('\'') && v.ends_with('\'') && v.len() >= 2)
 }
 
+/// Asserts that `text` holds `prefix` followed by `value` in double or single quotes.
+fn assert_quoted(text: &str, prefix: &str, value: &str) {
+    assert!(
+        text.contains(&format!("{prefix}\"{value}\""))
+            || text.contains(&format!("{prefix}'{value}'")),
+        "{text}"
+    );
+}
+
 #[test]
 fn traps_are_quoted_in_maps_and_lists() {
     let mut m: BTreeMap<String, ConfigValue> = BTreeMap::new();
@@ -101,10 +110,14 @@ fn typed_values_stay_typed() {
         ("d".to_owned(), ConfigValue::Str("12".into())),
     ]);
     let text = kiln_nocloud::yaml::to_string(&m, "typed").expect("serialize");
-    assert!(text.contains("a: true\n"), "{text}");
-    assert!(text.contains("c: 12\n"), "{text}");
-    assert!(!text.contains("b: true\n"), "{text}");
-    assert!(!text.contains("d: 12\n"), "{text}");
+    for (line, present) in [
+        ("a: true\n", true),
+        ("c: 12\n", true),
+        ("b: true\n", false),
+        ("d: 12\n", false),
+    ] {
+        assert_eq!(text.contains(line), present, "{line:?} in {text}");
+    }
 }
 
 #[test]
@@ -127,22 +140,10 @@ fn user_data_has_header_and_quoted_permissions() {
     };
     let text = String::from_utf8(cc.to_bytes().expect("bytes")).expect("utf8");
     assert!(text.starts_with("#cloud-config\n"), "{text}");
-    assert!(
-        text.contains("hostname: \"on\"") || text.contains("hostname: 'on'"),
-        "{text}"
-    );
-    assert!(
-        text.contains("permissions: \"0777\"") || text.contains("permissions: '0777'"),
-        "{text}"
-    );
-    assert!(
-        text.contains("- \"yes\"") || text.contains("- 'yes'"),
-        "{text}"
-    );
-    assert!(
-        text.contains("- \"12:30\"") || text.contains("- '12:30'"),
-        "{text}"
-    );
+    assert_quoted(&text, "hostname: ", "on");
+    assert_quoted(&text, "permissions: ", "0777");
+    assert_quoted(&text, "- ", "yes");
+    assert_quoted(&text, "- ", "12:30");
     assert!(text.ends_with('\n') && !text.ends_with("\n\n"));
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_blockdev::{BlockDev, FileDev};
@@ -15,13 +15,37 @@ fn sparse_file(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
 }
 
+/// A new sparse file `dir/name` of `len` bytes.
+fn blank_disk(dir: &Path, name: &str, len: u64) -> PathBuf {
+    let disk = dir.join(name);
+    sparse_file(&disk, len);
+    disk
+}
+
+/// `mkfs.ext4` with `label` on the whole file `path`.
+fn mkfs_ext4(path: &Path, label: &str) {
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", label])
+        .arg(path));
+}
+
+/// `sfdisk -q disk` with `script` on its standard input; must succeed.
+fn sfdisk(disk: &Path, script: &str) {
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run sfdisk");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// An ext4 filesystem of `len` bytes with `label`, written at `offset` of `disk`.
 fn put_ext4(dir: &Path, disk: &FileDev, offset: u64, len: u64, label: &str) {
     let f = dir.join(format!("fs-{offset}.ext4"));
     sparse_file(&f, len);
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", label])
-        .arg(&f));
+    mkfs_ext4(&f, label);
     disk.write_at(&std::fs::read(&f).unwrap(), offset).unwrap();
 }
 
@@ -111,8 +135,7 @@ fn sgdisk_info(disk: &Path, n: u32) -> (u64, u64, String, String) {
 
 /// Ubuntu's cloud-image layout: 1 root, 14 BIOS boot, 15 ESP (vfat `UEFI`), 16 /boot (`BOOT`).
 fn ubuntu_disk(dir: &Path) -> std::path::PathBuf {
-    let disk = dir.join("disk.img");
-    sparse_file(&disk, 160 << 20);
+    let disk = blank_disk(dir, "disk.img", 160 << 20);
     run(Command::new("sgdisk")
         .args(["-n", "14:2048:+4M", "-t", "14:ef02"])
         .args(["-n", "15:0:+8M", "-t", "15:ef00"])
@@ -188,8 +211,7 @@ fn gpt_ubuntu_layout_matches_sgdisk_and_blkid() {
 #[test]
 fn root_falls_back_to_the_largest_linux_filesystem_and_refuses_ambiguity() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("d.img");
-    sparse_file(&disk, 64 << 20);
+    let disk = blank_disk(dir.path(), "d.img", 64 << 20);
     run(Command::new("sgdisk")
         .args(["-n", "1:2048:+8M", "-n", "2:0:+20M", "-n", "3:0:+12M"])
         .arg(&disk));
@@ -219,8 +241,7 @@ fn root_falls_back_to_the_largest_linux_filesystem_and_refuses_ambiguity() {
 #[test]
 fn no_linux_filesystem_is_an_error_naming_the_device() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("empty-parts.img");
-    sparse_file(&disk, 16 << 20);
+    let disk = blank_disk(dir.path(), "empty-parts.img", 16 << 20);
     run(Command::new("sgdisk").args(["-n", "1:2048:0"]).arg(&disk));
     let dev = FileDev::open_read_only(&disk).unwrap();
     let t = scan(&dev, "empty-parts.img").unwrap();
@@ -234,17 +255,9 @@ fn no_linux_filesystem_is_an_error_naming_the_device() {
 #[test]
 fn mbr_with_logical_partitions_matches_sfdisk() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("mbr.img");
-    sparse_file(&disk, 64 << 20);
+    let disk = blank_disk(dir.path(), "mbr.img", 64 << 20);
     let script = "label: dos\nstart=2048, size=16384, type=83\nstart=20480, type=5\nstart=22528, size=40960, type=83\n";
-    let mut child = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("cannot run sfdisk");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    sfdisk(&disk, script);
     let dev = FileDev::open_read_write(&disk).unwrap();
     let t = scan(&dev, "mbr.img").unwrap();
     assert_eq!(t.kind, TableKind::Mbr);
@@ -292,11 +305,8 @@ fn mbr_with_logical_partitions_matches_sfdisk() {
 #[test]
 fn whole_disk_filesystem_without_a_table() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("bare.ext4");
-    sparse_file(&disk, 32 << 20);
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "cloudimg-rootfs"])
-        .arg(&disk));
+    let disk = blank_disk(dir.path(), "bare.ext4", 32 << 20);
+    mkfs_ext4(&disk, "cloudimg-rootfs");
     let dev = FileDev::open_read_only(&disk).unwrap();
     let t = scan(&dev, "bare.ext4").unwrap();
     assert_eq!(t.kind, TableKind::None);
@@ -306,8 +316,7 @@ fn whole_disk_filesystem_without_a_table() {
         (0, 0, 32 << 20, FsType::Ext4)
     );
     // A bare vfat volume is recognised too (its boot sector ends in 55 AA like an MBR).
-    let fat = dir.path().join("bare.vfat");
-    sparse_file(&fat, 8 << 20);
+    let fat = blank_disk(dir.path(), "bare.vfat", 8 << 20);
     let fdev = FileDev::open_read_write(&fat).unwrap();
     put_vfat(&fdev, 0, b"CIDATA     ");
     let t = scan(&fdev, "bare.vfat").unwrap();
@@ -362,25 +371,15 @@ mod mutation {
 
     fn base_disks() -> Vec<Vec<u8>> {
         let dir = tempfile::tempdir().unwrap();
-        let gpt = dir.path().join("gpt.img");
-        sparse_file(&gpt, 1 << 20);
+        let gpt = blank_disk(dir.path(), "gpt.img", 1 << 20);
         run(Command::new("sgdisk")
             .args(["-n", "1:34:+200K", "-n", "2:0:+300K", "-n", "3:0:0"])
             .arg(&gpt));
-        let mbr = dir.path().join("mbr.img");
-        sparse_file(&mbr, 1 << 20);
-        let mut child = Command::new("sfdisk")
-            .arg("-q")
-            .arg(&mbr)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("cannot run sfdisk");
-        std::io::Write::write_all(
-            child.stdin.as_mut().unwrap(),
-            b"label: dos\nstart=64, size=256, type=83\nstart=512, type=5\nstart=600, size=100, type=83\nstart=800, size=100, type=83\n",
-        )
-        .unwrap();
-        assert!(child.wait().unwrap().success());
+        let mbr = blank_disk(dir.path(), "mbr.img", 1 << 20);
+        sfdisk(
+            &mbr,
+            "label: dos\nstart=64, size=256, type=83\nstart=512, type=5\nstart=600, size=100, type=83\nstart=800, size=100, type=83\n",
+        );
         vec![std::fs::read(&gpt).unwrap(), std::fs::read(&mbr).unwrap()]
     }
 

@@ -21,6 +21,24 @@ fn make(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {
     p
 }
 
+/// `qemu-img rebase -u`: point `img` at the qcow2 `backing` without looking at either.
+fn rebase_unsafe(img: &Path, backing: &str) {
+    run(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            "qcow2",
+            s(img),
+        ],
+    );
+}
+
 /// Open for reading and for writing; both must fail with `check`, and the file must be unchanged.
 fn refused(path: &Path, opts: OpenOptions, check: impl Fn(&Error) -> bool) -> String {
     let before = std::fs::read(path).unwrap();
@@ -122,40 +140,14 @@ fn cyclic_backing_chain() {
         "b.qcow2",
         &["-u", "-b", "a.qcow2", "-F", "qcow2"],
     );
-    run(
-        "qemu-img",
-        &[
-            "rebase",
-            "-u",
-            "-f",
-            "qcow2",
-            "-b",
-            "b.qcow2",
-            "-F",
-            "qcow2",
-            s(&a),
-        ],
-    );
+    rebase_unsafe(&a, "b.qcow2");
     let m = refused(&a, OpenOptions::default(), |e| {
         matches!(e, Error::BackingChainCycle { .. })
     });
     assert!(m.contains("loops"), "{m}");
     // A self-reference is a cycle too.
     let c = make(dir.path(), "c.qcow2", &[]);
-    run(
-        "qemu-img",
-        &[
-            "rebase",
-            "-u",
-            "-f",
-            "qcow2",
-            "-b",
-            "c.qcow2",
-            "-F",
-            "qcow2",
-            s(&c),
-        ],
-    );
+    rebase_unsafe(&c, "c.qcow2");
     refused(&c, OpenOptions::default(), |e| {
         matches!(e, Error::BackingChainCycle { .. })
     });
@@ -316,12 +308,7 @@ fn mutated_images_never_panic() {
     // A deterministic mini-fuzzer over the header, L1 and L2 of a real image; the cargo-fuzz target
     // (fuzz/fuzz_targets/qcow2_open_read.rs) explores further. Every outcome must be Ok or an Err.
     let dir = tempfile::tempdir().unwrap();
-    let base = qemu_compressed(
-        dir.path(),
-        "base.qcow2",
-        &pattern(1 << 20, 3),
-        "cluster_size=4096",
-    );
+    let base = compressed_base(dir.path(), 1 << 20, 3, "cluster_size=4096");
     let pristine = std::fs::read(&base).unwrap();
     let mut rng = Rng(2024);
     for round in 0..300 {

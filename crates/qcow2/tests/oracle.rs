@@ -33,70 +33,69 @@ fn kiln_read_all(path: &Path) -> Vec<u8> {
     buf
 }
 
+/// `qemu-img create` of the qcow2 `dir/name` over `backing` (with `opts`, and `size` when given),
+/// then `qemu-io` runs each of `writes` on it.
+fn qemu_layer(
+    dir: &Path,
+    name: &str,
+    backing: &str,
+    opts: &str,
+    size: Option<&str>,
+    writes: &[&str],
+) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let mut create = vec![
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        opts,
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        s(&p),
+    ];
+    create.extend(size);
+    run("qemu-img", &create);
+    let mut io = Vec::new();
+    for w in writes {
+        io.extend(["-c", *w]);
+    }
+    io.push(s(&p));
+    run("qemu-io", &io);
+    p
+}
+
 /// A compressed base, a 2-level chain with writes and zero clusters, and an overlay larger than its base.
 fn qemu_chain(dir: &Path, cluster: usize, ty: &str) -> (std::path::PathBuf, Vec<u8>) {
     let base_len = 6 * MIB + 4096 * 3; // not a multiple of the cluster size
     let opts = format!("cluster_size={cluster},compression_type={ty}");
-    qemu_compressed(dir, "base.qcow2", &pattern(base_len, cluster as u64), &opts);
-    let mid = dir.join("mid.qcow2");
-    let o = format!("cluster_size={cluster},compression_type={ty}");
-    run(
-        "qemu-img",
+    compressed_base(dir, base_len, cluster as u64, &opts);
+    qemu_layer(
+        dir,
+        "mid.qcow2",
+        "base.qcow2",
+        &opts,
+        None,
         &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &o,
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&mid),
-        ],
-    );
-    run(
-        "qemu-io",
-        &[
-            "-c",
             "write -P 0x5a 1000 70000",
-            "-c",
             "write -z 2097152 1048576",
-            "-c",
             "write -P 0x11 4194304 4096",
-            s(&mid),
         ],
     );
-    let top = dir.join("top.qcow2");
     let bigger = (10 * MIB).to_string();
-    run(
-        "qemu-img",
+    let top = qemu_layer(
+        dir,
+        "top.qcow2",
+        "mid.qcow2",
+        &opts,
+        Some(&bigger),
         &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &o,
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-            &bigger,
-        ],
-    );
-    run(
-        "qemu-io",
-        &[
-            "-c",
             "write -P 0xc3 300000 5000",
-            "-c",
             "write -z 65536 131072",
-            "-c",
             "write -P 0x77 9437184 70000",
-            s(&top),
         ],
     );
     let expect = qemu_raw(&top, dir);
@@ -218,12 +217,7 @@ fn passthrough_copies_stored_bytes_unchanged() {
     // Flatten a fully compressed zstd image into zstd: every cluster must be passed through, so the
     // result holds the very same compressed bytes.
     let dir = tempfile::tempdir().unwrap();
-    let base = qemu_compressed(
-        dir.path(),
-        "base.qcow2",
-        &pattern(4 * MIB, 5),
-        "compression_type=zstd",
-    );
+    let base = compressed_base(dir.path(), 4 * MIB, 5, "compression_type=zstd");
     let src = Disk::open(&base, &OpenOptions::default()).unwrap();
     let out = dir.path().join("flat.qcow2");
     let stats = flatten_to_path(&src, &out, &FlattenOptions::default(), &|_, _| {}).unwrap();
@@ -275,12 +269,7 @@ fn overlay_writes_copy_on_write_and_close_clean() {
         "the overlay must not appear before commit"
     );
     ov.commit().unwrap();
-    qemu_check(&ov_path);
-    assert_same(
-        &qemu_raw(&ov_path, dir.path()),
-        &model,
-        "overlay after commit",
-    );
+    assert_qemu_checks_and_reads(&ov_path, dir.path(), &model, "overlay after commit");
     let info = run("qemu-img", &["info", "-U", s(&ov_path)]);
     assert!(
         info.contains("backing file: top.qcow2"),
@@ -292,18 +281,13 @@ fn overlay_writes_copy_on_write_and_close_clean() {
     disk.write_at(&[0xEE; 5000], 12_345).unwrap();
     model[12_345..17_345].fill(0xEE);
     disk.close().unwrap();
-    qemu_check(&ov_path);
-    assert_same(
-        &qemu_raw(&ov_path, dir.path()),
-        &model,
-        "overlay after reopen",
-    );
+    assert_qemu_checks_and_reads(&ov_path, dir.path(), &model, "overlay after reopen");
 }
 
 #[test]
 fn same_writes_give_identical_overlays() {
     let dir = tempfile::tempdir().unwrap();
-    let base = qemu_compressed(dir.path(), "base.qcow2", &pattern(3 * MIB, 8), "");
+    let base = compressed_base(dir.path(), 3 * MIB, 8, "");
     let mut hashes = Vec::new();
     for name in ["a.qcow2", "b.qcow2"] {
         let p = dir.path().join(name);

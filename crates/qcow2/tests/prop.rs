@@ -80,7 +80,6 @@ proptest! {
         disk.read_at(&mut got, 0).unwrap();
         assert_same(&got, &model, "kiln read-back before close");
         disk.close().unwrap();
-        qemu_check(&path);
-        assert_same(&qemu_raw(&path, dir.path()), &model, "qemu-img read-back");
+        assert_qemu_checks_and_reads(&path, dir.path(), &model, "qemu-img read-back");
     }
 }

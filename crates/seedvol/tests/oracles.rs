@@ -16,18 +16,23 @@ const EPOCH: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
 
 /// Runs an oracle; panics (fails the test) when it is missing or exits non-zero.
 fn run(cmd: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&run_bytes(cmd, args)).into_owned()
+}
+
+/// [`run`], returning the standard output as bytes.
+fn run_bytes(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
         panic!("oracle `{cmd}` could not be run ({e}); install it (see .ci/run)")
     });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "`{cmd} {}` failed with {}:\n{stdout}\n{stderr}",
+        "`{cmd} {}` failed with {}:\n{}\n{}",
         args.join(" "),
-        out.status
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    out.stdout
 }
 
 /// A file entry of the sample trees: path, contents, mode.
@@ -237,12 +242,8 @@ fn isoinfo_rock_ridge_listing_and_contents() {
         "{listing}"
     );
     for (path, data, _) in sample_files() {
-        let got = Command::new("isoinfo")
-            .args(["-R", "-i", iso, "-x", &format!("/{path}")])
-            .output()
-            .expect("isoinfo missing");
-        assert!(got.status.success());
-        assert_eq!(got.stdout, data, "isoinfo -R -x /{path}");
+        let got = run_bytes("isoinfo", &["-R", "-i", iso, "-x", &format!("/{path}")]);
+        assert_eq!(got, data, "isoinfo -R -x /{path}");
     }
 }
 
@@ -252,12 +253,8 @@ fn isoinfo_joliet_listing_and_contents() {
     let iso = sample_iso(tmp.path());
     let iso = iso.to_str().unwrap();
     // isoinfo prints Joliet names in ISO-8859-1, with `_` for characters outside it.
-    let raw = Command::new("isoinfo")
-        .args(["-J", "-l", "-i", iso])
-        .output()
-        .expect("oracle `isoinfo` missing; install genisoimage (see .ci/run)");
-    assert!(raw.status.success());
-    let listing: String = raw.stdout.iter().map(|&b| char::from(b)).collect();
+    let raw = run_bytes("isoinfo", &["-J", "-l", "-i", iso]);
+    let listing: String = raw.iter().map(|&b| char::from(b)).collect();
     let names: BTreeSet<String> = isoinfo_paths(&listing)
         .into_iter()
         .map(|(p, _)| p)
@@ -509,16 +506,8 @@ fn vfat_passes_fsck_and_mtools_and_blkid() {
         assert!(dir.contains(name), "{name} missing in\n{dir}");
     }
     for (path, data, _) in vfat_files() {
-        let out = Command::new("mtype")
-            .args(["-i", img_s, &format!("::/{path}")])
-            .output()
-            .expect("oracle `mtype` missing; install mtools (see .ci/run)");
-        assert!(
-            out.status.success(),
-            "mtype {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, data, "mtype ::/{path}");
+        let out = run_bytes("mtype", &["-i", img_s, &format!("::/{path}")]);
+        assert_eq!(out, data, "mtype ::/{path}");
     }
     // Same inputs, same bytes.
     let other = tempfile::tempdir().unwrap();

@@ -105,21 +105,16 @@ pub fn rootfs(dir: &Path, size_mb: u64, htree_entries: usize) -> PathBuf {
     img
 }
 
+/// [`rootfs`] in a new temporary directory (removed when the returned handle drops).
+pub fn temp_rootfs(size_mb: u64, htree_entries: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = rootfs(dir.path(), size_mb, htree_entries);
+    (dir, img)
+}
+
 /// `e2fsck -fn`: must exit 0 (clean, nothing to fix).
 pub fn fsck_clean(img: &Path) {
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(img)
-        .output()
-        .expect("cannot run e2fsck (is e2fsprogs installed?)");
-    assert!(
-        out.status.success(),
-        "e2fsck -fn {} is not clean ({}):\n{}\n{}",
-        img.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(Command::new("e2fsck").arg("-fn").arg(img));
 }
 
 /// Run debugfs commands (read-only) in one batch; returns the output of each command in order.
@@ -127,20 +122,9 @@ pub fn debugfs(img: &Path, cmds: &[String]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("cmds");
     fs::write(&script, cmds.join("\n") + "\n").unwrap();
-    let out = Command::new("debugfs")
-        .arg("-f")
-        .arg(&script)
-        .arg(img)
-        .output()
-        .expect("cannot run debugfs");
-    assert!(
-        out.status.success(),
-        "debugfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // debugfs echoes "debugfs: <cmd>" before each command's output (on stdout); output without a
     // final newline runs straight into the next echo, so split on the exact echoes, in order.
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = run(Command::new("debugfs").arg("-f").arg(&script).arg(img));
     let mut starts = Vec::new();
     let mut from = 0;
     for c in cmds {

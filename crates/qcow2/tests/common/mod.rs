@@ -98,6 +98,12 @@ pub use kiln_fixtures::testing::sha256;
 
 /// Compare two byte images, reporting the first difference instead of dumping them.
 #[track_caller]
+/// `qemu-img check` finds `img` clean, and qemu-img reads `want` from it (`what` names the case).
+pub fn assert_qemu_checks_and_reads(img: &Path, dir: &Path, want: &[u8], what: &str) {
+    qemu_check(img);
+    assert_same(&qemu_raw(img, dir), want, what);
+}
+
 pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
@@ -112,6 +118,11 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
 
 /// Write `data` as a raw file and let `qemu-img convert -c` turn it into a compressed qcow2 named
 /// `name` in `dir`; `opts` are extra `-o` options (`""` for qemu's defaults).
+/// `base.qcow2` in `dir`: [`qemu_compressed`] of `len` bytes of [`pattern`] `seed`.
+pub fn compressed_base(dir: &Path, len: usize, seed: u64, opts: &str) -> PathBuf {
+    qemu_compressed(dir, "base.qcow2", &pattern(len, seed), opts)
+}
+
 pub fn qemu_compressed(dir: &Path, name: &str, data: &[u8], opts: &str) -> PathBuf {
     let raw = dir.join(format!("{name}.raw"));
     std::fs::write(&raw, data).expect("write raw source");
