@@ -45,16 +45,17 @@ pub fn run(args: BuildArgs) -> CmdResult {
             .progress_chars("=> "),
     );
     let show = !args.quiet && !args.json;
-    let progress = |ev: StepEvent<'_>| match ev {
-        StepEvent::Start(step) => bar.set_message(step.name()),
+    let progress_bar = bar.clone();
+    let progress = move |ev: StepEvent<'_>| match ev {
+        StepEvent::Start(step) => progress_bar.set_message(step.name()),
         StepEvent::Done(r) => {
-            bar.inc(1);
+            progress_bar.inc(1);
             if show {
                 let line = format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary);
-                if bar.is_hidden() {
+                if progress_bar.is_hidden() {
                     eprintln!("{line}");
                 } else {
-                    bar.println(line);
+                    progress_bar.println(line);
                 }
             }
         }
@@ -62,7 +63,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
     };
     let opts = BuildOptions {
         out_dir: args.out.clone(),
-        progress: Some(&progress),
+        progress: Some(std::sync::Arc::new(progress)),
     };
     let out = build_file(&args.recipe, &opts).or_exit()?;
     bar.finish_and_clear();

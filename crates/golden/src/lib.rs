@@ -26,7 +26,9 @@ use std::path::PathBuf;
 pub use diff::{Difference, diff};
 pub use kiln_blockdev::ErrorKind;
 pub use manifest::Manifest;
-pub use pipeline::{BuildOptions, BuildOutput, Step, StepEvent, StepReport, build, build_file};
+pub use pipeline::{
+    BuildOptions, BuildOutput, Progress, Step, StepEvent, StepReport, build, build_file,
+};
 pub use recipe::{MachineIdMode, Problem, Problems, Recipe};
 pub use scrub::{CATALOG, ScrubOp};
 pub use verify::{VerifyReport, verify};

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_blockdev::{AtomicFile, BlockDev, MemDev};
@@ -120,16 +121,20 @@ pub enum StepEvent<'a> {
     Done(&'a StepReport),
 }
 
-/// Where and how to build.
-#[derive(Default)]
-pub struct BuildOptions<'a> {
+/// A progress callback: owned, and callable from whichever thread runs the build.
+pub type Progress = Arc<dyn Fn(StepEvent<'_>) + Send + Sync>;
+
+/// Where and how to build. `Send + Sync + Clone`: a caller can make it on one thread and build on
+/// another (`spawn_blocking`, a worker pool).
+#[derive(Default, Clone)]
+pub struct BuildOptions {
     /// Output directory (created if missing). Default: the current directory.
     pub out_dir: PathBuf,
     /// Called at the start and end of each step.
-    pub progress: Option<&'a dyn Fn(StepEvent<'_>)>,
+    pub progress: Option<Progress>,
 }
 
-impl std::fmt::Debug for BuildOptions<'_> {
+impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuildOptions")
             .field("out_dir", &self.out_dir)
@@ -151,7 +156,7 @@ pub struct BuildOutput {
 }
 
 /// Load, validate and build the recipe at `path`.
-pub fn build_file(path: &Path, opts: &BuildOptions<'_>) -> Result<BuildOutput, Error> {
+pub fn build_file(path: &Path, opts: &BuildOptions) -> Result<BuildOutput, Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::ReadInput {
         what: "recipe",
         path: path.to_owned(),
@@ -166,13 +171,13 @@ pub fn build_file(path: &Path, opts: &BuildOptions<'_>) -> Result<BuildOutput, E
 pub fn build(
     recipe: &Recipe,
     recipe_sha256: &str,
-    opts: &BuildOptions<'_>,
+    opts: &BuildOptions,
 ) -> Result<BuildOutput, Error> {
     recipe.validate()?;
     let cx = Context::new(recipe, recipe_sha256, &opts.out_dir);
     let mut run = Runner {
         done: Vec::new(),
-        progress: opts.progress,
+        progress: opts.progress.as_deref(),
     };
     // open-base verifies the pin before anything is created.
     let base = run.step(Step::OpenBase, || open_base(&cx))?;
@@ -275,7 +280,7 @@ type StepResult<T> = Result<(T, String, Vec<String>), Error>;
 /// Runs steps in order, timing them and telling the progress callback.
 struct Runner<'a> {
     done: Vec<StepReport>,
-    progress: Option<&'a dyn Fn(StepEvent<'_>)>,
+    progress: Option<&'a (dyn Fn(StepEvent<'_>) + Send + Sync)>,
 }
 
 impl Runner<'_> {
@@ -620,3 +625,10 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
     ];
     Ok((manifest, summary, changed))
 }
+
+/// A provisioner builds on worker threads: the options must cross threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<BuildOptions>();
+    send_sync::<BuildOutput>();
+};

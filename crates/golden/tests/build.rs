@@ -41,7 +41,7 @@ fn write_recipe(env: &Env, file: &str, extra: &str) -> PathBuf {
     p
 }
 
-fn opts(dir: &Path) -> BuildOptions<'static> {
+fn opts(dir: &Path) -> BuildOptions {
     BuildOptions {
         out_dir: dir.to_owned(),
         progress: None,
