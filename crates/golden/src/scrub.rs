@@ -273,9 +273,10 @@ impl Scrubber<'_, '_> {
         Ok(())
     }
 
-    /// Cuts the regular file `path` to zero bytes if it has any, and records it.
-    fn truncate(&mut self, path: &str) -> Result<(), Error> {
-        if let Some(m) = self.lstat(path)?
+    /// Cuts `path` to zero bytes if `md` (its metadata) shows a non-empty regular file, and
+    /// records it.
+    fn truncate(&mut self, path: &str, md: Option<kiln_ext4::Metadata>) -> Result<(), Error> {
+        if let Some(m) = md
             && m.kind == FileKind::File
             && m.size > 0
         {
@@ -420,7 +421,7 @@ fn walk_logs(s: &mut Scrubber<'_, '_>, dir: &str, depth: u32) -> Result<(), Erro
         match m.kind {
             FileKind::Dir => walk_logs(s, &p, depth + 1)?,
             FileKind::File if is_rotated_log(&n) => s.remove(&p)?,
-            FileKind::File => s.truncate(&p)?,
+            FileKind::File => s.truncate(&p, Some(m))?,
             _ => {}
         }
     }
@@ -475,7 +476,9 @@ fn dhcp_leases(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
 }
 
 fn hostname(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    s.truncate("/etc/hostname")
+    const P: &str = "/etc/hostname";
+    let md = s.lstat(P)?;
+    s.truncate(P, md)
 }
 
 #[cfg(test)]
