@@ -1,6 +1,7 @@
 //! Parse arbitrary text as a kiln cluster spec (`kiln_nocloud::ClusterSpec::from_yaml`); when it
 //! parses, validate it, and when it validates, render every node's seed documents in memory
-//! (`render_all`, no `write_seed`, nothing written). It must return Ok or an error at each step,
+//! (`render_all`, no `write_seed`, nothing written); what parses must write back (`to_yaml`) to text
+//! that reads as an equal value. It must return Ok or an error at each step,
 //! never panic, hang or allocate wildly.
 //!
 //! `fuzz/corpus/` is not committed: seed it from the committed specs before a run, e.g.
@@ -26,6 +27,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(spec) = ClusterSpec::from_yaml(text, Path::new("fuzz.yaml")) else {
         return;
     };
+    // Whatever reads, writes back to text that reads as an equal value.
+    let yaml = spec.to_yaml().expect("a spec that parsed serialises");
+    let back = ClusterSpec::from_yaml(&yaml, Path::new("fuzz.yaml")).expect("written spec reads");
+    assert_eq!(back, spec, "{yaml}");
     let _ = spec.token_path();
     for n in &spec.nodes {
         let _ = spec.disk_size_of(n);

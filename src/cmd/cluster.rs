@@ -52,9 +52,11 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     let expected = args.lock.preload(&args.spec)?;
     let mut spec = ClusterSpec::load(&args.spec).or_exit()?;
     if let Some(t) = &args.token_file {
-        spec.cluster.k3s.token_file = std::path::absolute(t)
-            .with_context(|| format!("--token-file {}", t.display()))
-            .input_err()?;
+        spec.cluster.k3s.token_file = Some(
+            std::path::absolute(t)
+                .with_context(|| format!("--token-file {}", t.display()))
+                .input_err()?,
+        );
     }
     let opts = Options {
         epoch,
@@ -63,7 +65,8 @@ pub fn run(args: ClusterArgs) -> CmdResult {
     };
     // Spec, golden image and disk sizes are checked before the token file may be created.
     kiln_cluster::preflight(&spec, &args.golden, &opts).or_exit()?;
-    let token = Token::load_or_create(&spec.token_path()).or_exit()?;
+    let token_file = super::seed::token_path(&spec, ", or pass --token-file FILE")?;
+    let token = Token::load_or_create(&token_file).or_exit()?;
     let report = kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).or_exit()?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -129,8 +132,8 @@ fn print_table(report: &Report) -> std::io::Result<()> {
         rows.push([
             n.info.name.clone(),
             n.info.role.as_str().into(),
-            n.info.ipv4.clone(),
-            n.info.mac.clone().unwrap_or_else(|| "-".into()),
+            n.info.ipv4.to_string(),
+            n.info.mac.map_or_else(|| "-".into(), |m| m.to_string()),
             n.disk.path.clone(),
             n.seed.path.clone(),
             format!(

@@ -73,11 +73,21 @@ pub(super) fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
+/// The spec's token file; a spec made for library use may name none, which the CLI cannot work
+/// without (`hint` names the command's own way to give one).
+pub fn token_path(spec: &ClusterSpec, hint: &str) -> Result<std::path::PathBuf, Failure> {
+    spec.token_path()
+        .with_context(|| {
+            format!("the cluster spec names no cluster.k3s.token_file: add one to the spec{hint}")
+        })
+        .input_err()
+}
+
 pub fn run(args: SeedArgs) -> CmdResult {
     let epoch = source_date_epoch()?;
     let spec = ClusterSpec::load(&args.spec).or_exit()?;
     spec.validate().or_exit()?;
-    let token = Token::load_or_create(&spec.token_path()).or_exit()?;
+    let token = Token::load_or_create(&token_path(&spec, "")?).or_exit()?;
     let seeds = kiln_nocloud::render_all(&spec, &token)?;
     drop(token);
 
@@ -91,8 +101,8 @@ pub fn run(args: SeedArgs) -> CmdResult {
         let node = spec
             .node(&seed.node)
             .context("rendered node missing from the spec")?;
-        let mut addresses = vec![node.ipv4.clone()];
-        addresses.extend(node.ipv6.iter().cloned());
+        let mut addresses = vec![node.ipv4.to_string()];
+        addresses.extend(node.ipv6.iter().map(ToString::to_string));
         nodes.push(NodeSummary {
             node: seed.node.clone(),
             role: seed.role.as_str(),

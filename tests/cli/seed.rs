@@ -48,7 +48,12 @@ fn mode(p: &Path) -> u32 {
 
 fn token_of(spec_dir: &Path, spec: &Path) -> String {
     let s = kiln_nocloud::ClusterSpec::load(spec).expect("load");
-    let p = spec_dir.join(&s.cluster.k3s.token_file);
+    let p = spec_dir.join(
+        s.cluster
+            .k3s
+            .token_file
+            .expect("the spec names a token file"),
+    );
     assert_eq!(mode(&p), 0o600, "token file {} mode", p.display());
     std::fs::read_to_string(p).expect("token").trim().to_owned()
 }

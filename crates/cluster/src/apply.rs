@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use kiln_blockdev::AtomicFile;
 use kiln_nocloud::SeedFormat;
 use kiln_qcow2::PendingOverlay;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::inventory::{DiskRecord, INVENTORY_FILE, Inventory, NodeRecord, SeedRecord};
@@ -18,15 +18,20 @@ use crate::plan::{DiskAction, Plan};
 use crate::{Error, hex};
 
 /// What happened to one output file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// The file did not exist and was written.
     Created,
+    /// The file existed with other content and was replaced (temporary file and rename).
     Updated,
+    /// The file already had exactly the content the plan wants: not touched (same inode, same
+    /// mtime).
     Unchanged,
 }
 
 impl Status {
+    /// `created`, `updated` or `unchanged`, as the JSON report writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Created => "created",
@@ -37,22 +42,27 @@ impl Status {
 }
 
 /// The kind of an output file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
+    /// A node's qcow2 overlay, `<node>.qcow2`.
     Disk,
+    /// A node's NoCloud seed volume, `<node>-seed.iso`.
     Seed,
+    /// The directory's `inventory.json`.
     Inventory,
 }
 
 /// One output file and what happened to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReport {
     /// Relative to the cluster directory.
     pub path: String,
+    /// What the file is.
     pub kind: FileKind,
     /// The node it belongs to (`None` for the inventory).
     pub node: Option<String>,
+    /// What this run did to it.
     pub status: Status,
 }
 
@@ -62,10 +72,13 @@ pub struct FileReport {
 ///
 /// JSON: `{"out_dir": …, "inventory": {…}, "files": [{path, kind, node, status}], "leftovers":
 /// [{path, kind, node}]}` (`leftovers` is always present, `[]` when there are none).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// The cluster directory, as the caller named it.
     pub out_dir: PathBuf,
+    /// The inventory as written to `inventory.json`.
     pub inventory: Inventory,
+    /// Every output file of the plan and what happened to it.
     pub files: Vec<FileReport>,
     /// Overlays and seeds of nodes no longer in the spec (and any other `*.qcow2` / `*-seed.iso`
     /// no node owns): never deleted, no longer in the inventory. See [`Leftover`].

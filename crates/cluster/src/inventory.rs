@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use kiln_nocloud::Role;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use kiln_nocloud::{MacAddr, Role};
 
 /// The inventory's file name inside the cluster directory.
 pub const INVENTORY_FILE: &str = "inventory.json";
@@ -34,10 +36,10 @@ pub struct GoldenRecord {
 pub struct NodeInfo {
     pub name: String,
     pub role: Role,
-    pub ipv4: String,
-    pub ipv6: Option<String>,
-    /// Lowercase, colon-separated.
-    pub mac: Option<String>,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Written lowercase, colon-separated.
+    pub mac: Option<MacAddr>,
     /// The seed's instance-id (changes whenever the node's documents do).
     pub instance_id: String,
 }
@@ -106,9 +108,9 @@ mod tests {
                 info: NodeInfo {
                     name: "cp".into(),
                     role: Role::Server,
-                    ipv4: "10.0.0.2".into(),
+                    ipv4: Ipv4Addr::new(10, 0, 0, 2),
                     ipv6: None,
-                    mac: Some("52:54:00:00:00:10".into()),
+                    mac: Some("52:54:00:00:00:10".parse().expect("mac")),
                     instance_id: "cp-0011223344556677".into(),
                 },
                 disk: DiskRecord {

@@ -152,12 +152,9 @@ pub fn plan(
             info: NodeInfo {
                 name: node.name.clone(),
                 role: node.role,
-                ipv4: node.ipv4.clone(),
-                ipv6: node.ipv6.clone(),
-                mac: node
-                    .mac
-                    .as_deref()
-                    .and_then(kiln_nocloud::spec::normalize_mac),
+                ipv4: node.ipv4,
+                ipv6: node.ipv6,
+                mac: node.mac,
                 instance_id: seed.instance_id.clone(),
             },
             disk_file,

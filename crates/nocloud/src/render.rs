@@ -8,7 +8,7 @@ use crate::docs::{
     CloudConfig, Command, ConfigValue, DefaultUser, Ethernet, K3sConfig, Match, MetaData,
     Nameservers, NetworkConfig, NetworkV2, Route, User, UserSpec, WriteFile,
 };
-use crate::spec::{ClusterSpec, MatchBy, NodeSpec, Role, normalize_mac, parse_duration};
+use crate::spec::{ClusterSpec, MatchBy, NodeSpec, Role};
 use crate::{Error, K3S_INSTALL_SCRIPT, Token};
 
 /// Where k3s reads its per-node settings.
@@ -117,41 +117,30 @@ fn fqdn(spec: &ClusterSpec, node: &NodeSpec) -> Option<String> {
 /// The node's `network-config`: one ethernet, static addresses, default routes, DNS.
 pub fn network_config(spec: &ClusterSpec, node: &NodeSpec) -> Result<NetworkConfig, Error> {
     let net = &spec.cluster.network;
-    let v4 = crate::spec::parse_cidr::<std::net::Ipv4Addr>(&net.ipv4.cidr).map_err(|m| {
-        Error::Render {
-            node: node.name.clone(),
-            message: m,
-        }
-    })?;
     let mut eth = Ethernet {
         dhcp4: Some(false),
         ..Default::default()
     };
-    eth.addresses.push(format!("{}/{}", node.ipv4, v4.prefix));
+    eth.addresses
+        .push(format!("{}/{}", node.ipv4, net.ipv4.cidr.prefix));
     // `0.0.0.0/0` and `::/0` rather than `default`: netplan takes either, but cloud-init before 23.x
     // rejects `default` when it renders for networkd/ENI (seen with Debian 12's 22.4).
     eth.routes.push(Route {
         to: "0.0.0.0/0".into(),
-        via: net.ipv4.gateway.clone(),
+        via: net.ipv4.gateway.to_string(),
     });
     if let (Some(sub), Some(a6)) = (&net.ipv6, &node.ipv6) {
-        let v6 = crate::spec::parse_cidr::<std::net::Ipv6Addr>(&sub.cidr).map_err(|m| {
-            Error::Render {
-                node: node.name.clone(),
-                message: m,
-            }
-        })?;
         eth.dhcp6 = Some(false);
         eth.accept_ra = Some(false);
-        eth.addresses.push(format!("{a6}/{}", v6.prefix));
+        eth.addresses.push(format!("{a6}/{}", sub.cidr.prefix));
         eth.routes.push(Route {
             to: "::/0".into(),
-            via: sub.gateway.clone(),
+            via: sub.gateway.to_string(),
         });
     }
     if !net.dns.is_empty() || !net.search.is_empty() {
         eth.nameservers = Some(Nameservers {
-            addresses: net.dns.clone(),
+            addresses: net.dns.iter().map(ToString::to_string).collect(),
             search: net.search.clone(),
         });
     }
@@ -160,8 +149,7 @@ pub fn network_config(spec: &ClusterSpec, node: &NodeSpec) -> Result<NetworkConf
         MatchBy::Mac => {
             let mac = node
                 .mac
-                .as_deref()
-                .and_then(normalize_mac)
+                .map(|m| m.to_string())
                 .ok_or_else(|| Error::Render {
                     node: node.name.clone(),
                     message: "no valid mac".into(),
@@ -217,9 +205,9 @@ pub fn k3s_config(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> K3sConf
             ConfigValue::Str(format!("https://{}:6443", f.ipv4)),
         );
     }
-    let mut ips = vec![node.ipv4.clone()];
+    let mut ips = vec![node.ipv4.to_string()];
     if let Some(v6) = &node.ipv6 {
-        ips.push(v6.clone());
+        ips.push(v6.to_string());
     }
     cfg.insert("node-ip".into(), ConfigValue::Str(ips.join(",")));
     if node.role == Role::Server {
@@ -268,14 +256,8 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
             c.ssh_authorized_keys.clone(),
         ),
     };
-    let net_wait = parse_duration(&c.wait.network).map_err(|m| Error::Render {
-        node: node.name.clone(),
-        message: m,
-    })?;
-    let ready_wait = parse_duration(&c.wait.ready).map_err(|m| Error::Render {
-        node: node.name.clone(),
-        message: m,
-    })?;
+    let net_wait = c.wait.network.as_secs();
+    let ready_wait = c.wait.ready.as_secs();
     let exec = node.role.as_str();
     let runcmd = vec![
         Command::Argv(vec![

@@ -158,12 +158,12 @@ fn every_network_config_converts_to_netplan() {
                         .iter()
                         .any(|x| x.as_str().is_some_and(|x| x.starts_with(&format!("{a}/"))))
                 };
-                assert!(has(&node.ipv4), "{sc}/{}: {np}", s.node);
+                assert!(has(&node.ipv4.to_string()), "{sc}/{}: {np}", s.node);
                 if let Some(v6) = &node.ipv6 {
-                    assert!(has(v6), "{sc}/{}: {np}", s.node);
+                    assert!(has(&v6.to_string()), "{sc}/{}: {np}", s.node);
                 }
                 match &node.mac {
-                    Some(mac) => assert_eq!(eth["match"]["macaddress"], mac.as_str(), "{np}"),
+                    Some(mac) => assert_eq!(eth["match"]["macaddress"], mac.to_string(), "{np}"),
                     None => assert_eq!(
                         eth["match"]["name"],
                         spec.cluster.network.interface.as_deref().unwrap_or(""),
@@ -174,7 +174,7 @@ fn every_network_config_converts_to_netplan() {
                 assert!(
                     routes
                         .iter()
-                        .any(|r| r["via"] == spec.cluster.network.ipv4.gateway.as_str()),
+                        .any(|r| r["via"] == spec.cluster.network.ipv4.gateway.to_string()),
                     "{np}"
                 );
                 assert!(eth.get("gateway4").is_none(), "{np}");
@@ -235,7 +235,7 @@ fn pyyaml_reads_back_what_we_meant() {
             assert_eq!(cfg["token"], TOKEN);
             let want_ip = match &node.ipv6 {
                 Some(v6) => format!("{},{v6}", node.ipv4),
-                None => node.ipv4.clone(),
+                None => node.ipv4.to_string(),
             };
             assert_eq!(cfg["node-ip"], want_ip.as_str());
             if node.name == first.name {
@@ -305,7 +305,7 @@ fn pyyaml_reads_back_what_we_meant() {
                         .as_array()
                         .expect("dns")
                         .iter()
-                        .any(|x| x == dns.as_str())
+                        .any(|x| x == dns.to_string().as_str())
                 );
             }
         }
@@ -372,7 +372,7 @@ fn rendering_is_deterministic_and_instance_id_tracks_content() {
     );
     assert!(a[0].instance_id.starts_with("k3s-cp-01-"));
     let mut spec2 = spec.clone();
-    spec2.nodes[1].ipv4 = "192.168.122.21".into();
+    spec2.nodes[1].ipv4 = std::net::Ipv4Addr::new(192, 168, 122, 21);
     let c = render_all(&spec2, &Token::new(TOKEN)).expect("render");
     assert_eq!(a[2], c[2], "unrelated node unchanged");
     assert_ne!(a[1].instance_id, c[1].instance_id);

@@ -35,9 +35,13 @@ fn spec(yaml: &str) -> (tempfile::TempDir, ClusterSpec) {
     (dir, s)
 }
 
+/// Every problem of `yaml`: loading checks the values (all at once), `validate` checks the same
+/// again on the typed value (and the token file).
 fn problems(yaml: &str) -> Vec<String> {
-    let (_d, s) = spec(yaml);
-    match s.validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("cluster.yaml");
+    std::fs::write(&p, yaml).expect("write spec");
+    match ClusterSpec::load(&p).and_then(|s| s.validate()) {
         Ok(()) => Vec::new(),
         Err(Error::Invalid(p)) => p.lines().collect(),
         Err(e) => panic!("unexpected error kind: {e}"),
@@ -376,10 +380,8 @@ fn token_never_in_errors() {
     let (d, s) = spec(GOOD);
     std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
     std::fs::write(d.path().join("secrets/k3s-token"), "sekrit-token-value\n").expect("write");
-    let bad = ClusterSpec {
-        nodes: Vec::new(),
-        ..s
-    };
+    let mut bad = s;
+    bad.nodes.clear();
     let e = bad.validate().expect_err("no nodes");
     assert!(!format!("{e} {e:?}").contains("sekrit"));
     let t =
@@ -397,8 +399,7 @@ fn problems_name_their_field_paths() {
         .replace("[lab.internal]", "[lab..internal]")
         .replace("observability=true:NoSchedule", "bad taint")
         .replace("disk_size: 80G", "disk_size: 80X");
-    let (_d, s) = spec(&yaml);
-    let Err(Error::Invalid(p)) = s.validate() else {
+    let Err(Error::Invalid(p)) = ClusterSpec::from_yaml(&yaml, "c.yaml".as_ref()) else {
         panic!("expected problems")
     };
     let fields: Vec<&str> = p.list.iter().map(|x| x.field.as_str()).collect();

@@ -1,258 +1,26 @@
-//! The cluster spec: one YAML file describing a k3s cluster and its nodes, and its validation.
-//!
-//! Addresses, MACs, sizes and durations are kept as the user wrote them and checked in
-//! [`ClusterSpec::validate`], so that *every* problem is reported at once rather than the first one
-//! serde trips over. Unknown keys are rejected at load time.
+//! Validation of the spec as written: every value is checked as text, so that *all* problems are
+//! reported at once (rather than the first one a typed parse trips over), each with its field path.
+//! A spec made in code is checked by the same code, through its written form.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use crate::Error;
+use super::file::{NodeFile, SpecFile, SubnetFile};
+use super::values::{Addr, Cidr, normalize_mac, parse_cidr, parse_duration, parse_size};
+use super::{MatchBy, Problems, RESERVED_K3S_KEYS, Role};
 use crate::docs::ConfigValue;
 
-/// A whole cluster spec file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSpec {
-    pub cluster: Cluster,
-    pub nodes: Vec<NodeSpec>,
-    /// Directory of the spec file; `token_file` is resolved against it. Not part of the YAML.
-    #[serde(skip)]
-    pub base_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cluster {
-    pub name: String,
-    pub k3s: K3s,
-    pub network: Network,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub ssh_authorized_keys: Vec<String>,
-    /// Default disk size of every node, e.g. `80G`.
-    #[serde(default)]
-    pub disk_size: Option<String>,
-    /// Bounds of the first-boot waits (durations such as `300s`, `5m`).
-    #[serde(default)]
-    pub wait: Wait,
-    /// Optional cloud-config shipped as every node's `vendor-data` (same typed subset as
-    /// user-data; user-data wins where both set a key).
-    #[serde(default)]
-    pub vendor_data: Option<crate::docs::VendorData>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct K3s {
-    pub version: String,
-    pub token_file: PathBuf,
-    /// Extra `config.yaml` keys for every server.
-    #[serde(default)]
-    pub config: BTreeMap<String, ConfigValue>,
-    /// Extra `config.yaml` keys for every agent.
-    #[serde(default)]
-    pub agent_config: BTreeMap<String, ConfigValue>,
-    /// Extra subject alternative names for the servers' API certificate.
-    #[serde(default)]
-    pub tls_san: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MatchBy {
-    Mac,
-    Name,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    #[serde(rename = "match", default = "default_match")]
-    pub match_by: MatchBy,
-    #[serde(default)]
-    pub interface: Option<String>,
-    pub ipv4: Subnet,
-    #[serde(default)]
-    pub ipv6: Option<Subnet>,
-    #[serde(default)]
-    pub dns: Vec<String>,
-    #[serde(default)]
-    pub search: Vec<String>,
-}
-
-fn default_match() -> MatchBy {
-    MatchBy::Mac
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Subnet {
-    pub cidr: String,
-    pub gateway: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wait {
-    /// How long to wait for the default route and DNS before giving up.
-    #[serde(default = "default_network_wait")]
-    pub network: String,
-    /// How long to wait for k3s to become ready after the install.
-    #[serde(default = "default_ready_wait")]
-    pub ready: String,
-}
-
-impl Default for Wait {
-    fn default() -> Self {
-        Wait {
-            network: default_network_wait(),
-            ready: default_ready_wait(),
-        }
-    }
-}
-
-fn default_network_wait() -> String {
-    "300s".into()
-}
-
-fn default_ready_wait() -> String {
-    "600s".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Server,
-    Agent,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Agent => "agent",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSpec {
-    pub name: String,
-    pub role: Role,
-    pub ipv4: String,
-    #[serde(default)]
-    pub ipv6: Option<String>,
-    #[serde(default)]
-    pub mac: Option<String>,
-    /// Overrides `cluster.network.interface`.
-    #[serde(default)]
-    pub interface: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub taints: Vec<String>,
-    /// Extra `config.yaml` keys, laid over the cluster's `config`/`agent_config`.
-    #[serde(default)]
-    pub config: BTreeMap<String, ConfigValue>,
-    #[serde(default)]
-    pub disk_size: Option<String>,
-}
-
-/// `config.yaml` keys kiln writes itself; setting them in a spec's extra config is an error.
-pub const RESERVED_K3S_KEYS: &[&str] = &[
-    "agent-token",
-    "agent-token-file",
-    "cluster-init",
-    "node-ip",
-    "node-label",
-    "node-name",
-    "node-taint",
-    "server",
-    "tls-san",
-    "token",
-    "token-file",
-];
-
-pub use kiln_common::{Problem, Problems};
-
-impl ClusterSpec {
-    /// Read and parse a spec file (unknown keys are errors). Does not validate: call
-    /// [`ClusterSpec::validate`].
-    pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = fs::read_to_string(path).map_err(|source| Error::ReadSpec {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut spec = Self::from_yaml(&text, path)?;
-        spec.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(spec)
+impl SpecFile {
+    /// Collect every problem of the written values (the token file is checked separately).
+    pub(super) fn check(&self, p: &mut Problems) {
+        self.check_cluster(p);
+        self.check_nodes(p);
     }
 
-    /// Parse spec text; `path` is only used in error messages.
-    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, Error> {
-        // Only the first line (position + reason): the parser's source excerpt could echo a
-        // secret someone pasted into the spec by mistake.
-        serde_saphyr::from_str(text).map_err(|e| Error::ParseSpec {
-            path: path.to_owned(),
-            message: e
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or("invalid YAML")
-                .trim_start_matches("error: ")
-                .to_owned(),
-        })
-    }
-
-    /// Where the token file lives (relative paths are relative to the spec file's directory).
-    pub fn token_path(&self) -> PathBuf {
-        let p = &self.cluster.k3s.token_file;
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            self.base_dir.join(p)
-        }
-    }
-
-    /// The servers, in spec order; the first one bootstraps the cluster.
-    pub fn servers(&self) -> impl Iterator<Item = &NodeSpec> {
-        self.nodes.iter().filter(|n| n.role == Role::Server)
-    }
-
-    /// The node every other node joins.
-    pub fn first_server(&self) -> Option<&NodeSpec> {
-        self.servers().next()
-    }
-
-    /// The disk size of `node` in bytes: its own `disk_size`, else the cluster's (validated specs
-    /// only; `None` when neither is set).
-    pub fn disk_size_of(&self, node: &NodeSpec) -> Option<u64> {
-        node.disk_size
-            .as_deref()
-            .or(self.cluster.disk_size.as_deref())
-            .and_then(|s| parse_size(s).ok())
-    }
-
-    /// Look a node up by name.
-    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
-        self.nodes.iter().find(|n| n.name == name)
-    }
-
-    /// Check everything that can be checked without writing anything; all problems are collected.
-    /// The token file must be readable, or absent with a directory it can be created in.
-    pub fn validate(&self) -> Result<(), Error> {
-        let mut p = Problems::new("the cluster spec");
-        self.check_cluster(&mut p);
-        self.check_nodes(&mut p);
-        check_token_file(&self.token_path(), &mut p);
-        p.into_result().map_err(Error::Invalid)
+    fn first_server(&self) -> Option<&NodeFile> {
+        self.nodes.iter().find(|n| n.role == Role::Server)
     }
 
     fn check_cluster(&self, p: &mut Problems) {
@@ -411,7 +179,7 @@ impl ClusterSpec {
         }
     }
 
-    fn check_node_ipv4(&self, at: &mut NodeAt<'_>, n: &NodeSpec, nets: &Nets, seen: &mut Seen) {
+    fn check_node_ipv4(&self, at: &mut NodeAt<'_>, n: &NodeFile, nets: &Nets, seen: &mut Seen) {
         let cidr = &self.cluster.network.ipv4.cidr;
         let a = match n.ipv4.parse::<Ipv4Addr>() {
             Err(_) => {
@@ -435,7 +203,7 @@ impl ClusterSpec {
         }
     }
 
-    fn check_node_ipv6(&self, at: &mut NodeAt<'_>, n: &NodeSpec, nets: &Nets, seen: &mut Seen) {
+    fn check_node_ipv6(&self, at: &mut NodeAt<'_>, n: &NodeFile, nets: &Nets, seen: &mut Seen) {
         let net6 = self.cluster.network.ipv6.as_ref();
         let s = match (&n.ipv6, net6) {
             (None, None) => return,
@@ -466,7 +234,7 @@ impl ClusterSpec {
         }
     }
 
-    fn check_node_nic(&self, at: &mut NodeAt<'_>, n: &NodeSpec, seen: &mut Seen) {
+    fn check_node_nic(&self, at: &mut NodeAt<'_>, n: &NodeFile, seen: &mut Seen) {
         match &n.mac {
             None if self.cluster.network.match_by == MatchBy::Mac => {
                 at.bad("mac", "mac is required when cluster.network.match is `mac`");
@@ -493,7 +261,7 @@ impl ClusterSpec {
     }
 }
 
-fn check_node_name(at: &mut NodeAt<'_>, n: &NodeSpec, seen: &mut Seen) {
+fn check_node_name(at: &mut NodeAt<'_>, n: &NodeFile, seen: &mut Seen) {
     if !is_dns_label(&n.name) {
         let text = "name is not an RFC 1123 hostname label (lowercase a-z, 0-9, '-', at most 63)";
         at.bad("name", text);
@@ -561,7 +329,7 @@ fn check_extra_keys(
     }
 }
 
-fn check_subnet<A: Addr>(what: &str, s: &Subnet, p: &mut Problems) {
+fn check_subnet<A: Addr>(what: &str, s: &SubnetFile, p: &mut Problems) {
     let cidr = match parse_cidr::<A>(&s.cidr) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -591,7 +359,7 @@ fn check_subnet<A: Addr>(what: &str, s: &Subnet, p: &mut Problems) {
     }
 }
 
-fn check_token_file(path: &Path, p: &mut Problems) {
+pub(super) fn check_token_file(path: &Path, p: &mut Problems) {
     match fs::metadata(path) {
         Ok(m) if m.is_file() => {
             if let Err(e) = fs::File::open(path) {
@@ -660,92 +428,6 @@ fn check_token_file(path: &Path, p: &mut Problems) {
             ),
         ),
     }
-}
-
-/// An IP address family usable in a [`Cidr`].
-pub trait Addr: std::str::FromStr + Copy + std::fmt::Display {
-    const BITS: u32;
-    const FAMILY: &'static str;
-    fn to_u128(self) -> u128;
-}
-
-impl Addr for Ipv4Addr {
-    const BITS: u32 = 32;
-    const FAMILY: &'static str = "IPv4";
-    fn to_u128(self) -> u128 {
-        u128::from(u32::from(self))
-    }
-}
-
-impl Addr for Ipv6Addr {
-    const BITS: u32 = 128;
-    const FAMILY: &'static str = "IPv6";
-    fn to_u128(self) -> u128 {
-        u128::from(self)
-    }
-}
-
-/// `address/prefix`, with the host bits of `address` zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr<A> {
-    pub network: A,
-    pub prefix: u32,
-}
-
-impl<A: Addr> Cidr<A> {
-    fn mask(&self) -> u128 {
-        if self.prefix == 0 {
-            0
-        } else {
-            (!0u128 << (A::BITS - self.prefix)) & (!0u128 >> (128 - A::BITS))
-        }
-    }
-
-    pub fn contains(&self, a: A) -> bool {
-        a.to_u128() & self.mask() == self.network.to_u128()
-    }
-
-    /// IPv4 network/broadcast addresses (meaningless for /31, /32 and IPv6).
-    pub fn is_network_or_broadcast(&self, a: A) -> bool {
-        if A::BITS != 32 || self.prefix >= 31 {
-            return false;
-        }
-        let x = a.to_u128();
-        x == self.network.to_u128() || x == self.network.to_u128() | !self.mask() & 0xffff_ffff
-    }
-}
-
-/// Parse `192.168.122.0/24` or `fd00::/64`; host bits must be zero.
-pub fn parse_cidr<A: Addr>(s: &str) -> Result<Cidr<A>, String> {
-    let (a, l) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not an {} CIDR like address/prefix", A::FAMILY))?;
-    let network: A = a
-        .parse()
-        .map_err(|_| format!("{s:?}: {a:?} is not an {} address", A::FAMILY))?;
-    let prefix: u32 = l
-        .parse()
-        .ok()
-        .filter(|&n| n <= A::BITS)
-        .ok_or_else(|| format!("{s:?}: prefix {l:?} is not 0..={}", A::BITS))?;
-    let c = Cidr { network, prefix };
-    if network.to_u128() & !c.mask() & (!0u128 >> (128 - A::BITS)) != 0 {
-        return Err(format!("{s:?} has host bits set"));
-    }
-    Ok(c)
-}
-
-/// A MAC address `aa:bb:cc:dd:ee:ff` (or with `-`), returned lowercase with colons.
-pub fn normalize_mac(s: &str) -> Option<String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6
-        || !parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    Some(parts.join(":").to_ascii_lowercase())
 }
 
 /// One RFC 1123 label, lowercase (Kubernetes node names must be lowercase).
@@ -821,14 +503,3 @@ fn is_taint(t: &str) -> bool {
         None => is_label_key(kv),
     }
 }
-
-/// A disk size as specs write it: [`kiln_common::units::parse_size`]'s grammar (`80G`, `512M`,
-/// `1.5T`, `10GiB`, `4096`), and not zero. Returns bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    match kiln_common::units::parse_size(s)? {
-        0 => Err(format!("{s:?} is zero")),
-        n => Ok(n),
-    }
-}
-
-pub use kiln_common::units::parse_duration;
