@@ -17,8 +17,11 @@ pub const INVENTORY_FILE: &str = "inventory.json";
 pub struct Inventory {
     /// Format version of this file.
     pub kiln_inventory: u32,
+    /// The cluster's name (`cluster.name`).
     pub cluster: String,
+    /// The golden image every overlay is backed by.
     pub golden: GoldenRecord,
+    /// The nodes, in spec order.
     pub nodes: Vec<NodeRecord>,
 }
 
@@ -27,16 +30,22 @@ pub struct Inventory {
 pub struct GoldenRecord {
     /// Relative to the cluster directory (the name stored in every overlay).
     pub path: String,
+    /// sha256 of the golden image file (lower-case hex); a change makes existing overlays stale.
     pub sha256: String,
+    /// Virtual size of the golden image in bytes.
     pub virtual_size: u64,
 }
 
 /// Who a node is: what a provisioner needs to attach its disk, seed and NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
+    /// The node's name.
     pub name: String,
+    /// Server or agent.
     pub role: Role,
+    /// Its static IPv4 address.
     pub ipv4: Ipv4Addr,
+    /// Its static IPv6 address, if the network has IPv6.
     pub ipv6: Option<Ipv6Addr>,
     /// Written lowercase, colon-separated.
     pub mac: Option<MacAddr>,
@@ -47,9 +56,12 @@ pub struct NodeInfo {
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
+    /// Who the node is (flattened into the record's JSON object).
     #[serde(flatten)]
     pub info: NodeInfo,
+    /// Its overlay.
     pub disk: DiskRecord,
+    /// Its seed ISO.
     pub seed: SeedRecord,
 }
 
@@ -58,6 +70,7 @@ pub struct NodeRecord {
 pub struct DiskRecord {
     /// Relative to the cluster directory.
     pub path: String,
+    /// Virtual size in bytes.
     pub virtual_size: u64,
 }
 
@@ -66,10 +79,12 @@ pub struct DiskRecord {
 pub struct SeedRecord {
     /// Relative to the cluster directory.
     pub path: String,
+    /// sha256 of the ISO file (it changes with the token, which the inventory never holds).
     pub sha256: String,
 }
 
 impl Inventory {
+    /// The `kiln_inventory` format version this kiln writes.
     pub const VERSION: u32 = 1;
 
     /// Pretty JSON with a trailing newline.

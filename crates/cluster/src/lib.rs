@@ -25,23 +25,57 @@
 //! any other `*.qcow2` / `*-seed.iso` in the directory that no current node owns, are left in place
 //! and listed in [`Report::leftovers`]; the new inventory no longer lists them.
 //!
+//! A provisioner makes the spec in code and hands the token over from its own secret store; no
+//! spec file and no token file are needed:
+//!
+//! ```
+//! use kiln_cluster::{Cluster, ClusterSpec, Network, NodeSpec, Options, Status, Subnet, Token, build};
+//! # let dir = tempfile::tempdir()?;
+//! # let golden = dir.path().join("golden.qcow2");
+//! # {   // a blank 64 MiB golden image, standing in for a built one
+//! #     let f = kiln_blockdev::AtomicFile::create(&golden, 0o644)?;
+//! #     let opts = kiln_qcow2::CreateOptions {
+//! #         size: 64 << 20, cluster_bits: 16, compression: kiln_qcow2::CompressionType::Zlib, backing: None,
+//! #     };
+//! #     kiln_qcow2::Image::create(Box::new(f.shared()), golden.clone(), opts)?.close()?;
+//! #     f.commit()?;
+//! # }
+//! let network = Network::new(Subnet::new("10.0.0.0/24".parse()?, "10.0.0.1".parse()?))
+//!     .with_interface("ens3");
+//! let spec = ClusterSpec::new(
+//!     Cluster::new("lab", "v1.34.3+k3s1", network),
+//!     vec![
+//!         NodeSpec::server("cp-01", "10.0.0.10".parse()?).with_mac("52:54:00:00:00:10".parse()?),
+//!         NodeSpec::agent("w-01", "10.0.0.11".parse()?).with_mac("52:54:00:00:00:11".parse()?),
+//!     ],
+//! );
+//! let token = Token::new("from-your-secret-store");
+//! let out = dir.path().join("cluster");
+//! let report = build(&spec, &token, &golden, &out, &Options::default())?;
+//! assert_eq!(report.inventory.nodes.len(), 2);
+//! assert!(report.files.iter().all(|f| f.status == Status::Created));
+//! // Run again: nothing changes, nothing is rewritten.
+//! let again = build(&spec, &token, &golden, &out, &Options::default())?;
+//! assert!(again.files.iter().all(|f| f.status == Status::Unchanged));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! From a spec file, the token lives in the file the spec names:
+//!
 //! ```no_run
-//! use kiln_cluster::{Options, build};
-//! use kiln_nocloud::{ClusterSpec, Token};
-//! let spec = ClusterSpec::load("cluster.yaml".as_ref())?;
-//! spec.validate()?;
-//! let token = Token::load_or_create(&spec.token_path())?;
+//! use kiln_cluster::{ClusterSpec, Options, Token, build};
+//! let spec = ClusterSpec::load("cluster.yaml".as_ref())?; // checked: every problem at once
+//! let token_file = spec.token_path().ok_or("the spec names no token_file")?;
+//! let token = Token::load_or_create(&token_file)?;
 //! let report = build(&spec, &token, "out/golden.qcow2".as_ref(), "out/cluster".as_ref(), &Options::default())?;
 //! for f in &report.files {
 //!     println!("{} {}", f.path, f.status.as_str());
-//! }
-//! for l in &report.leftovers {
-//!     println!("{} left in place (node {:?})", l.path, l.node);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod apply;
 mod inventory;
@@ -58,7 +92,10 @@ pub use leftover::Leftover;
 pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
 
 pub use kiln_blockdev::ErrorKind;
-pub use kiln_nocloud::{ClusterSpec, NodeSpec, Problem, Problems, Role, Token};
+pub use kiln_nocloud::{
+    ByteSize, Cluster, ClusterSpec, MacAddr, Network, NodeSpec, Problem, Problems, Role, Subnet,
+    Token,
+};
 
 /// How [`build`] runs.
 #[derive(Debug, Clone, Default)]
@@ -82,75 +119,133 @@ pub fn build(
     plan(spec, token, golden, out_dir, opts)?.apply()
 }
 
-/// Everything that can go wrong; each variant names the operation and the node or path.
+/// Everything that can go wrong; each variant names the operation and the node or path. No
+/// variant holds the token.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// The cluster directory cannot be created. Kind: host.
     #[error("creating output directory {path}")]
     CreateDir {
+        /// The cluster directory.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// A node's `disk_size` (or the cluster's) is below the golden image's virtual size: an
+    /// overlay cannot be smaller than its backing file. Kind: input.
     #[error(
         "node {node:?}: disk_size {size} bytes is smaller than the golden image's virtual size {golden_size} bytes (set disk_size to at least that, or leave it out to use the golden's size)"
     )]
     DiskTooSmall {
+        /// The node.
         node: String,
+        /// Its disk size in bytes.
         size: u64,
+        /// The golden image's virtual size in bytes.
         golden_size: u64,
     },
+    /// Reading the golden image to hash it failed. Kind: host.
     #[error("hashing golden image {path}")]
     HashGolden {
+        /// The golden image.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// The spec fails validation (the inner error lists every problem). Kind: input.
     #[error("validating the cluster spec")]
     InvalidSpec(#[source] kiln_nocloud::Error),
+    /// The cluster directory cannot be listed (to find existing overlays and leftovers). Kind:
+    /// host.
     #[error("listing output directory {path}")]
     ListDir {
+        /// The cluster directory.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// Writing a node's overlay failed. Kind: host.
     #[error("node {node:?}: writing overlay {path}")]
     Overlay {
+        /// The node.
         node: String,
+        /// The overlay.
         path: PathBuf,
+        /// What the qcow2 engine reported.
         source: Box<kiln_qcow2::Error>,
     },
+    /// The golden image (or its backing chain) cannot be opened as qcow2 or raw. Kind: the inner
+    /// error's (input for a malformed or missing image).
     #[error("opening golden image {path}")]
     OpenGolden {
+        /// The golden image.
         path: PathBuf,
+        /// What the qcow2 engine reported.
         source: Box<kiln_qcow2::Error>,
     },
+    /// A node's output file is the golden image itself (e.g. the golden lives in the cluster
+    /// directory under a node's file name). Kind: input.
     #[error("node {node:?}: output {path} would overwrite the golden image")]
-    OutputIsGolden { node: String, path: PathBuf },
+    OutputIsGolden {
+        /// The node.
+        node: String,
+        /// The output path.
+        path: PathBuf,
+    },
+    /// The golden image's or the cluster directory's absolute path cannot be found (the overlay's
+    /// relative backing name is derived from both). Kind: input.
     #[error("resolving {path}")]
     ResolvePath {
+        /// The path.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// An existing output (overlay header, seed, inventory) cannot be read to compare it with the
+    /// plan. Kind: host.
     #[error("reading existing output {path}")]
     ReadOutput {
+        /// The existing file.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// A node's seed cannot be rendered. Kind: the inner error's.
     #[error("node {node:?}: rendering the seed")]
     Render {
+        /// The node.
         node: String,
+        /// What rendering reported.
         source: kiln_nocloud::Error,
     },
+    /// The inventory failed to serialise: a bug. Kind: internal.
     #[error("serializing the inventory: {message}")]
-    SerializeInventory { message: String },
+    SerializeInventory {
+        /// The serialiser's message.
+        message: String,
+    },
+    /// Existing overlays no longer match the plan (golden changed, size or backing differ) and
+    /// [`Options::recreate_disks`] is not set: they may hold a booted node's data. Kind: input.
     #[error("{}", stale_message(.0))]
     StaleDisks(Vec<StaleDisk>),
+    /// Writing a node's seed volume failed. Kind: host.
     #[error("node {node:?}: writing seed {path}")]
     WriteSeed {
+        /// The node.
         node: String,
+        /// The seed file.
         path: PathBuf,
+        /// What the seed writer reported.
         source: kiln_nocloud::Error,
     },
+    /// Writing the inventory (or another whole file) through its temporary name failed. Kind:
+    /// host.
     #[error("writing {path}")]
     WriteOutput {
+        /// The output file.
         path: PathBuf,
+        /// What the temporary file reported.
         source: kiln_blockdev::Error,
     },
 }

@@ -26,19 +26,24 @@ pub enum DiskAction {
 /// An existing overlay that no longer matches the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleDisk {
+    /// The node the overlay belongs to.
     pub node: String,
+    /// The overlay.
     pub path: PathBuf,
+    /// What differs (golden changed, size, backing name or format).
     pub reason: String,
 }
 
 /// One node of the plan.
 #[derive(Debug, Clone)]
 pub struct NodePlan {
+    /// Who the node is, as the inventory records it.
     pub info: NodeInfo,
     /// File name of the overlay inside the cluster directory.
     pub disk_file: String,
     /// Virtual size of the overlay in bytes.
     pub disk_size: u64,
+    /// What happens to the overlay.
     pub disk: DiskAction,
     /// File name of the seed ISO inside the cluster directory.
     pub seed_file: String,

@@ -34,7 +34,7 @@
 //!   - { name: cp-01, role: server, ipv4: 192.168.122.10, mac: "52:54:00:00:00:10" }
 //! "#, "lab.yaml".as_ref())?;
 //! spec.validate()?;                                   // every problem at once
-//! let token = Token::new("from-your-secret-store");   // or Token::load_or_create(&spec.token_path())
+//! let token = Token::new("from-your-secret-store");   // or Token::load_or_create(token_file)
 //! let seed = render_node(&spec, &spec.nodes[0], &token)?;
 //! assert!(seed.instance_id.starts_with("cp-01-"));
 //! assert!(seed.user_data.starts_with(b"#cloud-config\n"));
@@ -45,6 +45,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod docs;
 pub mod render;
@@ -86,46 +87,88 @@ impl Error {
 /// Where the golden image carries k3s' `install.sh`; the seed's runcmd runs it at first boot.
 pub const K3S_INSTALL_SCRIPT: &str = "/usr/local/lib/kiln/k3s-install.sh";
 
-/// Everything that can go wrong; each variant names the operation and the path or node.
+/// Everything that can go wrong; each variant names the operation and the path or node. No
+/// variant ever holds the token.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// [`Token::load_or_create`] found no token file and could not create it (or its directory).
+    /// Kind: input (the spec's `token_file` names a place that cannot be written).
     #[error("creating token file {path}")]
     CreateToken {
+        /// The token file.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// The token file exists but holds only whitespace. Kind: input.
     #[error("token file {path} is empty")]
-    EmptyToken { path: PathBuf },
+    EmptyToken {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// The spec fails its checks: every problem, each with its field path. Returned by
+    /// [`ClusterSpec::load`], [`ClusterSpec::from_yaml`] and [`ClusterSpec::validate`]. Kind: input.
     #[error("{0}")]
     Invalid(Problems),
+    /// The spec text is not YAML of the spec's shape (syntax, an unknown key, a missing one, a
+    /// wrong type); the message has the position and reason, never an excerpt. Kind: input.
     #[error("parsing cluster spec {path}: {message}")]
-    ParseSpec { path: PathBuf, message: String },
+    ParseSpec {
+        /// The spec file (or the name given to [`ClusterSpec::from_yaml`]).
+        path: PathBuf,
+        /// First line of the parser's message.
+        message: String,
+    },
+    /// The spec file cannot be read (missing, unreadable, not UTF-8). Kind: input.
     #[error("reading cluster spec {path}")]
     ReadSpec {
+        /// The spec file.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// The token file exists but cannot be read. Kind: input.
     #[error("reading token file {path}")]
     ReadToken {
+        /// The token file.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
+    /// A node's documents cannot be rendered from a spec that skipped validation (e.g. no MAC
+    /// when the network matches by MAC). Kind: input.
     #[error("rendering the seed of node {node:?}: {message}")]
-    Render { node: String, message: String },
+    Render {
+        /// The node.
+        node: String,
+        /// What is missing.
+        message: String,
+    },
+    /// A typed document failed to serialise: a bug. Kind: internal.
     #[error("serializing {document}: {message}")]
     Serialize {
+        /// Which document (`user-data`, `cluster spec`, …).
         document: &'static str,
+        /// The serialiser's message.
         message: String,
     },
+    /// Building the ISO 9660 or vfat seed volume failed (I/O on the output). Kind: host.
     #[error("writing the {format} seed volume {path}: {message}")]
     Volume {
+        /// `iso` or `vfat`.
         format: &'static str,
+        /// The output file.
         path: PathBuf,
+        /// What failed.
         message: String,
     },
+    /// Writing a seed file or directory failed. Kind: host.
     #[error("writing seed {path}")]
     WriteSeed {
+        /// The output path.
         path: PathBuf,
+        /// The failed I/O.
         source: std::io::Error,
     },
 }

@@ -17,13 +17,19 @@ pub const K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 /// The documents of one node's seed, serialized.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodeSeed {
+    /// The node's name.
     pub node: String,
+    /// The node's role.
     pub role: Role,
+    /// The `instance-id` in `meta_data`: `<node>-` and 16 hex digits of a hash of the documents.
     pub instance_id: String,
+    /// `meta-data` bytes.
     pub meta_data: Vec<u8>,
-    /// Contains the cluster token: never print or log it.
+    /// `user-data` bytes (`#cloud-config`). Contains the cluster token: never print or log it.
     pub user_data: Vec<u8>,
+    /// `network-config` bytes (version 2).
     pub network_config: Vec<u8>,
+    /// `vendor-data` bytes, when the spec has `cluster.vendor_data`.
     pub vendor_data: Option<Vec<u8>>,
 }
 

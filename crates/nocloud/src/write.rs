@@ -21,6 +21,7 @@ pub enum SeedFormat {
 }
 
 impl SeedFormat {
+    /// `iso`, `vfat` or `dir`, as the CLI's `--format` writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             SeedFormat::Iso => "iso",
