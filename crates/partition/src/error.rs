@@ -28,8 +28,9 @@ pub enum Error {
     },
     /// The GPT parser (gptman) failed: in [`crate::scan`], it rejected a table that passed the
     /// header checks (bad CRC32 of header or entry array on both copies, …); in
-    /// [`crate::write_gpt`], it could not create or write the table (disk too small for the
-    /// layout, partitions out of the usable LBA range, or an I/O error of the writer).
+    /// [`crate::write_gpt`], it could not create or write the table (partitions that overlap,
+    /// end before they start or leave the usable LBAs, two partitions with the same GUID, or an
+    /// I/O error of the writer).
     #[error("{device}: reading the GPT failed")]
     Gpt {
         /// The device name.

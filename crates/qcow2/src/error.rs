@@ -129,14 +129,18 @@ pub enum Error {
     /// 2^55 bytes, `l1_size` too small to map `size` or above 32 MiB of entries,
     /// `header_length` below 104, not a multiple of 8, beyond the first cluster, or too short
     /// for the compression-type byte it announces, `refcount_order` above 6, or a nonzero
-    /// `compression_type` without its incompatible-feature bit. When creating
+    /// `compression_type` without its incompatible-feature bit, a header extension running past
+    /// the first cluster, `backing_file_size` of 0 or above 1023, or a backing name that lies
+    /// outside the first cluster or is not UTF-8 (`field` is then `backing_file_offset`, with a
+    /// note). When creating
     /// ([`crate::Image::create`], [`crate::flatten`]): a requested cluster size outside 9..=21
     /// bits, a virtual size above 2^55 or not a multiple of 512, or an L1 table above 32 MiB.
     #[error("{image}: invalid header field {field} = {value}", image = .image.display())]
     InvalidHeader {
         /// The image opened or created.
         image: PathBuf,
-        /// The qcow2 header field name, as in the qcow2 specification.
+        /// The qcow2 header field name, as in the qcow2 specification (or `"header extension
+        /// length"`).
         field: &'static str,
         /// The offending value.
         value: u64,
