@@ -3,12 +3,15 @@
 //! 1. `setup`: install what is missing (Debian packages, pycdlib, cargo-nextest; see `setup.rs`);
 //! 2. `fmt`: `cargo fmt --all --check`;
 //! 3. `clippy`: `cargo clippy --workspace --all-targets -- -D warnings`;
-//! 4. `fuzz-build`: the fuzz targets build against `fuzz/Cargo.lock` (`--locked`), whose versions
+//! 4. `doc`: for the library crates in [`DOCUMENTED`], `cargo doc --no-deps` with
+//!    `RUSTDOCFLAGS="-D missing_docs -D warnings"` (every public item documented, no broken
+//!    intra-doc links), then `cargo test --doc` (nextest does not run doctests);
+//! 5. `fuzz-build`: the fuzz targets build against `fuzz/Cargo.lock` (`--locked`), whose versions
 //!    must equal the workspace lock's;
-//! 5. `nextest`: the test suite;
-//! 6. `build-image`: the main job, `--locked` against the committed digests;
-//! 7. `e2e`: the QEMU boot test (needs root for debootstrap);
-//! 8. `repro-debian13`: the main job inside the Debian 13 root the boot test debootstrapped
+//! 6. `nextest`: the test suite;
+//! 7. `build-image`: the main job, `--locked` against the committed digests;
+//! 8. `e2e`: the QEMU boot test (needs root for debootstrap);
+//! 9. `repro-debian13`: the main job inside the Debian 13 root the boot test debootstrapped
 //!    (chroot), which must match the same locks (see `repro.rs`).
 //!
 //! Every step runs even when an earlier one failed (so one run shows every problem), except that
@@ -26,6 +29,7 @@ pub const STEPS: &[&str] = &[
     "setup",
     "fmt",
     "clippy",
+    "doc",
     "fuzz-build",
     "nextest",
     "build-image",
@@ -34,7 +38,22 @@ pub const STEPS: &[&str] = &[
 ];
 
 const USAGE: &str = "usage: cargo xtask test [--skip STEP]… [--only STEP]…
-steps: setup fmt clippy fuzz-build nextest build-image e2e repro-debian13";
+steps: setup fmt clippy doc fuzz-build nextest build-image e2e repro-debian13";
+
+/// The library crates (package names) whose documentation is complete: `#![deny(missing_docs)]`,
+/// every error variant saying when it happens, a runnable example in the crate docs. The `doc`
+/// step checks exactly these. Add a crate here when its docs are finished; once every library
+/// crate is listed, the step can take `--workspace --exclude kiln --exclude xtask` instead (the
+/// CLI package and this one; `fuzz/` is not a workspace member).
+pub const DOCUMENTED: &[&str] = &[
+    "kiln-blockdev",
+    "kiln-common",
+    "kiln-qcow2",
+    "kiln-partition",
+    "kiln-ext4",
+    "kiln-seedvol",
+    "kiln-fixtures",
+];
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let mut skip = Vec::new();
@@ -85,6 +104,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
                 "-D",
                 "warnings",
             ]),
+            "doc" => doc(),
             "fuzz-build" => fuzz_build(),
             "nextest" => nextest().inspect(|line| suite_line = Some(line.clone())),
             "build-image" => crate::build_image::run_task(&["--locked".to_owned()]).map(|()| {
@@ -142,6 +162,35 @@ fn cargo(args: &[&str]) -> Result<String> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(format!("cargo {}", args[0]))
+}
+
+/// The `doc` step: the [`DOCUMENTED`] crates' docs build with missing docs and rustdoc warnings
+/// as errors, and their doctests pass.
+fn doc() -> Result<String> {
+    let packages: Vec<&str> = DOCUMENTED.iter().flat_map(|p| ["-p", p]).collect();
+    let run = |args: &[&str], rustdocflags: Option<&str>| -> Result<()> {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root()).args(args).args(&packages);
+        if let Some(flags) = rustdocflags {
+            cmd.env("RUSTDOCFLAGS", flags);
+        }
+        let status = cmd
+            .status()
+            .with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("cargo {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    run(
+        &["doc", "--no-deps", "--quiet"],
+        Some("-D missing_docs -D warnings"),
+    )?;
+    run(&["test", "--doc", "--quiet"], None)?;
+    Ok(format!(
+        "{} crates: docs complete, doctests pass",
+        DOCUMENTED.len()
+    ))
 }
 
 /// The fuzz crate has its own lock (cargo-fuzz wants it outside the workspace); its versions of the

@@ -15,14 +15,28 @@
 //! [`Error::OutOfBounds`], never a short read.
 //!
 //! ```
-//! use kiln_blockdev::{BlockDev, MemDev, SliceDev};
+//! use kiln_blockdev::{BlockDev, Error, FileDev, MemDev, SliceDev};
+//! // A 4 KiB in-memory disk with a 2 KiB window at byte 1024 (think: a partition).
 //! let disk = MemDev::new(4096);
-//! let part = SliceDev::new(&disk, 1024, 2048).unwrap();
-//! part.write_at(b"hello", 10).unwrap();
+//! let part = SliceDev::new(&disk, 1024, 2048)?;
+//! part.write_at(b"hello", 10)?;
 //! let mut buf = [0u8; 5];
-//! disk.read_at(&mut buf, 1034).unwrap();
+//! disk.read_at(&mut buf, 1034)?;
 //! assert_eq!(&buf, b"hello");
+//! // Exact I/O: a read that runs past the window's end fails instead of coming back short.
+//! assert!(matches!(part.read_at(&mut buf, 2046), Err(Error::OutOfBounds { .. })));
+//!
+//! // The same trait over a host file.
+//! let dir = tempfile::tempdir()?;
+//! let file = FileDev::create_new(dir.path().join("disk.img"))?;
+//! file.set_len(4096)?;
+//! file.write_at(b"kiln", 512)?;
+//! file.flush()?;
+//! assert_eq!(std::fs::read(dir.path().join("disk.img"))?[512..516], *b"kiln");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
 
 use std::fmt;
 use std::fs::File;
@@ -33,12 +47,20 @@ use std::sync::{Arc, RwLock};
 /// What a device was asked to do when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// [`BlockDev::read_at`].
     Read,
+    /// [`BlockDev::write_at`], [`FileDev::write_at_grow`], or the rename in [`AtomicFile::commit`].
     Write,
+    /// [`BlockDev::flush`].
     Flush,
+    /// [`BlockDev::write_zeroes`].
     WriteZeroes,
+    /// [`BlockDev::discard`].
     Discard,
+    /// Opening or creating a file ([`FileDev`]'s constructors, [`AtomicFile::create`]), or placing
+    /// a [`SliceDev`] window on its inner device.
     Open,
+    /// [`FileDev::set_len`].
     SetLen,
 }
 
@@ -108,42 +130,79 @@ fn regular(opts: &mut std::fs::OpenOptions, path: &Path) -> Result<File> {
 /// A block-device error: which operation, where, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A layer above the raw bytes (a disk image format) could not serve the request.
+    /// A layer above the raw bytes could not serve the request: returned by devices that are
+    /// themselves a disk image format (a qcow2 image used as a [`BlockDev`]) when reading or
+    /// writing their own metadata fails or the metadata is corrupt. [`Error::kind`] is the
+    /// layer's `kind`, whatever it is.
     #[error("{op} of {len} bytes at offset {offset}")]
     Backend {
+        /// The device operation that was being served.
         op: Op,
+        /// Byte offset of the request on the device the caller used.
         offset: u64,
+        /// Length of the request in bytes.
         len: u64,
         /// The layer's own classification of `source`.
         kind: ErrorKind,
+        /// The layer's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The host rejected the I/O.
+    /// The host's file call failed: opening or creating a file (missing file, no permission,
+    /// file already exists for [`FileDev::create_new`]), a positional read or write (I/O error,
+    /// no space), `fsync`, resizing, or the rename in [`AtomicFile::commit`]. [`Error::kind`] is
+    /// [`ErrorKind::Input`] when `op` is [`Op::Open`], [`ErrorKind::Host`] otherwise.
     #[error("{}", describe_io(*.op, .path, *.offset, *.len))]
     Io {
+        /// What was being done.
         op: Op,
+        /// The host file involved (for a commit, the final name).
         path: PathBuf,
+        /// Byte offset of the transfer; for [`Op::SetLen`], the requested new length in bytes;
+        /// 0 for opening and flushing.
         offset: u64,
+        /// Length of the transfer in bytes; 0 when there is none.
         len: u64,
+        /// The host's error.
         #[source]
         source: std::io::Error,
     },
-    /// The request does not fit inside the device.
+    /// A request whose byte range `offset..offset + len` does not lie inside the device (or
+    /// overflows `u64`), from any [`BlockDev`] method, [`check_range`], or a [`SliceDev`]
+    /// window that does not fit its inner device. Nothing is transferred. [`Error::kind`] is
+    /// [`ErrorKind::Input`]: in kiln such requests come from offsets read out of an image.
     #[error("{op} of {len} bytes at offset {offset} is past the end of a {size}-byte device")]
     OutOfBounds {
+        /// The refused operation.
         op: Op,
+        /// First byte of the request.
         offset: u64,
+        /// Length of the request in bytes.
         len: u64,
+        /// Size of the device in bytes (`u64::MAX` when the end itself overflowed).
         size: u64,
     },
-    /// The device was opened read-only.
+    /// A write or resize of a [`FileDev`] opened with [`FileDev::open_read_only`] (directly,
+    /// through a window over it, or through the default [`BlockDev::write_zeroes`], which
+    /// reports [`Op::Write`]). Nothing is changed. [`Error::kind`] is
+    /// [`ErrorKind::Internal`]: kiln opens read-only only what it never means to write.
     #[error("{op} refused: the device is read-only")]
-    ReadOnly { op: Op },
+    ReadOnly {
+        /// The refused operation.
+        op: Op,
+    },
     /// A named file that is not a regular file (a FIFO, a device, a directory, a socket): kiln
-    /// opens only regular files as images, so that nothing blocks or reads a stream.
+    /// opens only regular files as images, so that nothing blocks or reads a stream. Returned by
+    /// [`FileDev::open_read_only`] and [`FileDev::open_read_write`]; [`Error::kind`] is
+    /// [`ErrorKind::Input`].
     #[error("{}: is a {what}, not a regular file; kiln opens only regular files as disk images", path.display())]
-    NotRegularFile { path: PathBuf, what: &'static str },
+    NotRegularFile {
+        /// The path that was opened.
+        path: PathBuf,
+        /// What it is instead: `"directory"`, `"FIFO"`, `"block device"`, `"character device"`,
+        /// `"socket"` or `"special file"`.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -161,6 +220,7 @@ impl Error {
     }
 }
 
+/// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn describe_io(op: Op, path: &Path, offset: u64, len: u64) -> String {

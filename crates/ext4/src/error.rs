@@ -5,23 +5,40 @@ use std::fmt;
 
 use crate::ffi;
 
-/// The operation that failed.
+/// The operation that failed: which [`crate::Filesystem`] call was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// [`crate::Filesystem::set_permissions`].
     Chmod,
+    /// [`crate::Filesystem::set_owner`].
     Chown,
+    /// [`crate::Filesystem::close`].
     Close,
+    /// [`crate::Filesystem::create_dir_all`].
     Mkdir,
+    /// [`crate::Filesystem::open`].
     Open,
+    /// [`crate::Filesystem::read`] and [`crate::Filesystem::read_to`].
     Read,
+    /// [`crate::Filesystem::read_dir`].
     ReadDir,
+    /// [`crate::Filesystem::read_link`].
     ReadLink,
+    /// [`crate::Filesystem::remove_file`].
     Remove,
+    /// [`crate::Filesystem::remove_all`].
     RemoveAll,
+    /// [`crate::Filesystem::set_times`].
     SetTimes,
+    /// [`crate::Filesystem::stat`], [`crate::Filesystem::lstat`] and
+    /// [`crate::Filesystem::exists`].
     Stat,
+    /// [`crate::Filesystem::symlink`].
     Symlink,
+    /// [`crate::Filesystem::truncate`].
     Truncate,
+    /// [`crate::Filesystem::write`], [`crate::Filesystem::write_file`] and
+    /// [`crate::Filesystem::normalize_fresh`].
     Write,
 }
 
@@ -47,31 +64,58 @@ impl fmt::Display for Op {
     }
 }
 
-/// Why a filesystem was refused before anything was written.
+/// Why [`crate::Filesystem::open`] refused a filesystem before anything was written (carried by
+/// [`Error::Refused`]). Checked in this order: library version, magic, recovery, features,
+/// orphans, error state, clean state, superblock bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// No ext2/3/4 superblock magic at +1024.
-    NotExt { magic: u16 },
+    /// No ext2/3/4 superblock magic (`s_magic` 0xEF53 at byte 1024 + 0x38): not an ext
+    /// filesystem, or the wrong partition.
+    NotExt {
+        /// The 16-bit little-endian value found there.
+        magic: u16,
+    },
     /// The journal must be replayed first (`needs_recovery`); a kernel mount or `e2fsck` does that.
     NeedsRecovery,
     /// Orphan inodes are waiting to be processed (`orphan_present` or a non-empty orphan list).
     OrphansPresent,
     /// The superblock records filesystem errors (`s_state` has the error bit).
-    ErrorState { state: u16, error_count: u32 },
+    ErrorState {
+        /// The superblock's `s_state`.
+        state: u16,
+        /// The superblock's `s_error_count`.
+        error_count: u32,
+    },
     /// The filesystem was not cleanly unmounted (`s_state` lacks the valid bit).
-    NotClean { state: u16 },
-    /// Features libext2fs 1.47 cannot handle (or kiln does not write).
+    NotClean {
+        /// The superblock's `s_state`.
+        state: u16,
+    },
+    /// Features libext2fs 1.47 cannot handle: unknown incompat features always; for a
+    /// read-write open also unknown ro_compat and compat features, and the features kiln does
+    /// not maintain when writing (quota, project, verity, mmp, encrypt, casefold, inline_data,
+    /// shared_blocks, readonly).
     UnsupportedFeatures {
+        /// Which feature word: `"compat"`, `"incompat"` or `"ro_compat"`.
         kind: &'static str,
+        /// The offending bits of that word (`s_feature_compat` / `_incompat` / `_ro_compat`).
         bits: u32,
+        /// Their names as e2fsprogs spells them (`FEATURE_I31` style for unnamed bits).
         names: Vec<String>,
     },
-    /// The installed libext2fs is not a version whose structure layout we know.
-    LibraryVersion { found: String },
-    /// A superblock field is outside what mke2fs writes and libext2fs can safely read.
+    /// The loaded libext2fs is not 1.47.x, whose structure layout the bindings declare.
+    LibraryVersion {
+        /// The version string the library reports ([`crate::library_version`]).
+        found: String,
+    },
+    /// A superblock field is outside what mke2fs writes and libext2fs can safely read (today:
+    /// `s_first_data_block` above 1 with 1 KiB blocks or above 0 otherwise).
     BadSuperblock {
+        /// The superblock field name.
         field: &'static str,
+        /// Its value.
         value: u64,
+        /// The largest value accepted.
         max: u64,
     },
 }
@@ -105,77 +149,198 @@ impl fmt::Display for Refusal {
 }
 
 /// An ext4-layer error.
+///
+/// Fields shared by most variants: `op` is the [`crate::Filesystem`] call that failed, `path`
+/// the guest path as the caller gave it (for [`Op::Open`] and [`Op::Close`], `/` or the device
+/// name), `device` the name given to [`crate::Filesystem::open`].
+///
+/// [`Error::kind`]: [`Error::Lib`] with an `io` error and [`Error::Superblock`] report the block
+/// device error's kind; [`Error::Source`], [`Error::Sink`] and [`Error::Layout`]
+/// [`kiln_blockdev::ErrorKind::Host`]; [`Error::ReadOnly`]
+/// [`kiln_blockdev::ErrorKind::Internal`]; every other variant (the filesystem's contents or the
+/// guest path asked for) [`kiln_blockdev::ErrorKind::Input`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// libext2fs returned an error code.
+    /// libext2fs returned an error code from any call: opening (a corrupt group descriptor,
+    /// bad checksums), loading bitmaps, reading or writing inodes, directories and file data
+    /// (no free blocks or inodes: `EXT2_ET_BLOCK_ALLOC_FAIL`, `EXT2_ET_INODE_ALLOC_FAIL`),
+    /// flushing at close; also [`crate::Filesystem::normalize_fresh`] on a read-only handle
+    /// (`EROFS`).
     #[error("{op} {path} on {device}: {message} (errcode {code}){}", io_suffix(.io))]
     Lib {
+        /// The call that failed.
         op: Op,
+        /// The device name.
         device: String,
+        /// The guest path being worked on.
         path: String,
+        /// libext2fs's `errcode_t` (an ext2 error-table code or an errno).
         code: i64,
+        /// The code decoded by libcom_err's `error_message`.
         message: String,
         /// The block device's own error behind a short read/write, when there was one.
         io: Option<Box<kiln_blockdev::Error>>,
     },
-    /// Opening was refused; nothing was written.
+    /// [`crate::Filesystem::open`] refused the filesystem (see [`Refusal`] for each reason);
+    /// nothing was written. [`Error::kind`] is [`kiln_blockdev::ErrorKind::Input`], also for
+    /// [`Refusal::LibraryVersion`].
     #[error("{device}: refusing to open {mode}: {reason}")]
     Refused {
+        /// The device name.
         device: String,
+        /// `"read-only"` or `"read-write"`.
         mode: &'static str,
+        /// Why.
         reason: Refusal,
     },
-    /// A path is not absolute, contains `..`, a NUL byte or an over-long component.
+    /// A guest path that is not absolute, contains `..`, a NUL byte or a component over 255
+    /// bytes (any call taking a path); `/` where a name is needed (writing, removing, creating
+    /// a symlink); a symlink target with a NUL byte.
     #[error("{op} {path}: invalid guest path: {reason}")]
     InvalidPath {
+        /// The call.
         op: Op,
+        /// The path given.
         path: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
+    /// A component of the path does not exist (after following symlinks inside the guest), or
+    /// the final name is missing for a removal.
+    /// [`crate::Filesystem::exists`] turns this into `Ok(false)`.
     #[error("{op} {path}: no such file or directory")]
-    NotFound { op: Op, path: String },
+    NotFound {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// A component that must be a directory is not: a parent on the way to the final name,
+    /// the target of [`crate::Filesystem::read_dir`], or an existing non-directory on the way of
+    /// [`crate::Filesystem::create_dir_all`].
     #[error("{op} {path}: not a directory")]
-    NotADirectory { op: Op, path: String },
+    NotADirectory {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// A directory where a non-directory is needed: reading it as a file, writing a file over
+    /// it, or [`crate::Filesystem::remove_file`] on it (use
+    /// [`crate::Filesystem::remove_all`]).
     #[error("{op} {path}: is a directory")]
-    IsADirectory { op: Op, path: String },
+    IsADirectory {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// [`crate::Filesystem::read`]/[`crate::Filesystem::read_to`] or
+    /// [`crate::Filesystem::truncate`] on something that is neither a regular file nor (for
+    /// reads) a directory: a device node, FIFO or socket (symlinks are followed).
     #[error("{op} {path}: not a regular file")]
-    NotAFile { op: Op, path: String },
+    NotAFile {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// [`crate::Filesystem::read_link`] on something that is not a symlink.
     #[error("{op} {path}: not a symbolic link")]
-    NotASymlink { op: Op, path: String },
+    NotASymlink {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// [`crate::Filesystem::symlink`] at a path that already has an entry (symlinks are never
+    /// replaced).
     #[error("{op} {path}: already exists")]
-    AlreadyExists { op: Op, path: String },
+    AlreadyExists {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+    },
+    /// Resolving the path followed more than 40 symbolic links (Linux's limit): a symlink loop
+    /// in the guest.
     #[error("{op} {path}: more than {max} symbolic links while resolving inside the guest")]
-    TooManySymlinks { op: Op, path: String, max: u32 },
+    TooManySymlinks {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+        /// The limit (40).
+        max: u32,
+    },
+    /// A modifying call on a filesystem opened read-only, or a read-write
+    /// [`crate::Filesystem::open`] of a device that is itself read-only (`path` is then the
+    /// device name). [`Error::kind`] is [`kiln_blockdev::ErrorKind::Internal`].
     #[error("{op} {path}: the filesystem was opened read-only")]
-    ReadOnly { op: Op, path: String },
+    ReadOnly {
+        /// The call.
+        op: Op,
+        /// The path given (or the device name).
+        path: String,
+    },
+    /// Something the filesystem holds, or the call asks for, that kiln does not handle: a
+    /// symlink target empty, containing NUL or as long as a block; a symlink over 64 KiB when
+    /// reading one; a directory tree deeper than 4096 in [`crate::Filesystem::remove_all`]; a
+    /// directory still full after growing it; libext2fs writing 0 bytes.
     #[error("{op} {path}: {what}")]
-    Unsupported { op: Op, path: String, what: String },
-    /// Reading the caller's data source failed.
+    Unsupported {
+        /// The call.
+        op: Op,
+        /// The path given.
+        path: String,
+        /// What, in words.
+        what: String,
+    },
+    /// [`crate::Filesystem::write_file`]: reading the caller's data source failed (other than
+    /// `Interrupted`, which is retried). [`Error::kind`] is [`kiln_blockdev::ErrorKind::Host`].
     #[error("{op} {path}: reading the source failed")]
     Source {
+        /// The call.
         op: Op,
+        /// The guest path being written.
         path: String,
+        /// The reader's error.
         #[source]
         source: std::io::Error,
     },
-    /// Writing to the caller's sink failed.
+    /// [`crate::Filesystem::read_to`]: writing to the caller's sink failed. [`Error::kind`] is
+    /// [`kiln_blockdev::ErrorKind::Host`].
     #[error("{op} {path}: writing the output failed")]
     Sink {
+        /// The call.
         op: Op,
+        /// The guest path being read.
         path: String,
+        /// The writer's error.
         #[source]
         source: std::io::Error,
     },
-    /// Reading the superblock ourselves (before libext2fs) failed.
+    /// [`crate::Filesystem::open`]: reading the 1024-byte superblock at byte 1024 (before
+    /// libext2fs runs) failed, e.g. a device shorter than 2 KiB.
     #[error("{device}: reading the superblock failed")]
     Superblock {
+        /// The device name.
         device: String,
+        /// The device error.
         #[source]
         source: kiln_blockdev::Error,
     },
-    /// What libext2fs handed back does not look like the 1.47 structures we declared.
+    /// [`crate::Filesystem::open`]: what libext2fs handed back does not look like the 1.47
+    /// structures the bindings declare (handle magic, block size, superblock fields or io
+    /// manager disagree with kiln's own parse). [`Error::kind`] is
+    /// [`kiln_blockdev::ErrorKind::Host`]: the installed library does not match.
     #[error("{device}: libext2fs structure layout check failed: {what}")]
-    Layout { device: String, what: String },
+    Layout {
+        /// The device name.
+        device: String,
+        /// Which check failed.
+        what: String,
+    },
 }
 
 impl Error {
@@ -198,6 +363,7 @@ fn io_suffix(io: &Option<Box<kiln_blockdev::Error>>) -> String {
     io.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
 }
 
+/// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Decode an errcode_t with libcom_err's `error_message` (ext2 codes and errno values alike).

@@ -8,6 +8,42 @@
 //!   libext2fs.so.2 ──io_manager (io.rs)──▶ BlockDev (partition window of a qcow2 overlay / raw file)
 //! ```
 //!
+//! ```
+//! use kiln_blockdev::FileDev;
+//! use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile, OpenOptions};
+//!
+//! // An empty 16 MiB filesystem in a temporary file. kiln edits filesystems but does not make
+//! // them, so this takes `mkfs.ext4` from e2fsprogs (the package that also ships libext2fs).
+//! let dir = tempfile::tempdir()?;
+//! let img = dir.path().join("root.img");
+//! std::fs::File::create(&img)?.set_len(16 << 20)?;
+//! let mkfs = std::process::Command::new("mkfs.ext4")
+//!     .args(["-q", "-F", "-L", "demo"])
+//!     .arg(&img)
+//!     .status()?;
+//! assert!(mkfs.success());
+//!
+//! // Edit it: every time written is the one given at open (SOURCE_DATE_EPOCH).
+//! let dev = FileDev::open_read_write(&img)?;
+//! let mut fs = Filesystem::open(&dev, "root.img", OpenOptions::read_write(1_700_000_000))?;
+//! fs.create_dir_all("/etc/kiln", NewDir::default())?;
+//! fs.write("/etc/kiln/hello", b"hi\n", NewFile { perm: 0o600, ..NewFile::default() })?;
+//! fs.symlink("kiln/hello", "/etc/hello", 0, 0)?;
+//! fs.close()?; // flushes bitmaps, group descriptors and superblock; reports every error
+//!
+//! // Read it back.
+//! let fs = Filesystem::open(&dev, "root.img", OpenOptions::read_only())?;
+//! assert_eq!(fs.read("/etc/hello")?, b"hi\n"); // the symlink is resolved inside the guest
+//! let meta = fs.stat("/etc/kiln/hello")?;
+//! assert_eq!((meta.kind, meta.perm, meta.mtime), (FileKind::File, 0o600, 1_700_000_000));
+//! let names: Vec<String> =
+//!     fs.read_dir("/etc")?.iter().map(|e| e.name_lossy().into_owned()).collect();
+//! assert_eq!(names, ["hello", "kiln"]);
+//! assert_eq!(fs.info().label, "demo");
+//! fs.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Linking
 //! The bindings link `libext2fs.so.2` and `libcom_err.so.2` **by soname** with rustc's `+verbatim`
 //! link modifier (`#[link(name = "libext2fs.so.2", modifiers = "+verbatim")]` → `-l:libext2fs.so.2`),
@@ -50,6 +86,7 @@
 
 // The FFI boundary: this crate is the one place in the workspace where `unsafe` is allowed.
 #![allow(unsafe_code)]
+#![deny(missing_docs)]
 
 mod error;
 mod ffi;

@@ -20,18 +20,45 @@
 //! the device), every read is bounded by the device size, and a panic inside a parser is caught and
 //! reported as an error naming the device.
 //!
-//! ```
-//! use kiln_blockdev::MemDev;
-//! use kiln_partition::{scan, FsType, TableKind};
+//! Write a GPT into a 4 MiB in-memory disk, put an ext2 superblock (magic and label only) in its
+//! one partition, then scan the disk and open the root filesystem's window:
 //!
-//! // An ext2 superblock magic at +1024+56 on a bare disk: a whole-disk filesystem.
-//! let disk = MemDev::new(64 * 1024);
-//! kiln_blockdev::BlockDev::write_at(&disk, &0xEF53u16.to_le_bytes(), 1024 + 56).unwrap();
-//! let table = scan(&disk, "mem").unwrap();
-//! assert_eq!(table.kind, TableKind::None);
-//! assert_eq!(table.partitions[0].fs, FsType::Ext2);
-//! assert_eq!(table.root().unwrap().number, 0);
 //! ```
+//! use kiln_blockdev::{BlockDev, MemDev};
+//! use kiln_partition::{
+//!     FsType, GptLayout, GptPartition, Guid, ROOT_LABEL, TableKind, scan, window, write_gpt,
+//! };
+//!
+//! let mut image = std::io::Cursor::new(vec![0u8; 4 << 20]);
+//! let layout = GptLayout {
+//!     disk_guid: Guid([1; 16]),
+//!     partitions: vec![GptPartition {
+//!         number: 1,
+//!         first_lba: 2048, // 1 MiB in 512-byte sectors
+//!         last_lba: 6143,  // inclusive: 2 MiB long
+//!         type_guid: Guid::LINUX_FS,
+//!         guid: Guid([2; 16]),
+//!         name: String::new(),
+//!     }],
+//! };
+//! write_gpt(&mut image, "mem", &layout)?;
+//!
+//! let disk = MemDev::from_vec(image.into_inner());
+//! let sb = (1 << 20) + 1024; // the ext superblock starts 1024 bytes into the filesystem
+//! disk.write_at(&0xEF53u16.to_le_bytes(), sb + 0x38)?; // s_magic
+//! disk.write_at(ROOT_LABEL.as_bytes(), sb + 0x78)?; // s_volume_name
+//!
+//! let table = scan(&disk, "mem")?;
+//! assert_eq!(table.kind, TableKind::Gpt);
+//! let root = table.root()?;
+//! assert_eq!((root.number, root.start, root.len), (1, 1 << 20, 2 << 20));
+//! assert_eq!((root.fs, root.label.as_deref()), (FsType::Ext2, Some(ROOT_LABEL)));
+//! let fs = window(&disk, "mem", root)?;
+//! assert_eq!(fs.len(), 2 << 20);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
 
 mod error;
 mod gpt;

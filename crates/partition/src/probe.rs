@@ -8,7 +8,11 @@ use crate::{FsType, PartType, Partition, Result};
 /// What [`probe`] found on a byte range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
+    /// The filesystem recognised, or [`FsType::Unknown`].
     pub fs: FsType,
+    /// The filesystem's label, `None` when empty: the ext superblock's `s_volume_name` up to its
+    /// first NUL, or the FAT boot sector's 11-byte volume label without trailing spaces (and
+    /// `None` for `NO NAME`).
     pub label: Option<String>,
 }
 

@@ -17,6 +17,7 @@ pub struct DevReader<'a, D: ?Sized> {
 }
 
 impl<'a, D: BlockDev + ?Sized> DevReader<'a, D> {
+    /// A reader positioned at byte 0 of `dev`.
     pub fn new(dev: &'a D) -> Self {
         Self { dev, pos: 0 }
     }

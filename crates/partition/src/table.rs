@@ -10,7 +10,9 @@ use crate::{Error, ROOT_LABEL, Result};
 /// Which kind of table describes the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
+    /// A GUID partition table (UEFI spec, chapter 5), behind a protective MBR.
     Gpt,
+    /// A DOS/MBR table: up to four primary entries, logical partitions in an extended one.
     Mbr,
     /// No partition table: a filesystem occupies the whole device (partition number 0).
     None,
@@ -19,10 +21,17 @@ pub enum TableKind {
 /// What a partition holds, found by probing its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsType {
+    /// An ext superblock (magic 0xEF53 at +1024+0x38) with no journal and only features ext2/3
+    /// know.
     Ext2,
+    /// An ext superblock with a journal (`has_journal`) and only features ext3 knows.
     Ext3,
+    /// An ext superblock with any incompat or ro_compat feature ext3 does not know (extents,
+    /// 64bit, flex_bg, metadata_csum, …).
     Ext4,
+    /// A FAT12/16/32 boot sector (jump instruction, 55 AA, plausible BPB).
     Vfat,
+    /// Nothing recognised (also an ext journal device).
     Unknown,
 }
 
@@ -110,7 +119,9 @@ impl fmt::Debug for Guid {
 /// The type a partition table gives a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartType {
+    /// The GPT entry's partition type GUID (e.g. [`Guid::LINUX_FS`], [`Guid::ESP`]).
     Gpt(Guid),
+    /// The MBR entry's partition type byte (0x83 Linux, 0xEF EFI, 0x0C FAT32 LBA, …).
     Mbr(u8),
     /// The whole-disk pseudo partition.
     None,
@@ -125,6 +136,7 @@ pub struct Partition {
     pub start: u64,
     /// Length in bytes.
     pub len: u64,
+    /// The type the table gives the partition.
     pub part_type: PartType,
     /// GPT partition name (empty for MBR).
     pub name: String,
@@ -139,11 +151,13 @@ pub struct Partition {
 pub struct PartitionTable {
     /// The device name used in errors.
     pub device: String,
+    /// Which kind of table was found.
     pub kind: TableKind,
     /// Logical sector size the table was read with (512 or 4096; 512 when there is no table).
     pub sector_size: u64,
     /// Device size in bytes.
     pub size: u64,
+    /// The used entries, in table order (unused GPT entries and empty MBR slots are left out).
     pub partitions: Vec<Partition>,
 }
 

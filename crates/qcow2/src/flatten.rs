@@ -51,12 +51,25 @@ impl Default for FlattenOptions {
 
 /// What the flatten writer did, in guest clusters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Every guest cluster is counted once in exactly one of `zero`, `raw`, `compressed` and
+/// `passthrough`, so they add up to `clusters`.
 pub struct FlattenStats {
+    /// Guest clusters of the virtual disk (its size divided by the output cluster size,
+    /// rounded up).
     pub clusters: u64,
+    /// Clusters left unallocated in the output because they read as zeros (known from the
+    /// source's metadata, or all-zero when read).
     pub zero: u64,
+    /// Clusters stored uncompressed (no compression asked for, or compressing saved less than
+    /// 512 bytes).
     pub raw: u64,
+    /// Clusters compressed by this run.
     pub compressed: u64,
+    /// Already-compressed clusters copied byte for byte from the source (see the module docs
+    /// on passthrough).
     pub passthrough: u64,
+    /// Size of the output file in bytes.
     pub file_len: u64,
 }
 

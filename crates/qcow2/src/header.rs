@@ -38,12 +38,16 @@ const MAX_BACKING_NAME: u32 = 1023;
 /// How compressed clusters are encoded (header byte 104).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CompressionType {
+    /// Raw deflate (`compression_type` 0; the only choice of v2 images and v3 images without
+    /// the compression-type incompatible bit).
     #[default]
     Zlib,
+    /// Zstandard (`compression_type` 1; needs incompatible feature bit 3).
     Zstd,
 }
 
 impl CompressionType {
+    /// `"zlib"` or `"zstd"`, as `qemu-img info` names them.
     pub fn name(self) -> &'static str {
         match self {
             CompressionType::Zlib => "zlib",
@@ -54,24 +58,54 @@ impl CompressionType {
 
 /// A parsed qcow2 header with its extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Field names are those of the qcow2 specification (qemu's `docs/interop/qcow2.rst`, "Header");
+/// offsets are from the start of the file, all integers big-endian on disk.
 pub struct Header {
+    /// `version` (offset 4): 2 or 3.
     pub version: u32,
+    /// `backing_file_offset` (offset 8): byte offset in the file of the backing file name, 0
+    /// when there is none.
     pub backing_file_offset: u64,
+    /// `backing_file_size` (offset 16): length of the backing file name in bytes (at most
+    /// 1023).
     pub backing_file_size: u32,
+    /// `cluster_bits` (offset 20): log2 of the cluster size; kiln accepts 9..=21 (512 B to
+    /// 2 MiB).
     pub cluster_bits: u32,
+    /// `size` (offset 24): the virtual disk size in bytes.
     pub size: u64,
+    /// `crypt_method` (offset 32): 0 none, 1 AES, 2 LUKS; kiln refuses anything but 0.
     pub crypt_method: u32,
+    /// `l1_size` (offset 36): number of 8-byte entries in the L1 table.
     pub l1_size: u32,
+    /// `l1_table_offset` (offset 40): byte offset of the L1 table, cluster-aligned.
     pub l1_table_offset: u64,
+    /// `refcount_table_offset` (offset 48): byte offset of the refcount table, cluster-aligned.
     pub refcount_table_offset: u64,
+    /// `refcount_table_clusters` (offset 56): length of the refcount table in clusters.
     pub refcount_table_clusters: u32,
+    /// `nb_snapshots` (offset 60): number of internal snapshots (kiln reads such images but
+    /// does not write them).
     pub nb_snapshots: u32,
+    /// `snapshots_offset` (offset 64): byte offset of the snapshot table.
     pub snapshots_offset: u64,
+    /// `incompatible_features` (offset 72, v3; 0 for v2): bit 0 dirty, 1 corrupt, 2 external
+    /// data file, 3 compression type, 4 extended L2 entries.
     pub incompatible_features: u64,
+    /// `compatible_features` (offset 80, v3; 0 for v2): bit 0 lazy refcounts.
     pub compatible_features: u64,
+    /// `autoclear_features` (offset 88, v3; 0 for v2): bit 0 bitmaps extension, bit 1 raw
+    /// external data.
     pub autoclear_features: u64,
+    /// `refcount_order` (offset 96, v3; 4 for v2): log2 of the refcount width in bits (0..=6:
+    /// 1 to 64 bits).
     pub refcount_order: u32,
+    /// `header_length` (offset 100, v3; 72 for v2): length of the header structure in bytes,
+    /// where the extensions start.
     pub header_length: u32,
+    /// `compression_type` (offset 104, v3 with `header_length` > 104): how compressed clusters
+    /// are encoded; [`CompressionType::Zlib`] when the field is absent.
     pub compression_type: CompressionType,
     /// The backing file name as stored, if any.
     pub backing_file: Option<String>,
@@ -126,6 +160,7 @@ pub(crate) fn check_cluster_bits(cluster_bits: u32, image: &Path) -> Result<()> 
 }
 
 impl Header {
+    /// Cluster size in bytes (`1 << cluster_bits`).
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
@@ -135,6 +170,7 @@ impl Header {
         self.cluster_size() / 8
     }
 
+    /// Width of one refcount entry in bits (`1 << refcount_order`).
     pub fn refcount_bits(&self) -> u32 {
         1 << self.refcount_order
     }

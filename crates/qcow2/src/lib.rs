@@ -18,17 +18,43 @@
 //! directory) and chains are capped at [`DEFAULT_MAX_CHAIN_DEPTH`] images, so an untrusted header
 //! cannot make kiln open arbitrary host files.
 //!
-//! ```no_run
-//! use kiln_qcow2::{Disk, OpenOptions, create_overlay};
+//! A raw 8 MiB base in a temporary directory, a qcow2 overlay written over it, read back through
+//! the chain, then flattened into one standalone compressed image:
+//!
+//! ```
 //! use kiln_blockdev::BlockDev;
-//! let overlay = create_overlay("out/node.qcow2".as_ref(), "golden.qcow2".as_ref(), Some(80 << 30), &OpenOptions::default())?;
-//! overlay.write_at(b"hello", 1 << 20)?;
-//! overlay.close()?;
-//! let disk = Disk::open("out/node.qcow2", &OpenOptions::default())?;
-//! let mut buf = [0u8; 5];
-//! disk.read_at(&mut buf, 1 << 20)?;
+//! use kiln_qcow2::{Disk, FlattenOptions, Mapping, OpenOptions, create_overlay, flatten_to_path};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let base = dir.path().join("base.raw");
+//! std::fs::write(&base, vec![0xAB; 8 << 20])?;
+//!
+//! // The overlay: 16 MiB virtual (the base covers the first 8), 64 KiB clusters.
+//! let node = dir.path().join("node.qcow2");
+//! let overlay = create_overlay(&node, &base, Some(16 << 20), &OpenOptions::default())?;
+//! overlay.write_at(b"hello", 1 << 20)?; // copy-on-write of one cluster
+//! assert!(matches!(overlay.map_cluster(16)?, Mapping::Data { .. }));
+//! assert_eq!(overlay.map_cluster(0)?, Mapping::Unallocated);
+//! overlay.close()?; // refcounts written, dirty bit cleared
+//!
+//! let disk = Disk::open(&node, &OpenOptions::default())?;
+//! assert_eq!(disk.files(), [node.as_path(), base.as_path()]);
+//! let mut buf = [0u8; 7];
+//! disk.read_at(&mut buf, (1 << 20) - 1)?;
+//! assert_eq!(&buf, b"\xABhello\xAB");
+//! disk.read_at(&mut buf, 12 << 20)?; // past the base: zeros
+//! assert_eq!(buf, [0; 7]);
+//!
+//! let flat = dir.path().join("flat.qcow2");
+//! let stats = flatten_to_path(&disk, &flat, &FlattenOptions::default(), &|_done, _total| {})?;
+//! assert_eq!(stats.clusters, 256);
+//! assert_eq!(stats.zero, 128); // the upper 8 MiB stay unallocated
+//! let flat = Disk::open(&flat, &OpenOptions::default())?;
+//! assert_eq!(flat.files().len(), 1); // no backing file any more
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
 
 mod codec;
 mod error;
@@ -60,7 +86,10 @@ pub mod codec_api {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per open image, never stored in bulk
 pub enum Disk {
+    /// A file starting with the qcow2 magic, opened with its backing chain.
     Qcow2(Image),
+    /// Any other file (not one of the formats [`foreign_format`] recognises): its bytes are the
+    /// guest's.
     Raw(FileDev),
 }
 

@@ -3,15 +3,29 @@
 //! tree.
 //!
 //! ```
-//! use kiln_seedvol::{IsoOptions, Tree, write_iso};
+//! use kiln_seedvol::{IsoOptions, Tree, VfatOptions, write_iso, write_vfat};
 //! let mut tree = Tree::new();
 //! tree.add_file("meta-data", b"instance-id: node-1\n".to_vec(), 0o644)?;
 //! tree.add_file("user-data", b"#cloud-config\n".to_vec(), 0o644)?;
+//!
+//! // ISO 9660 into a Vec: the volume id is what cloud-init looks for.
 //! let opts = IsoOptions { volume_id: "cidata".into(), epoch: 1_700_000_000 };
 //! let mut iso = Vec::new();
 //! let n = write_iso(&tree, &opts, &mut iso)?;
 //! assert_eq!(n as usize, iso.len());
-//! # Ok::<(), kiln_seedvol::Error>(())
+//! assert_eq!(&iso[16 * 2048 + 1..16 * 2048 + 6], b"CD001"); // primary volume descriptor
+//!
+//! // The same tree as vfat (FAT labels are upper case), into anything Read + Write + Seek.
+//! let opts = VfatOptions { volume_label: "CIDATA".into(), epoch: 1_700_000_000 };
+//! let mut fat = std::io::Cursor::new(Vec::new());
+//! write_vfat(&tree, &opts, &mut fat)?;
+//! assert_eq!(&fat.get_ref()[510..512], &[0x55, 0xAA]);
+//!
+//! // Identical inputs, identical bytes.
+//! let mut again = Vec::new();
+//! write_iso(&tree, &IsoOptions { volume_id: "cidata".into(), epoch: 1_700_000_000 }, &mut again)?;
+//! assert_eq!(iso, again);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # ISO layout (2048-byte sectors, written strictly in this order)
@@ -37,6 +51,8 @@
 //!
 //! The vfat writer ([`write_vfat`]) formats through the `fatfs` crate with an epoch-based clock
 //! and a volume serial hashed from the inputs.
+
+#![deny(missing_docs)]
 
 mod error;
 mod iso;

@@ -38,12 +38,14 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// Open for reading only; `time` is unused (0).
     pub fn read_only() -> Self {
         Self {
             write: false,
             time: 0,
         }
     }
+    /// Open for writing, stamping `time` (seconds since the Unix epoch) on everything changed.
     pub fn read_write(time: i64) -> Self {
         Self { write: true, time }
     }
@@ -51,14 +53,24 @@ impl OpenOptions {
 
 /// The type of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// From the file-type bits of the inode's `i_mode` (or a directory entry's `file_type` byte).
 pub enum FileKind {
+    /// Regular file (`S_IFREG`).
     File,
+    /// Directory (`S_IFDIR`).
     Dir,
+    /// Symbolic link (`S_IFLNK`).
     Symlink,
+    /// Character device node (`S_IFCHR`).
     CharDevice,
+    /// Block device node (`S_IFBLK`).
     BlockDevice,
+    /// Named pipe (`S_IFIFO`).
     Fifo,
+    /// Unix socket (`S_IFSOCK`).
     Socket,
+    /// A file-type value ext4 does not define (corrupt inode).
     Unknown,
 }
 
@@ -106,17 +118,29 @@ impl FileKind {
 
 /// What `stat` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Times are seconds since the Unix epoch, decoded with the `*_extra` epoch bits when the inode
+/// has room for them (256-byte inodes); nanoseconds are not reported.
 pub struct Metadata {
+    /// Inode number (2 is the root directory).
     pub ino: u32,
+    /// File type.
     pub kind: FileKind,
     /// Permission bits (07777).
     pub perm: u16,
+    /// Owner user id (`i_uid` with its high 16 bits).
     pub uid: u32,
+    /// Owner group id (`i_gid` with its high 16 bits).
     pub gid: u32,
+    /// Size in bytes (`i_size` with `i_size_high`); for a symlink, the target's length.
     pub size: u64,
+    /// Hard link count (`i_links_count`).
     pub nlink: u16,
+    /// Last access time (`i_atime`).
     pub atime: i64,
+    /// Last modification time (`i_mtime`).
     pub mtime: i64,
+    /// Last inode change time (`i_ctime`).
     pub ctime: i64,
     /// Creation time, when the inode has room for it.
     pub crtime: Option<i64>,
@@ -129,7 +153,10 @@ pub struct Metadata {
 pub struct DirEntry {
     /// The raw name (ext4 names are bytes).
     pub name: Vec<u8>,
+    /// Inode number the entry points at.
     pub ino: u32,
+    /// File type, from the entry's `file_type` byte when the filesystem records it
+    /// (`filetype` feature), else from the inode.
     pub kind: FileKind,
 }
 
@@ -145,7 +172,9 @@ impl DirEntry {
 pub struct NewFile {
     /// Permission bits (07777).
     pub perm: u16,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Modification time; `None` = the open time.
     pub mtime: Option<i64>,
@@ -164,9 +193,14 @@ impl Default for NewFile {
 
 /// Attributes of directories created by [`Filesystem::create_dir_all`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Applied only to the directories the call creates; existing ones are left as they are.
 pub struct NewDir {
+    /// Permission bits (07777).
     pub perm: u16,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
 }
 
@@ -183,28 +217,49 @@ impl Default for NewDir {
 /// Times for [`Filesystem::set_times`]; `None` leaves a time unchanged. ctime is always set to the
 /// open time unless given explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// All in seconds since the Unix epoch; what an inode can store is -2^31 up to 2^34 - 2^31
+/// (with the `*_extra` epoch bits), and values outside are clamped.
 pub struct Times {
+    /// New access time.
     pub atime: Option<i64>,
+    /// New modification time.
     pub mtime: Option<i64>,
+    /// New change time; `None` sets it to the open time.
     pub ctime: Option<i64>,
 }
 
-/// Facts from the superblock.
+/// Facts from the superblock, as libext2fs holds it in memory (counts reflect changes made
+/// through this handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsInfo {
+    /// Volume label (`s_volume_name` up to its first NUL; invalid UTF-8 replaced).
     pub label: String,
+    /// Filesystem UUID (`s_uuid`), as stored.
     pub uuid: [u8; 16],
+    /// Block size in bytes (`1024 << s_log_block_size`).
     pub block_size: u32,
+    /// Total blocks (`s_blocks_count` with its high 32 bits).
     pub blocks_count: u64,
+    /// Free blocks (`s_free_blocks_count` with its high 32 bits).
     pub free_blocks: u64,
+    /// Total inodes (`s_inodes_count`).
     pub inodes_count: u32,
+    /// Free inodes (`s_free_inodes_count`).
     pub free_inodes: u32,
+    /// On-disk inode size in bytes (`s_inode_size`: 128, 256, …).
     pub inode_size: u16,
+    /// Compatible feature bits (`s_feature_compat`: has_journal, dir_index, …).
     pub feature_compat: u32,
+    /// Incompatible feature bits (`s_feature_incompat`: extents, 64bit, flex_bg, …).
     pub feature_incompat: u32,
+    /// Read-only-compatible feature bits (`s_feature_ro_compat`: metadata_csum, huge_file, …).
     pub feature_ro_compat: u32,
+    /// Last write time (`s_wtime`), seconds since the Unix epoch.
     pub wtime: u32,
+    /// Lifetime writes in KiB (`s_kbytes_written`).
     pub kbytes_written: u64,
+    /// Filesystem state (`s_state`: bit 0 cleanly unmounted, bit 1 errors detected).
     pub state: u16,
 }
 

@@ -143,6 +143,8 @@ impl Image {
 /// The backing image of a new overlay and the name recorded for it.
 #[derive(Debug)]
 pub struct NewBacking {
+    /// The opened backing image (its own chain already checked); its size is the overlay's
+    /// default virtual size.
     pub image: Backing,
     /// The name stored in the header (relative to the overlay's directory).
     pub name: String,
@@ -151,8 +153,13 @@ pub struct NewBacking {
 /// Parameters of a new image.
 #[derive(Debug)]
 pub struct CreateOptions {
+    /// Virtual disk size in bytes (a multiple of 512, at most 2^55).
     pub size: u64,
+    /// log2 of the cluster size in bytes, 9..=21 (16 = 64 KiB, qemu's default).
     pub cluster_bits: u32,
+    /// The header's `compression_type`: how clusters written compressed into this image are
+    /// encoded ([`CompressionType::Zstd`] sets incompatible feature bit 3).
     pub compression: CompressionType,
+    /// The backing image and the name to record for it; `None` for a standalone image.
     pub backing: Option<NewBacking>,
 }

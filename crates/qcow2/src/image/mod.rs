@@ -45,11 +45,24 @@ pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
     /// Uncompressed data at this host offset.
-    Data { host: u64 },
+    Data {
+        /// Host byte offset of the cluster in the image file (cluster-aligned).
+        host: u64,
+    },
     /// A compressed cluster: `len` stored bytes (sector-rounded) at `host`.
-    Compressed { host: u64, len: u64 },
+    Compressed {
+        /// Host byte offset of the compressed data (not necessarily aligned).
+        host: u64,
+        /// Bytes to read there: (the L2 entry's additional-sector count + 1) × 512, less
+        /// `host`'s offset within its first 512-byte sector.
+        len: u64,
+    },
     /// Reads as zeros; `prealloc` is a host cluster kept allocated for it, if any.
-    Zero { prealloc: Option<u64> },
+    Zero {
+        /// The host offset an L2 "zero" entry still points at (qcow2 v3 preallocated zero
+        /// cluster), or `None` when the entry carries no offset.
+        prealloc: Option<u64>,
+    },
     /// Not in this image: read from the backing image.
     Unallocated,
 }
@@ -57,9 +70,14 @@ pub enum Mapping {
 /// Counts of guest clusters by how the top image maps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllocationCounts {
+    /// Clusters mapped to uncompressed data ([`Mapping::Data`]).
     pub data: u64,
+    /// Clusters mapped to compressed data ([`Mapping::Compressed`]).
     pub compressed: u64,
+    /// Clusters marked as reading zeros ([`Mapping::Zero`]).
     pub zero: u64,
+    /// Clusters not allocated in the top image, left to the backing chain
+    /// ([`Mapping::Unallocated`]).
     pub unallocated: u64,
 }
 
@@ -118,10 +136,12 @@ impl Image {
         self.header.size
     }
 
+    /// Whether the virtual size is 0.
     pub fn is_empty(&self) -> bool {
         self.header.size == 0
     }
 
+    /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         self.header.cluster_size()
     }
@@ -131,6 +151,7 @@ impl Image {
         self.file.len()
     }
 
+    /// Whether the image was opened (or created) for writing.
     pub fn is_writable(&self) -> bool {
         self.write.is_some()
     }

@@ -33,15 +33,19 @@ impl Default for OpenOptions {
 }
 
 impl OpenOptions {
+    /// The defaults: read-only, backing files confined to the top image's directory, chains up
+    /// to [`DEFAULT_MAX_CHAIN_DEPTH`] images.
     pub fn read_only() -> Self {
         Self::default()
     }
+    /// The defaults, with the top image opened for writing.
     pub fn read_write() -> Self {
         Self {
             write: true,
             ..Self::default()
         }
     }
+    /// Let backing files resolve anywhere inside `dir` (which must exist).
     pub fn allow_backing_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.allowed_backing_dir = Some(dir.into());
         self
@@ -51,20 +55,30 @@ impl OpenOptions {
 /// A backing image: another qcow2 (itself possibly backed) or a raw file.
 #[derive(Debug)]
 pub enum Backing {
+    /// A qcow2 backing image, opened read-only.
     Qcow2(Box<Image>),
-    Raw { path: PathBuf, dev: FileDev },
+    /// A raw backing file: guest byte `n` is file byte `n`.
+    Raw {
+        /// The canonical path of the file.
+        path: PathBuf,
+        /// The file, opened read-only.
+        dev: FileDev,
+    },
 }
 
 impl Backing {
+    /// Virtual size in bytes (for a raw file, its length). Guest reads past it return zeros.
     pub fn len(&self) -> u64 {
         match self {
             Backing::Qcow2(i) => i.len(),
             Backing::Raw { dev, .. } => dev.len(),
         }
     }
+    /// Whether the size is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The path the backing image was opened from.
     pub fn path(&self) -> &Path {
         match self {
             Backing::Qcow2(i) => i.path(),
