@@ -53,6 +53,8 @@ pub const DOCUMENTED: &[&str] = &[
     "kiln-ext4",
     "kiln-seedvol",
     "kiln-fixtures",
+    "kiln-nocloud",
+    "kiln-cluster",
 ];
 
 pub fn run_task(args: &[String]) -> Result<()> {
