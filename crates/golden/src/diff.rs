@@ -146,7 +146,7 @@ impl std::fmt::Display for Difference {
 
 /// The sorted differences between the root filesystems of images `a` and `b` (empty: same
 /// files, content and metadata), read-only. Errors when an image cannot be opened
-/// ([`Error::ReadInput`], [`Error::Qcow2`]), partitioned ([`Error::Partition`]) or its root
+/// ([`Error::Qcow2`]), partitioned ([`Error::Partition`]) or its root
 /// filesystem read ([`Error::Ext4`]).
 pub fn diff(a: &Path, b: &Path) -> Result<Vec<Difference>, Error> {
     with_root_fs(a, |fa, ta| {

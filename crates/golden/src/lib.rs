@@ -81,7 +81,7 @@ pub use recipe::{
     ModulesLoad, Output, OutputKind, Owner, Prerequisite, Problem, Problems, Recipe,
     ScrubSelection, SymlinkEntry, Sysctl, SystemdEnable,
 };
-pub use scrub::{Action, CATALOG, Change, ScrubOp};
+pub use scrub::{Action, CATALOG, Change, ScrubInput, ScrubOp};
 pub use verify::{VerifyReport, verify};
 
 /// Everything the crate's operations fail with; each variant names the operation and the path.
