@@ -42,10 +42,8 @@
 //! )
 //! .with_prerequisite(SystemdEnable::new("iscsid.service"));
 //!
-//! let opts = BuildOptions {
-//!     out_dir: "out".into(),
-//!     ..BuildOptions::default()
-//! };
+//! let mut opts = BuildOptions::default();
+//! opts.out_dir = "out".into();
 //! let built = build(&recipe, &opts)?;
 //! assert_eq!(built.manifest.recipe_sha256, recipe.digest());
 //! println!("{} sha256 {}", built.image.display(), built.manifest.output.sha256);
