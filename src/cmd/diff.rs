@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kiln_golden::Difference;
 
 use crate::exit::{CmdResult, OrExit};
 
@@ -26,16 +25,7 @@ pub fn run(args: DiffArgs) -> CmdResult {
         return Ok(());
     }
     for d in &diffs {
-        match d {
-            Difference::Added { path, kind } => outln!("+ {path} ({kind})"),
-            Difference::Removed { path, kind } => outln!("- {path} ({kind})"),
-            Difference::Content {
-                path,
-                size_a,
-                size_b,
-            } => outln!("M {path} (content, {size_a} -> {size_b} bytes)"),
-            Difference::Metadata { path, fields } => outln!("m {path} ({})", fields.join(", ")),
-        }
+        outln!("{d}");
     }
     eprintln!("{} difference(s)", diffs.len());
     Ok(())

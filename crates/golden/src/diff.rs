@@ -7,34 +7,114 @@ use std::path::Path;
 
 use kiln_ext4::{FileKind, Filesystem, Metadata};
 use kiln_partition::Selector;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// One difference.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
+/// What kind of file a path is, as a [`Difference`] names it (`"file"`, `"dir"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// `file`: a regular file.
+    File,
+    /// `dir`: a directory.
+    Dir,
+    /// `symlink`: a symbolic link.
+    Symlink,
+    /// `char`: a character device.
+    Char,
+    /// `block`: a block device.
+    Block,
+    /// `fifo`: a named pipe.
+    Fifo,
+    /// `socket`: a Unix socket.
+    Socket,
+    /// `unknown`: an inode whose type ext4 does not define.
+    Unknown,
+}
+
+impl EntryKind {
+    /// The name in reports (`file`, `dir`, `symlink`, `char`, `block`, `fifo`, `socket`,
+    /// `unknown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Char => "char",
+            EntryKind::Block => "block",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Socket => "socket",
+            EntryKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<FileKind> for EntryKind {
+    fn from(k: FileKind) -> EntryKind {
+        match k {
+            FileKind::File => EntryKind::File,
+            FileKind::Dir => EntryKind::Dir,
+            FileKind::Symlink => EntryKind::Symlink,
+            FileKind::CharDevice => EntryKind::Char,
+            FileKind::BlockDevice => EntryKind::Block,
+            FileKind::Fifo => EntryKind::Fifo,
+            FileKind::Socket => EntryKind::Socket,
+            FileKind::Unknown => EntryKind::Unknown,
+            // Should kiln-ext4 ever mark FileKind non-exhaustive.
+            #[allow(unreachable_patterns)]
+            _ => EntryKind::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One difference between image A and image B. Serialises with a `change` tag
+/// (`{"change": "added", "path": …, "kind": "file"}`) and reads back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Difference {
+    /// `added`: the path exists only in B.
     Added {
+        /// Absolute guest path.
         path: String,
-        kind: &'static str,
+        /// What it is in B.
+        kind: EntryKind,
     },
+    /// `removed`: the path exists only in A.
     Removed {
+        /// Absolute guest path.
         path: String,
-        kind: &'static str,
+        /// What it was in A.
+        kind: EntryKind,
     },
+    /// `content`: a regular file in both whose bytes differ.
     Content {
+        /// Absolute guest path.
         path: String,
+        /// Its size in A, in bytes.
         size_a: u64,
+        /// Its size in B, in bytes.
         size_b: u64,
     },
+    /// `metadata`: kind, mode, owner, mtime or symlink target differ.
     Metadata {
+        /// Absolute guest path.
         path: String,
+        /// One `"<field> <a> -> <b>"` line per differing field (`"mode 0644 -> 0600"`).
         fields: Vec<String>,
     },
 }
 
 impl Difference {
+    /// The guest path the difference is about.
     pub fn path(&self) -> &str {
         match self {
             Difference::Added { path, .. }
@@ -45,7 +125,29 @@ impl Difference {
     }
 }
 
-/// The sorted differences between `a` and `b` (empty: same files, content and metadata).
+impl std::fmt::Display for Difference {
+    /// One line, as `kiln diff` prints it: `+ /x (file)`, `- /y (dir)`,
+    /// `M /z (content, 3 -> 4 bytes)`, `m /w (mode 0644 -> 0600)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Added { path, kind } => write!(f, "+ {path} ({kind})"),
+            Difference::Removed { path, kind } => write!(f, "- {path} ({kind})"),
+            Difference::Content {
+                path,
+                size_a,
+                size_b,
+            } => write!(f, "M {path} (content, {size_a} -> {size_b} bytes)"),
+            Difference::Metadata { path, fields } => {
+                write!(f, "m {path} ({})", fields.join(", "))
+            }
+        }
+    }
+}
+
+/// The sorted differences between the root filesystems of images `a` and `b` (empty: same
+/// files, content and metadata), read-only. Errors when an image cannot be opened
+/// ([`Error::Qcow2`]), partitioned ([`Error::Partition`]) or its root
+/// filesystem read ([`Error::Ext4`]).
 pub fn diff(a: &Path, b: &Path) -> Result<Vec<Difference>, Error> {
     with_root_fs(a, |fa, ta| {
         with_root_fs(b, |fb, tb| compare_trees(a, (fa, ta), (fb, tb)))
@@ -64,7 +166,7 @@ fn compare_trees(
         match tb.get(path) {
             None => out.push(Difference::Removed {
                 path: path.clone(),
-                kind: ma.kind.as_str(),
+                kind: ma.kind.into(),
             }),
             Some(mb) => compare(fa, fb, path, ma, mb, a, &mut out)?,
         }
@@ -73,7 +175,7 @@ fn compare_trees(
         if !ta.contains_key(path) {
             out.push(Difference::Added {
                 path: path.clone(),
-                kind: mb.kind.as_str(),
+                kind: mb.kind.into(),
             });
         }
     }

@@ -23,27 +23,40 @@ pub const K3S_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// What kind of path was injected (`"dir"`, `"file"`, `"symlink"` in the manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum InjectedKind {
+    /// `dir`: a directory (given, or a missing parent kiln created).
     Dir,
+    /// `file`: a regular file.
     File,
+    /// `symlink`: a symbolic link.
     Symlink,
 }
 
-/// One path written into the image.
+/// One path written into the image (an item of the manifest's `injected`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Injected {
+    /// Absolute guest path.
     pub path: String,
+    /// What was written there.
     pub kind: InjectedKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A file's content sha256 (lower-case hex); absent for directories and symlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A file's size in bytes; absent for directories and symlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Octal permission bits (`"0755"`); symlinks have none.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A symlink's target, as stored; absent for files and directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// `k3s` or `prerequisites[N]`.
     pub from: String,
@@ -51,12 +64,18 @@ pub struct Injected {
 
 /// A k3s release asset that passed verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Asset {
     /// File name in the assets directory.
     pub name: String,
+    /// Where it was read from on the host. Not serialised (empty in a manifest, and when read
+    /// back).
     #[serde(skip)]
     pub host_path: PathBuf,
+    /// Its pin (lower-case hex sha256), from the sums file or the recipe.
     pub sha256: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Where it goes in the image.
     pub dest: String,
@@ -64,8 +83,12 @@ pub struct Asset {
 
 /// The verified k3s release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct K3sRelease {
+    /// The recipe's `k3s.version`.
     pub version: String,
+    /// Every asset written, in the order written.
     pub assets: Vec<Asset>,
 }
 
@@ -242,7 +265,9 @@ impl<R: Read> Read for Hashing<R> {
 
 /// Collects what a step wrote, creating missing parent directories (recorded too).
 pub struct Writer<'a, 'd> {
+    /// The root filesystem written to.
     pub fs: &'a mut Filesystem<'d>,
+    /// Every path written is appended here.
     pub out: &'a mut Vec<Injected>,
 }
 

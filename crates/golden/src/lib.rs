@@ -3,13 +3,54 @@
 //! and a JSON manifest — offline, without a VM, byte-for-byte reproducible.
 //!
 //! ```text
-//!  Recipe::load ─► build(): named steps over one context
+//!  Recipe::load / Recipe::new ─► build(): named steps over one context
 //!    open-base (sha256 pin) → overlay → find-rootfs → scrub → k3s → prerequisites
 //!    → normalise-times → close → output (temp name) → manifest → commit (rename both)
 //! ```
 //!
 //! Nothing appears under the output names unless every step succeeded: the image and the manifest
 //! are written under temporary names and renamed at the very end; inputs are opened read-only.
+//!
+//! # Example
+//!
+//! A recipe made in code (the same value `Recipe::load` reads from YAML; see [`recipe`]), built
+//! into `out/`. It needs a real base image and k3s release at the pinned paths, so it is not run
+//! here; `tests/build.rs` runs the same calls against a generated base.
+//!
+//! ```no_run
+//! use kiln_golden::{
+//!     Arch, Base, BuildOptions, DirEntry, FileEntry, K3s, Mode, Recipe, SystemdEnable, build,
+//! };
+//!
+//! let recipe = Recipe::new(
+//!     "k3s-node",
+//!     Base::new(
+//!         "noble-server-cloudimg-amd64.img",
+//!         "b2f19b7e99dc8036995b9456ba46daec39ca54d873ec1d28c72e8fa399f546ad",
+//!     ),
+//!     Arch::Amd64,
+//!     1_767_225_600, // 2026-01-01T00:00:00Z: every time written into the image
+//! )
+//! .with_k3s(
+//!     K3s::new("v1.34.3+k3s1", "k3s-assets")
+//!         .with_install_sh_sha256("8dd65dcacc0aecc9b30c668b782a062815898abb4754a7e6d74c978c219a583c"),
+//! )
+//! .with_prerequisite(DirEntry::new("/etc/rancher/k3s"))
+//! .with_prerequisite(
+//!     FileEntry::inline("/etc/rancher/k3s/registries.yaml", "mirrors: {}\n")
+//!         .with_mode(Mode(0o600)),
+//! )
+//! .with_prerequisite(SystemdEnable::new("iscsid.service"));
+//!
+//! let mut opts = BuildOptions::default();
+//! opts.out_dir = "out".into();
+//! let built = build(&recipe, &opts)?;
+//! assert_eq!(built.manifest.recipe_sha256, recipe.digest());
+//! println!("{} sha256 {}", built.image.display(), built.manifest.output.sha256);
+//! # Ok::<(), kiln_golden::Error>(())
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod diff;
 pub mod inject;
@@ -21,100 +62,186 @@ pub mod rootfs;
 pub mod scrub;
 pub mod verify;
 
+#[cfg(test)]
+mod roundtrip;
+
 use std::path::PathBuf;
 
-pub use diff::{Difference, diff};
+pub use diff::{Difference, EntryKind, diff};
+pub use inject::{Asset, Injected, InjectedKind, K3sRelease};
 pub use kiln_blockdev::ErrorKind;
-pub use manifest::Manifest;
+pub use manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 pub use pipeline::{
     BuildOptions, BuildOutput, Progress, Step, StepEvent, StepReport, build, build_file,
 };
-pub use recipe::{MachineIdMode, Problem, Problems, Recipe};
-pub use scrub::{CATALOG, ScrubOp};
+pub use recipe::{
+    Arch, Base, Compression, Datasource, DebEntry, DirEntry, FileEntry, K3s, MachineIdMode, Mode,
+    ModulesLoad, Output, OutputKind, Owner, Prerequisite, Problem, Problems, Recipe,
+    ScrubSelection, SymlinkEntry, Sysctl, SystemdEnable,
+};
+pub use scrub::{Action, CATALOG, Change, ScrubInput, ScrubOp};
 pub use verify::{VerifyReport, verify};
 
-/// Everything a build can fail with; each variant names the operation and the path.
+/// Everything the crate's operations fail with; each variant names the operation and the path.
+/// [`Error::kind`] tells whose fault it is. New variants may be added in any release.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// A k3s asset the release needs (`k3s`, the air-gap tarball, `install.sh` or
+    /// `sha256sum-ARCH.txt`) is not in the recipe's `k3s.assets` directory. Kind: `Input`.
     #[error("k3s asset {path} is missing")]
-    AssetMissing { path: PathBuf },
+    AssetMissing {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A k3s asset is present but the release's sums file has no line for it (and, for
+    /// `install.sh`, the recipe sets no `k3s.install_sh_sha256`). Kind: `Input`.
     #[error("k3s asset {name} is not pinned: {sums} has no line for it{hint}")]
     AssetNotPinned {
+        /// The asset's file name.
         name: String,
+        /// The sums file searched.
         sums: PathBuf,
+        /// What else would have pinned it (may be empty).
         hint: &'static str,
     },
+    /// A pinned input's sha256 is not its pin: the base image, a k3s asset, a file
+    /// prerequisite's `source` or a `.deb`. Kind: `Input`.
     #[error("{op} {path}: sha256 is {actual}, the pin says {expected}")]
     ChecksumMismatch {
+        /// What was being verified.
         op: &'static str,
+        /// The file read.
         path: PathBuf,
+        /// The pin (lower-case hex).
         expected: String,
+        /// What the file hashes to (lower-case hex).
         actual: String,
     },
+    /// Opening, reading or flushing an image's root filesystem failed. Kind: the inner error's.
     #[error("{op} (root filesystem of {image})")]
     Ext4 {
+        /// What was being done.
         op: &'static str,
+        /// The image.
         image: PathBuf,
+        /// The kiln-ext4 error.
         source: Box<kiln_ext4::Error>,
     },
+    /// Writing a k3s asset or a prerequisite into the image (or setting its times) failed, e.g. a
+    /// parent path is a file, or the filesystem is full. Kind: the inner error's.
     #[error("injecting {path}")]
     Inject {
+        /// The guest path being written.
         path: String,
+        /// The kiln-ext4 error.
         source: Box<kiln_ext4::Error>,
     },
+    /// The recipe's values are wrong ([`Recipe::validate`]): every problem, each with its field
+    /// path. Kind: `Input`.
     #[error("{0}")]
     Invalid(Problems),
+    /// Creating, writing, flushing or renaming an output (image, manifest, output directory)
+    /// failed. Kind: `Host`.
     #[error("{op} {path}")]
     Output {
+        /// What was being done.
         op: &'static str,
+        /// The output path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The recipe text is not a recipe: not UTF-8, not YAML, a missing or unknown key, a value of
+    /// the wrong shape. Kind: `Input`.
     #[error("parsing recipe {path}: {message}")]
-    ParseRecipe { path: PathBuf, message: String },
-    /// A manifest (`kiln verify`) that is not a kiln manifest of this version.
-    #[error("{}: not a kiln manifest: {message}", path.display())]
-    ParseManifest { path: PathBuf, message: String },
-    /// A lock file (`kiln build --locked`) that is not in the lock format.
-    #[error("{}:{line}: not a kiln lock line: {reason}", path.display())]
-    ParseLock {
+    ParseRecipe {
+        /// The recipe file (as given to [`Recipe::from_yaml`]).
         path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-    #[error("finding the root filesystem of {image}")]
-    Partition {
-        image: PathBuf,
-        source: Box<kiln_partition::Error>,
-    },
-    #[error("prerequisites[{index}] ({path}): {message}")]
-    Prereq {
-        index: usize,
-        path: String,
+        /// Position and reason (never an excerpt of the input).
         message: String,
     },
+    /// A manifest (`kiln verify`, [`Manifest::from_json`]) that is not a kiln manifest of this
+    /// version. Kind: `Input`.
+    #[error("{}: not a kiln manifest: {message}", path.display())]
+    ParseManifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A lock file (`kiln build --locked`, [`lock::Lock::parse`]) that is not in the lock
+    /// format. Kind: `Input`.
+    #[error("{}:{line}: not a kiln lock line: {reason}", path.display())]
+    ParseLock {
+        /// The lock file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The image's partition table could not be read, or holds no root filesystem kiln can use.
+    /// Kind: the inner error's.
+    #[error("finding the root filesystem of {image}")]
+    Partition {
+        /// The image.
+        image: PathBuf,
+        /// The kiln-partition error.
+        source: Box<kiln_partition::Error>,
+    },
+    /// A prerequisite cannot be applied to this image: a unit to enable is not in the image, a
+    /// `.deb` is not a Debian package, a file has no content. Kind: `Input`.
+    #[error("prerequisites[{index}] ({path}): {message}")]
+    Prereq {
+        /// Index in the recipe's `prerequisites`.
+        index: usize,
+        /// The guest path, unit or host file concerned.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Opening, creating, writing, flattening or closing a qcow2 image failed. Kind: the inner
+    /// error's.
     #[error("{op} {image}")]
     Qcow2 {
+        /// What was being done.
         op: &'static str,
+        /// The image.
         image: PathBuf,
+        /// The kiln-qcow2 error.
         source: Box<kiln_qcow2::Error>,
     },
+    /// An input file (recipe, manifest, lock, base image, k3s asset, source file, package) could
+    /// not be read. Kind: `Input`.
     #[error("reading {what} {path}")]
     ReadInput {
+        /// What the file is (`"recipe"`, `"base image"`, …).
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A scrub op failed on a path of the image. Kind: the inner error's.
     #[error("scrub op {op} on {path}")]
     Scrub {
+        /// The op's name.
         op: &'static str,
+        /// The guest path.
         path: String,
+        /// The kiln-ext4 error.
         source: Box<kiln_ext4::Error>,
     },
+    /// The k3s release's `sha256sum-ARCH.txt` has a line that is not `sha256sum` output, or lists
+    /// a file twice. Kind: `Input`.
     #[error("{path} line {line}: {reason}")]
     SumsFile {
+        /// The sums file.
         path: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong.
         reason: &'static str,
     },
 }

@@ -49,16 +49,28 @@ pub struct Lock {
 
 /// Why an output does not match its lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mismatch {
     /// The lock has this output; the build did not make it.
-    Missing { output: String },
+    Missing {
+        /// The output's file name.
+        output: String,
+    },
     /// The build made an output the lock does not list.
-    Unexpected { output: String },
+    Unexpected {
+        /// The output's file name.
+        output: String,
+    },
     /// Same name, other bytes; `parts` says which parts differ (empty when the lock has none).
     Differs {
+        /// The output's file name.
         output: String,
+        /// The locked sha256.
         expected: String,
+        /// The built file's sha256.
         actual: String,
+        /// One line per differing part: `changed /etc/hosts (content, size 21 -> 22)`,
+        /// `added /x (file)`, `removed /y (dir)`.
         parts: Vec<String>,
     },
 }

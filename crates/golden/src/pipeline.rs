@@ -24,7 +24,7 @@ use kiln_blockdev::{AtomicFile, BlockDev, MemDev};
 use kiln_ext4::Filesystem;
 use kiln_partition::{Partition, Selector};
 use kiln_qcow2::{CompressionType, CreateOptions, Disk, FlattenOptions, Image, OpenOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::inject::{self, Injected, K3sRelease, Writer};
@@ -34,7 +34,7 @@ use crate::scrub::{Action, ScrubInput};
 use crate::{Error, hex, rootfs};
 
 /// One named step of the build, in the order [`Step::ALL`] gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Step {
@@ -94,15 +94,17 @@ impl Step {
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
-/// What a step did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a step did. Serialises with the step's [`Step::name`] (`"open-base"`) and reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StepReport {
-    /// The step's name ([`Step::name`]).
-    pub name: &'static str,
+    /// The step (serialised as its [`Step::name`]).
+    pub name: Step,
     /// One line for humans.
     pub summary: String,
     /// Paths (or items) the step changed.
@@ -142,8 +144,10 @@ impl std::fmt::Debug for BuildOptions {
     }
 }
 
-/// The result of a build.
-#[derive(Debug, Clone)]
+/// The result of a build. Serialises and reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BuildOutput {
     /// The image, renamed into place.
     pub image: PathBuf,
@@ -155,26 +159,18 @@ pub struct BuildOutput {
     pub steps: Vec<StepReport>,
 }
 
-/// Load, validate and build the recipe at `path`.
+/// Load and validate the recipe at `path` ([`Recipe::load`]), then [`build`] it.
 pub fn build_file(path: &Path, opts: &BuildOptions) -> Result<BuildOutput, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::ReadInput {
-        what: "recipe",
-        path: path.to_owned(),
-        source,
-    })?;
-    let recipe = Recipe::load(path)?;
-    build(&recipe, &hex(&Sha256::digest(&bytes)), opts)
+    build(&Recipe::load(path)?, opts)
 }
 
-/// Build a validated recipe. `recipe_sha256` is the hash of the recipe file, recorded in the
-/// manifest.
-pub fn build(
-    recipe: &Recipe,
-    recipe_sha256: &str,
-    opts: &BuildOptions,
-) -> Result<BuildOutput, Error> {
+/// Validate `recipe` ([`Recipe::validate`]) and build it into `opts.out_dir`. The manifest
+/// records the recipe's [`Recipe::digest`], the same for a recipe read from a file and one made
+/// in code.
+pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Error> {
     recipe.validate()?;
-    let cx = Context::new(recipe, recipe_sha256, &opts.out_dir);
+    let recipe_sha256 = recipe.digest();
+    let cx = Context::new(recipe, &recipe_sha256, &opts.out_dir);
     let mut run = Runner {
         done: Vec::new(),
         progress: opts.progress.as_deref(),
@@ -291,7 +287,7 @@ impl Runner<'_> {
         let t0 = Instant::now();
         let (v, summary, changed) = f()?;
         let report = StepReport {
-            name: step.name(),
+            name: step,
             summary,
             changed,
             millis: t0.elapsed().as_millis() as u64,

@@ -5,9 +5,13 @@
 use std::path::Path;
 
 use kiln_blockdev::BlockDev;
-use kiln_ext4::Filesystem;
-use kiln_partition::{Partition, Selector};
-use kiln_qcow2::{Disk, OpenOptions};
+/// Re-exported: what these functions take and hand over.
+pub use kiln_ext4::Filesystem;
+/// Re-exported: what these functions take and hand over.
+pub use kiln_partition::{Partition, Selector};
+/// Re-exported: what [`open_image`] returns.
+pub use kiln_qcow2::Disk;
+use kiln_qcow2::OpenOptions;
 
 use crate::Error;
 

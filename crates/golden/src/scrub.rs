@@ -14,6 +14,7 @@ use crate::recipe::MachineIdMode;
 /// What an op did to one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Action {
     /// Removed (a directory with everything below it).
     Removed,
@@ -37,23 +38,37 @@ impl Action {
     }
 }
 
-/// One changed path.
+/// One changed path (an item of a manifest scrub record's `changed`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Change {
+    /// Absolute guest path.
     pub path: String,
+    /// What the op did to it.
     pub action: Action,
 }
 
 /// Inputs an op may need besides the filesystem.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ScrubInput {
+    /// What `/etc/machine-id` becomes (the recipe's `machine_id`).
     pub machine_id: MachineIdMode,
+}
+
+impl ScrubInput {
+    /// The inputs of a recipe whose `machine_id` is `machine_id`.
+    pub fn new(machine_id: MachineIdMode) -> ScrubInput {
+        ScrubInput { machine_id }
+    }
 }
 
 type OpFn = fn(&mut Scrubber<'_, '_>) -> Result<(), Error>;
 
 /// A catalog entry.
 pub struct ScrubOp {
+    /// The op's name, as `scrub.enable` / `scrub.disable` and the manifest write it.
     pub name: &'static str,
     /// One line for `kiln scrub --list`.
     pub summary: &'static str,

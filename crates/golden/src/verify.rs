@@ -15,9 +15,12 @@ use crate::recipe::MachineIdMode;
 use crate::scrub::Action;
 use crate::{Error, hex};
 
-/// What `verify` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// What [`verify`] found. Serialises (the CLI's `--json`) and reads back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct VerifyReport {
+    /// Lower-case hex sha256 of the image file as read.
     pub image_sha256: String,
     /// Injected paths checked.
     pub injected: usize,
@@ -28,12 +31,17 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// True when nothing mismatched: the image is what its manifest says.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
 }
 
-/// Verify `image` against the manifest at `manifest_path`.
+/// Verify `image` against the manifest at `manifest_path`, read-only. Mismatches are not errors:
+/// they are listed in [`VerifyReport::problems`]. Errors are for what could not be read: the
+/// manifest ([`Error::ReadInput`], [`Error::ParseManifest`]), the image ([`Error::ReadInput`],
+/// [`Error::Qcow2`]), its partition table ([`Error::Partition`]) or root filesystem
+/// ([`Error::Ext4`]).
 pub fn verify(image: &Path, manifest_path: &Path) -> Result<VerifyReport, Error> {
     let text = std::fs::read(manifest_path).map_err(|source| Error::ReadInput {
         what: "manifest",
