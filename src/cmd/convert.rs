@@ -107,6 +107,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
                 },
                 cluster_bits,
                 passthrough: !args.no_passthrough,
+                ..FlattenOptions::default()
             };
             let st = kiln_qcow2::flatten_to_path(&src, &args.output, &opts, &report).or_exit()?;
             serde_json::json!({

@@ -50,6 +50,9 @@ pub enum Error {
         #[source]
         source: kiln_blockdev::Error,
     },
+    /// The caller's [`kiln_blockdev::Cancel`] was tripped while writing `image`.
+    #[error("{image}: cancelled", image = .image.display())]
+    Cancelled { image: PathBuf },
     #[error("{image}: header is truncated ({len} bytes, need {need})", image = .image.display())]
     HeaderTruncated { image: PathBuf, len: u64, need: u64 },
     #[error("{image}: invalid header field {field} = {value}", image = .image.display())]
@@ -111,12 +114,13 @@ impl Error {
     }
 
     /// Who is at fault: the device's own classification for I/O, kiln for a write through a
-    /// read-only handle, the image for everything else (its header, tables, clusters, backing
+    /// read-only handle, the caller for a cancelled flatten, the image for everything else (its header, tables, clusters, backing
     /// chain).
     pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         match self {
             Error::Device { source, .. } => source.kind(),
             Error::ReadOnly { .. } => kiln_blockdev::ErrorKind::Internal,
+            Error::Cancelled { .. } => kiln_blockdev::ErrorKind::Cancelled,
             _ => kiln_blockdev::ErrorKind::Input,
         }
     }
