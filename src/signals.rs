@@ -1,7 +1,7 @@
 //! SIGINT and SIGTERM. Handlers are installed first thing in `main`, but until a verb takes them
 //! over with [`Signals::cancel`] they run the signal's default action (the process ends at once,
-//! as without handlers). The verbs that write outputs (`build`, `cluster`) take them over before
-//! anything is written: from then on a signal trips the library's [`Cancel`] handle instead, the
+//! as without handlers). The verbs that write outputs (`build`, `cluster`, `convert` to qcow2) take
+//! them over before anything is written: from then on a signal trips the library's [`Cancel`] handle instead, the
 //! library stops at its next check and removes what it staged, and `main` exits 128 + the signal
 //! (130 for SIGINT, 143 for SIGTERM). A second signal only trips the handle again, so it cannot
 //! interrupt the clean-up either.
@@ -32,9 +32,11 @@ impl Signals {
             default: Arc::new(AtomicBool::new(true)),
         };
         for sig in [SIGINT, SIGTERM] {
+            // The default action first: a signal arriving between these calls still ends the
+            // process rather than being swallowed.
+            signal_hook::flag::register_conditional_default(sig, Arc::clone(&s.default))?;
             signal_hook::flag::register_usize(sig, Arc::clone(&s.which), sig as usize)?;
             signal_hook::flag::register(sig, s.cancel.flag())?;
-            signal_hook::flag::register_conditional_default(sig, Arc::clone(&s.default))?;
         }
         Ok(s)
     }

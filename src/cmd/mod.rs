@@ -56,14 +56,15 @@ enum Command {
     Diff(diff::DiffArgs),
 }
 
-/// Runs the verb; `build` and `cluster` route SIGINT and SIGTERM to their cancel handle.
+/// Runs the verb; `build`, `cluster` and `convert` (to qcow2) route SIGINT and SIGTERM to their
+/// cancel handle.
 pub fn run(cli: Cli, signals: &Signals) -> CmdResult {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Overlay(args) => overlay::run(args),
-        Command::Convert(args) => convert::run(args),
+        Command::Convert(args) => convert::run(args, signals),
         Command::Seed(args) => seed::run(args),
         Command::Cluster(args) => cluster::run(args, signals.cancel()),
         Command::Build(args) => build::run(args, signals.cancel()),
