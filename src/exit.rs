@@ -1,6 +1,7 @@
 //! How the CLI ends: exit 0 on success, 2 when the input (arguments, files, images, specs) is at
-//! fault, 1 for everything else (I/O on outputs, internal errors). This is the one place that maps
-//! a library error's [`ErrorKind`] to an exit code: verbs end library calls with `.or_exit()?`.
+//! fault, 128 + the signal when a signal cancelled the run (130 for SIGINT, 143 for SIGTERM), 1 for
+//! everything else (I/O on outputs, internal errors). This is the one place that maps a library
+//! error's [`ErrorKind`] to an exit code: verbs end library calls with `.or_exit()?`.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -11,6 +12,8 @@ use kiln_blockdev::ErrorKind;
 pub struct Failure {
     code: u8,
     error: anyhow::Error,
+    /// The library stopped because its cancel handle was tripped ([`ErrorKind::Cancelled`]).
+    cancelled: bool,
 }
 
 impl Failure {
@@ -19,12 +22,23 @@ impl Failure {
         Self {
             code: 2,
             error: error.into(),
+            cancelled: false,
         }
     }
 
     /// Print `kiln: error: …` with the whole cause chain and return the exit code. A write to a
-    /// stdout whose reader has gone (`kiln cat … | head`) ends quietly with exit 0.
-    pub fn report(self) -> ExitCode {
+    /// stdout whose reader has gone (`kiln cat … | head`) ends quietly with exit 0. A cancelled run
+    /// prints one line and exits 128 + `signal` (the signal that tripped the cancel handle; 130,
+    /// as for SIGINT, when none is known).
+    pub fn report(self, signal: Option<i32>) -> ExitCode {
+        if self.cancelled {
+            let sig = signal.unwrap_or(signal_hook::consts::SIGINT);
+            eprintln!(
+                "kiln: cancelled ({}); no output was written",
+                crate::signals::name(sig)
+            );
+            return ExitCode::from(u8::try_from(128 + sig).unwrap_or(self.code));
+        }
         let broken_pipe = self.error.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
@@ -48,6 +62,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         Self {
             code: 1,
             error: error.into(),
+            cancelled: false,
         }
     }
 }
@@ -91,15 +106,19 @@ classify!(
 );
 
 impl Failure {
-    /// The exit code of a library error: 2 when the input is at fault, 1 otherwise.
+    /// The exit code of a library error: 2 when the input is at fault, 130 (refined by
+    /// [`Failure::report`] from the signal) when the run was cancelled, 1 otherwise.
     pub fn of<E: Classify + Into<anyhow::Error>>(error: E) -> Self {
-        let code = match error.kind() {
+        let kind = error.kind();
+        let code = match kind {
             ErrorKind::Input => 2,
+            ErrorKind::Cancelled => 130,
             _ => 1,
         };
         Self {
             code,
             error: error.into(),
+            cancelled: kind == ErrorKind::Cancelled,
         }
     }
 }

@@ -17,13 +17,22 @@ macro_rules! outln {
 
 mod cmd;
 mod exit;
+mod signals;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // First, so that the window in which a signal finds no handler is as short as it can be.
+    let signals = match signals::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln: error: installing the SIGINT/SIGTERM handlers: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let cli = cmd::Cli::parse();
-    match cmd::run(cli) {
+    match cmd::run(cli, &signals) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(failure) => failure.report(),
+        Err(failure) => failure.report(signals.received()),
     }
 }

@@ -15,3 +15,5 @@ mod ls_cat;
 mod qcow2;
 #[path = "cli/seed.rs"]
 mod seed;
+#[path = "cli/signals.rs"]
+mod signals;

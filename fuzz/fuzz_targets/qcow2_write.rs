@@ -323,6 +323,7 @@ impl Target {
                 None
             },
             passthrough: u.arbitrary().ok()?,
+            ..FlattenOptions::default()
         };
         let disk = Disk::Qcow2(self.img.take().expect("open"));
         let out = MemDev::new(0);

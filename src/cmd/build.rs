@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_golden::{BuildOptions, Step, StepEvent, build_file};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_golden::{BuildOptions, Cancel, Step, StepEvent, build_file};
 
 use kiln_golden::lock::{self, Lock, LockedOutput};
 
@@ -29,10 +29,12 @@ pub struct BuildArgs {
     lock: LockArgs,
 }
 
-pub fn run(args: BuildArgs) -> CmdResult {
+pub fn run(args: BuildArgs, cancel: Cancel) -> CmdResult {
     let expected = args.lock.preload(&args.recipe)?;
+    // Each step is PER_STEP units of the bar; the long ones move it byte by byte.
+    const PER_STEP: u64 = 1000;
     let bar = ProgressBar::with_draw_target(
-        Some(Step::ALL.len() as u64),
+        Some(Step::ALL.len() as u64 * PER_STEP),
         if args.quiet || args.json {
             ProgressDrawTarget::hidden()
         } else {
@@ -40,16 +42,35 @@ pub fn run(args: BuildArgs) -> CmdResult {
         },
     );
     bar.set_style(
-        ProgressStyle::with_template("build [{bar:20}] {pos}/{len} {msg}")
+        ProgressStyle::with_template("build [{bar:30}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     let show = !args.quiet && !args.json;
     let progress_bar = bar.clone();
+    let index = |step: Step| Step::ALL.iter().position(|s| *s == step).unwrap_or(0) as u64;
+    let label = move |step: Step| format!("{}/{} {step}", index(step) + 1, Step::ALL.len());
     let progress = move |ev: StepEvent<'_>| match ev {
-        StepEvent::Start(step) => progress_bar.set_message(step.name()),
+        StepEvent::Start(step) => {
+            progress_bar.set_position(index(step) * PER_STEP);
+            progress_bar.set_message(label(step));
+        }
+        StepEvent::Bytes { step, done, total } => {
+            let part = (done.min(total) * PER_STEP).checked_div(total).unwrap_or(0);
+            progress_bar.set_position(index(step) * PER_STEP + part);
+            progress_bar.set_message(format!(
+                "{} {}/{}",
+                label(step),
+                HumanBytes(done),
+                HumanBytes(total)
+            ));
+        }
         StepEvent::Done(r) => {
-            progress_bar.inc(1);
+            let i = Step::ALL
+                .iter()
+                .position(|s| *s == r.name)
+                .unwrap_or(0) as u64;
+            progress_bar.set_position((i + 1) * PER_STEP);
             if show {
                 let line = format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary);
                 if progress_bar.is_hidden() {
@@ -64,6 +85,7 @@ pub fn run(args: BuildArgs) -> CmdResult {
     let opts = BuildOptions {
         out_dir: args.out.clone(),
         progress: Some(std::sync::Arc::new(progress)),
+        cancel,
     };
     let out = build_file(&args.recipe, &opts).or_exit()?;
     bar.finish_and_clear();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use kiln_cluster::{Leftover, Options, Report, Status};
+use kiln_cluster::{Cancel, Leftover, Options, Report, Status};
 use kiln_nocloud::{ClusterSpec, Token};
 
 use kiln_golden::lock::{self, Lock, LockedOutput};
@@ -47,7 +47,7 @@ pub struct ClusterArgs {
     lock: LockArgs,
 }
 
-pub fn run(args: ClusterArgs) -> CmdResult {
+pub fn run(args: ClusterArgs, cancel: Cancel) -> CmdResult {
     let epoch = super::seed::source_date_epoch()?;
     let expected = args.lock.preload(&args.spec)?;
     let mut spec = ClusterSpec::load(&args.spec).or_exit()?;
@@ -62,9 +62,14 @@ pub fn run(args: ClusterArgs) -> CmdResult {
         epoch,
         recreate_disks: args.recreate_disks,
         golden_open: args.open.options(),
+        cancel,
     };
     // Spec, golden image and disk sizes are checked before the token file may be created.
     kiln_cluster::preflight(&spec, &args.golden, &opts).or_exit()?;
+    opts.cancel
+        .check()
+        .map_err(kiln_cluster::Error::from)
+        .or_exit()?;
     let token_file = super::seed::token_path(&spec, ", or pass --token-file FILE")?;
     let token = Token::load_or_create(&token_file).or_exit()?;
     let report = kiln_cluster::build(&spec, &token, &args.golden, &args.out, &opts).or_exit()?;

@@ -1,5 +1,6 @@
 //! `kiln convert IN OUT [--compress zstd|zlib|none] [--format qcow2|raw]`: flatten an image and its
-//! whole backing chain into one standalone file.
+//! whole backing chain into one standalone file. SIGINT / SIGTERM stop a qcow2 conversion with
+//! nothing written (exit 130 / 143); a raw export keeps the signals' default action.
 
 use std::path::PathBuf;
 
@@ -52,7 +53,7 @@ pub struct ConvertArgs {
     open: OpenArgs,
 }
 
-pub fn run(args: ConvertArgs) -> CmdResult {
+pub fn run(args: ConvertArgs, signals: &crate::signals::Signals) -> CmdResult {
     let cluster_bits = match args.cluster_size {
         None => None,
         Some(cs) if cs.is_power_of_two() && (512..=2 << 20).contains(&cs) => {
@@ -107,6 +108,7 @@ pub fn run(args: ConvertArgs) -> CmdResult {
                 },
                 cluster_bits,
                 passthrough: !args.no_passthrough,
+                cancel: signals.cancel(),
             };
             let st = kiln_qcow2::flatten_to_path(&src, &args.output, &opts, &report).or_exit()?;
             serde_json::json!({

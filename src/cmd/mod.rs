@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::exit::CmdResult;
+use crate::signals::Signals;
 
 mod args;
 mod build;
@@ -55,16 +56,18 @@ enum Command {
     Diff(diff::DiffArgs),
 }
 
-pub fn run(cli: Cli) -> CmdResult {
+/// Runs the verb; `build`, `cluster` and `convert` (to qcow2) route SIGINT and SIGTERM to their
+/// cancel handle.
+pub fn run(cli: Cli, signals: &Signals) -> CmdResult {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Overlay(args) => overlay::run(args),
-        Command::Convert(args) => convert::run(args),
+        Command::Convert(args) => convert::run(args, signals),
         Command::Seed(args) => seed::run(args),
-        Command::Cluster(args) => cluster::run(args),
-        Command::Build(args) => build::run(args),
+        Command::Cluster(args) => cluster::run(args, signals.cancel()),
+        Command::Build(args) => build::run(args, signals.cancel()),
         Command::Scrub(args) => scrub::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Diff(args) => diff::run(args),

@@ -42,6 +42,7 @@ use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// What a device was asked to do when it failed.
@@ -92,6 +93,132 @@ pub enum ErrorKind {
     Host,
     /// kiln broke one of its own invariants: a bug to report.
     Internal,
+    /// The caller tripped the run's [`Cancel`] handle; like any failure, the run left nothing
+    /// behind (no temporary file, no output under its final name) and its inputs untouched.
+    Cancelled,
+}
+
+/// A cancel handle: cheap to clone, shared by every clone, tripped from any thread (a UI, a signal
+/// handler, a provisioner's timeout) and checked by the long-running work at its safe points. A
+/// handle never tripped — [`Cancel::default`] — costs one relaxed atomic load per check.
+///
+/// ```
+/// use kiln_blockdev::{Cancel, ErrorKind};
+/// let cancel = Cancel::new();
+/// let worker = cancel.clone();
+/// assert!(worker.check().is_ok());
+/// std::thread::spawn(move || cancel.cancel()).join().unwrap();
+/// assert_eq!(worker.check().unwrap_err().kind(), ErrorKind::Cancelled);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A handle that is not tripped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle over an existing flag (tripped when it holds `true`), e.g. one that
+    /// `signal_hook::flag::register` sets from a signal handler.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// The flag behind the handle: storing `true` into it trips every clone.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+
+    /// Trip the handle: every clone's [`Cancel::check`] fails from now on.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the handle was tripped.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once the handle is tripped: `cancel.check()?` at a safe point.
+    pub fn check(&self) -> std::result::Result<(), Cancelled> {
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The error of work stopped by a tripped [`Cancel`]; its kind is [`ErrorKind::Cancelled`]. Inside
+/// a [`std::io::Read`] or [`std::io::Write`] it travels as an [`std::io::Error`]
+/// ([`Cancelled::into_io`], recognised by [`Cancelled::is_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+impl Cancelled {
+    /// Always [`ErrorKind::Cancelled`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Cancelled
+    }
+
+    /// The cancellation as an I/O error, for a reader or writer to return (its I/O kind is `Other`,
+    /// never `Interrupted`, so that no retry loop swallows it).
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// Whether `e` is (or directly wraps) a cancellation.
+    pub fn is_in(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Cancelled>())
+    }
+}
+
+/// A reader over `inner` that checks a [`Cancel`] before every read — once tripped, the read fails
+/// with [`Cancelled`] as an I/O error ([`Cancelled::into_io`]) — and tells `progress` the bytes read
+/// so far after every read: one check and one report per chunk the consumer asks for.
+pub struct CancelRead<'a, R> {
+    inner: R,
+    cancel: &'a Cancel,
+    done: u64,
+    progress: Box<dyn FnMut(u64) + 'a>,
+}
+
+impl<'a, R: std::io::Read> CancelRead<'a, R> {
+    /// Watch `inner` with `cancel`; `progress(bytes read so far)` after every read.
+    pub fn new(inner: R, cancel: &'a Cancel, progress: impl FnMut(u64) + 'a) -> Self {
+        Self {
+            inner,
+            cancel,
+            done: 0,
+            progress: Box::new(progress),
+        }
+    }
+
+    /// The bytes read so far.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CancelRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.cancel.check().map_err(Cancelled::into_io)?;
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.progress)(self.done);
+        Ok(n)
+    }
+}
+
+impl<R> fmt::Debug for CancelRead<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelRead")
+            .field("cancel", self.cancel)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Open `path` with `opts`, refusing anything but a regular file. The open itself is
@@ -791,9 +918,99 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The directories a run created for its outputs: removed again, innermost first and only while
+/// empty, when dropped without [`NewDirs::keep`] — so a failed or cancelled run leaves no
+/// directory it made, like it leaves no file ([`AtomicFile`]).
+#[derive(Debug)]
+pub struct NewDirs {
+    /// Created directories, outermost first.
+    made: Vec<PathBuf>,
+}
+
+impl NewDirs {
+    /// `mkdir -p dir`, remembering which of its directories did not exist.
+    pub fn create_all(dir: &Path) -> std::io::Result<Self> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty()) {
+            match std::fs::symlink_metadata(d) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(d.to_owned()),
+                Err(e) => return Err(e),
+            }
+            cur = d.parent();
+        }
+        missing.reverse();
+        let mut made = Self { made: Vec::new() };
+        for d in missing {
+            match std::fs::create_dir(&d) {
+                Ok(()) => made.made.push(d),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(made)
+    }
+
+    /// The run succeeded: keep the directories.
+    pub fn keep(mut self) {
+        self.made.clear();
+    }
+}
+
+impl Drop for NewDirs {
+    fn drop(&mut self) {
+        for d in self.made.iter().rev() {
+            // Fails (and is meant to) when something else put a file there meanwhile.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 #[cfg(test)]
 mod atomic_tests {
     use super::*;
+
+    #[test]
+    fn new_dirs_are_removed_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        drop(NewDirs::create_all(&deep).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        let dirs = NewDirs::create_all(&deep).unwrap();
+        std::fs::write(dir.path().join("a/b/other"), b"x").unwrap();
+        drop(dirs);
+        assert!(!deep.exists() && dir.path().join("a/b/other").exists());
+        NewDirs::create_all(&deep).unwrap().keep();
+        assert!(deep.is_dir());
+        NewDirs::create_all(&deep).unwrap();
+        assert!(deep.is_dir());
+    }
+
+    #[test]
+    fn cancel_is_shared_by_clones_and_stops_a_reader() {
+        use std::io::Read;
+        let cancel = Cancel::new();
+        let seen = std::cell::Cell::new(0);
+        let data = [7u8; 100];
+        let mut r = CancelRead::new(&data[..], &cancel, |n| seen.set(n));
+        let mut buf = [0u8; 40];
+        assert_eq!(r.read(&mut buf).unwrap(), 40);
+        assert_eq!(seen.get(), 40);
+        let other = cancel.clone();
+        std::thread::spawn(move || other.cancel()).join().unwrap();
+        assert!(cancel.is_cancelled());
+        let err = r.read(&mut buf).unwrap_err();
+        assert!(Cancelled::is_in(&err), "{err}");
+        assert_ne!(err.kind(), std::io::ErrorKind::Interrupted);
+        assert_eq!(r.done(), 40);
+        assert_eq!(cancel.check(), Err(Cancelled));
+        assert_eq!(Cancelled.kind(), ErrorKind::Cancelled);
+        let from_flag = Cancel::from_flag(cancel.flag());
+        assert!(from_flag.is_cancelled());
+        assert!(!Cancel::default().is_cancelled());
+    }
 
     #[test]
     fn uncommitted_output_leaves_nothing() {

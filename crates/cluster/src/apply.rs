@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use kiln_blockdev::AtomicFile;
+use kiln_blockdev::{AtomicFile, NewDirs};
 use kiln_nocloud::SeedFormat;
 use kiln_qcow2::PendingOverlay;
 use serde::{Deserialize, Serialize};
@@ -134,9 +134,13 @@ impl Plan {
     /// Write the plan. Seeds and the inventory are compared with what is on disk and only replaced
     /// (temporary file + rename) when their bytes differ; overlays are created or recreated as
     /// planned. The inventory is renamed into place last. [`Plan::leftovers`] are not touched.
+    /// [`Options::cancel`] is checked per node and before the first rename; a cancelled apply
+    /// returns [`Error::Cancelled`] and leaves no file changed.
     pub fn apply(self) -> Result<Report, Error> {
         let dir = &self.out_dir;
-        fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        self.opts.cancel.check()?;
+        // Directories made here are removed again if the apply fails or is cancelled.
+        let new_dirs = NewDirs::create_all(dir).map_err(|source| Error::CreateDir {
             path: dir.clone(),
             source,
         })?;
@@ -146,7 +150,9 @@ impl Plan {
         let inv_path = dir.join(INVENTORY_FILE);
         let inv = Staged::new(&inv_path, &inventory.to_bytes()?, 0o644, false)?;
 
-        // Everything is written; rename into place: overlays, seeds, the inventory last.
+        // Everything is written: the last chance to stop (dropping the staged files removes them).
+        // Then rename into place: overlays, seeds, the inventory last.
+        self.opts.cancel.check()?;
         for (node, path, pending) in overlays {
             pending.commit().map_err(|source| Error::Overlay {
                 node,
@@ -179,6 +185,7 @@ impl Plan {
             node: None,
             status: inv.commit()?,
         });
+        new_dirs.keep();
         Ok(Report {
             out_dir: self.out_dir,
             inventory,
@@ -192,6 +199,7 @@ impl Plan {
         let mut staged = Vec::with_capacity(self.nodes.len());
         let mut digests = Vec::with_capacity(self.nodes.len());
         for n in &self.nodes {
+            self.opts.cancel.check()?;
             let dest = self.out_dir.join(&n.seed_file);
             let bytes = kiln_nocloud::seed_volume(&n.seed, SeedFormat::Iso, self.opts.epoch, &dest)
                 .map_err(|source| Error::WriteSeed {
@@ -209,6 +217,7 @@ impl Plan {
     fn begin_overlays(&self) -> Result<Vec<(String, PathBuf, PendingOverlay)>, Error> {
         let mut overlays = Vec::new();
         for n in self.nodes.iter().filter(|n| n.disk != DiskAction::Keep) {
+            self.opts.cancel.check()?;
             let path = self.out_dir.join(&n.disk_file);
             let pending = kiln_qcow2::begin_overlay(
                 &path,

@@ -91,7 +91,7 @@ pub use inventory::{
 pub use leftover::Leftover;
 pub use plan::{DiskAction, NodePlan, Plan, StaleDisk, plan, preflight};
 
-pub use kiln_blockdev::ErrorKind;
+pub use kiln_blockdev::{Cancel, ErrorKind};
 pub use kiln_nocloud::{
     ByteSize, Cluster, ClusterSpec, MacAddr, Network, NodeSpec, Problem, Problems, Role, Subnet,
     Token,
@@ -106,7 +106,21 @@ pub struct Options {
     pub recreate_disks: bool,
     /// How the golden image (and its own backing chain) is opened; always read-only.
     pub golden_open: kiln_qcow2::OpenOptions,
+    /// Trip it (from any thread, a signal handler included) to stop [`plan`] or [`Plan::apply`]:
+    /// checked per chunk of the golden image hashed, per node planned, per node's seed and overlay
+    /// staged, and last before the first rename. A cancelled run returns [`Error::Cancelled`] and
+    /// leaves what a failed one leaves: every staged file removed, no file changed. Once the
+    /// renames have begun the run completes.
+    pub cancel: Cancel,
 }
+
+/// A provisioner plans on one thread and applies or cancels on others.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Options>();
+    send_sync::<Plan>();
+    send_sync::<Report>();
+};
 
 /// Plan and apply in one call: write (or keep) every node's overlay and seed and the inventory.
 pub fn build(
@@ -124,6 +138,9 @@ pub fn build(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The run's [`Options::cancel`] was tripped; nothing was left behind. Kind: cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// The cluster directory cannot be created. Kind: host.
     #[error("creating output directory {path}")]
     CreateDir {
@@ -252,7 +269,7 @@ pub enum Error {
 
 impl Error {
     /// Who is at fault: the spec, the golden image and existing disks are the caller's input;
-    /// writing the cluster directory is the host's.
+    /// writing the cluster directory is the host's; a cancelled run is [`ErrorKind::Cancelled`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::DiskTooSmall { .. }
@@ -263,8 +280,15 @@ impl Error {
             Error::OpenGolden { source, .. } => source.kind(),
             Error::Render { source, .. } => source.kind(),
             Error::SerializeInventory { .. } => ErrorKind::Internal,
+            Error::Cancelled => ErrorKind::Cancelled,
             _ => ErrorKind::Host,
         }
+    }
+}
+
+impl From<kiln_blockdev::Cancelled> for Error {
+    fn from(_: kiln_blockdev::Cancelled) -> Self {
+        Error::Cancelled
     }
 }
 
@@ -521,6 +545,64 @@ nodes:
             back.leftovers,
             vec![leftover("stray-seed.iso", FileKind::Seed, None)]
         );
+    }
+
+    #[test]
+    fn cancelled_runs_change_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let g = d.path().join("golden.qcow2");
+        golden(&g, 64 << 20);
+        let golden_sha = sha256_file(&g);
+        let out = d.path().join("out/cluster");
+        let s = spec(d.path(), SPEC);
+        let token = Token::new("t");
+        let tripped = || {
+            let c = Cancel::new();
+            c.cancel();
+            Options {
+                cancel: c,
+                ..Options::default()
+            }
+        };
+        // Before the plan, and between plan and apply: a new directory is not even left behind.
+        let err = build(&s, &token, &g, &out, &tripped()).expect_err("cancelled plan");
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+        let cancel = Cancel::new();
+        let opts = Options {
+            cancel: cancel.clone(),
+            ..Options::default()
+        };
+        let p = plan(&s, &token, &g, &out, &opts).expect("plan");
+        std::thread::spawn(move || cancel.cancel())
+            .join()
+            .expect("trip");
+        let err = p.apply().expect_err("cancelled apply");
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert!(!d.path().join("out").exists());
+
+        // Over an existing cluster whose next run would change a seed and recreate every disk:
+        // nothing changes, nothing is left.
+        build(&s, &token, &g, &out, &Options::default()).expect("build");
+        let before = snapshot(&out);
+        let changed = spec(
+            d.path(),
+            &SPEC.replace("role: agent,", "role: agent, labels: { a: b },"),
+        );
+        let recreate = Options {
+            recreate_disks: true,
+            ..Options::default()
+        };
+        let p = plan(&changed, &token, &g, &out, &recreate).expect("plan");
+        p.opts.cancel.cancel();
+        let err = p.apply().expect_err("cancelled apply");
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert_eq!(snapshot(&out), before);
+        assert_eq!(sha256_file(&g), golden_sha);
+    }
+
+    fn sha256_file(p: &Path) -> String {
+        kiln_common::digest::sha256_file(p).expect("hash").0
     }
 
     #[test]

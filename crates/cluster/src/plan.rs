@@ -96,13 +96,20 @@ pub fn plan(
     out_dir: &Path,
     opts: &Options,
 ) -> Result<Plan, Error> {
+    opts.cancel.check()?;
     let (golden_size, golden_chain) = check_inputs(spec, golden, opts)?;
     let golden_abs = resolve(golden, golden.canonicalize())?;
     let dir_abs = resolve(out_dir, resolve_dir(out_dir))?;
     let golden_rel = resolve(golden, kiln_qcow2::relative_name(&dir_abs, &golden_abs))?;
-    let sha256 = sha256_file(golden).map_err(|source| Error::HashGolden {
-        path: golden.to_owned(),
-        source,
+    let sha256 = sha256_file(golden, &opts.cancel).map_err(|source| {
+        if kiln_blockdev::Cancelled::is_in(&source) {
+            Error::Cancelled
+        } else {
+            Error::HashGolden {
+                path: golden.to_owned(),
+                source,
+            }
+        }
     })?;
     if dir_abs.join(INVENTORY_FILE) == golden_abs {
         return Err(Error::OutputIsGolden {
@@ -123,6 +130,7 @@ pub fn plan(
     let mut nodes = Vec::with_capacity(spec.nodes.len());
     let mut stale = Vec::new();
     for node in &spec.nodes {
+        opts.cancel.check()?;
         let disk_size = disk_size(spec, node, golden_size)?;
         let disk_file = format!("{}.qcow2", node.name);
         let seed_file = kiln_nocloud::SeedFormat::Iso.file_name(&node.name);
@@ -322,8 +330,16 @@ fn check_header(path: &Path, len: u64) -> Result<Header, String> {
     Header::parse(&buf, len, path).map_err(|e| format!("is not a usable qcow2 image: {e}"))
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    kiln_common::digest::sha256_file(path).map(|(sha, _)| sha)
+/// The sha256 of the regular file at `path`, read in chunks with `cancel` checked before each.
+fn sha256_file(path: &Path, cancel: &kiln_blockdev::Cancel) -> io::Result<String> {
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut r = kiln_blockdev::CancelRead::new(fs::File::open(path)?, cancel, |_| {});
+    kiln_common::digest::sha256_reader(&mut r).map(|(sha, _)| sha)
 }
 
 /// `dir` made absolute and free of symlinks, even when (a tail of) it does not exist yet: the

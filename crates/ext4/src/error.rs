@@ -345,13 +345,17 @@ pub enum Error {
 
 impl Error {
     /// Who is at fault: the device's classification when I/O failed underneath; the host for the
-    /// caller's own source or sink and for a libext2fs whose structures do not match; kiln for a
+    /// caller's own source or sink (or the caller, when the source reported a
+    /// [`kiln_blockdev::Cancelled`]) and for a libext2fs whose structures do not match; kiln for a
     /// write through a read-only handle; the filesystem or the guest path asked for otherwise.
     pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         use kiln_blockdev::ErrorKind;
         match self {
             Error::Lib { io: Some(io), .. } => io.kind(),
             Error::Superblock { source, .. } => source.kind(),
+            Error::Source { source, .. } if kiln_blockdev::Cancelled::is_in(source) => {
+                ErrorKind::Cancelled
+            }
             Error::Source { .. } | Error::Sink { .. } | Error::Layout { .. } => ErrorKind::Host,
             Error::ReadOnly { .. } => ErrorKind::Internal,
             _ => ErrorKind::Input,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use kiln_blockdev::{Cancel, CancelRead};
 use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -410,14 +411,27 @@ impl Writer<'_, '_> {
 }
 
 /// Write the verified release into the image. Each file is hashed as it is written and must match
-/// its pin (an asset that differs, or changed since [`verify_k3s`], is an error).
-pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error> {
+/// its pin (an asset that differs, or changed since [`verify_k3s`], is an error). Copied in chunks
+/// (about a MiB): before each, `cancel` is checked (a tripped handle fails the copy with an error
+/// whose kind is [`kiln_blockdev::ErrorKind::Cancelled`]); after each, `progress(done, total)` is
+/// told the bytes of all the assets written so far.
+pub fn inject_k3s(
+    w: &mut Writer<'_, '_>,
+    rel: &K3sRelease,
+    cancel: &Cancel,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), Error> {
+    let total: u64 = rel.assets.iter().map(|a| a.size).sum();
+    let mut before = 0u64;
     for a in &rel.assets {
-        let mut f = std::fs::File::open(&a.host_path).map_err(|source| Error::ReadInput {
+        cancel.check()?;
+        let f = std::fs::File::open(&a.host_path).map_err(|source| Error::ReadInput {
             what: "k3s asset",
             path: a.host_path.clone(),
             source,
         })?;
+        let start = before;
+        let mut f = CancelRead::new(f, cancel, move |n| progress((start + n).min(total), total));
         let perm = if a.dest.starts_with(K3S_IMAGES_DIR) {
             0o644
         } else {
@@ -440,6 +454,7 @@ pub fn inject_k3s(w: &mut Writer<'_, '_>, rel: &K3sRelease) -> Result<(), Error>
                 actual: sha,
             });
         }
+        before += size;
     }
     Ok(())
 }
@@ -468,10 +483,15 @@ ExecStart=/bin/sh -c 'dpkg -i /var/lib/kiln/debs/*.deb && rm -f /var/lib/kiln/de
 WantedBy=multi-user.target
 ";
 
-/// Apply the recipe's prerequisites in order.
-pub fn apply_prerequisites(w: &mut Writer<'_, '_>, recipe: &Recipe) -> Result<(), Error> {
+/// Apply the recipe's prerequisites in order, checking `cancel` before each.
+pub fn apply_prerequisites(
+    w: &mut Writer<'_, '_>,
+    recipe: &Recipe,
+    cancel: &Cancel,
+) -> Result<(), Error> {
     let mut debs = None;
     for (i, p) in recipe.prerequisites.iter().enumerate() {
+        cancel.check()?;
         let from = format!("prerequisites[{i}]");
         let conf = NewFile {
             perm: 0o644,

@@ -69,7 +69,7 @@ use std::path::PathBuf;
 
 pub use diff::{Difference, EntryKind, diff};
 pub use inject::{Asset, Injected, InjectedKind, K3sRelease};
-pub use kiln_blockdev::ErrorKind;
+pub use kiln_blockdev::{Cancel, ErrorKind};
 pub use manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 pub use pipeline::{
     BuildOptions, BuildOutput, Progress, Step, StepEvent, StepReport, build, build_file,
@@ -105,6 +105,10 @@ pub enum Error {
         /// What else would have pinned it (may be empty).
         hint: &'static str,
     },
+    /// The build's [`Cancel`] was tripped ([`BuildOptions::cancel`]); nothing was left behind.
+    /// Kind: cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// A pinned input's sha256 is not its pin: the base image, a k3s asset, a file
     /// prerequisite's `source` or a `.deb`. Kind: `Input`.
     #[error("{op} {path}: sha256 is {actual}, the pin says {expected}")]
@@ -248,7 +252,8 @@ pub enum Error {
 
 impl Error {
     /// Who is at fault: the recipe, its pinned inputs and the base image are the caller's input;
-    /// writing the outputs is the host's; the layers below answer for their own failures.
+    /// writing the outputs is the host's; a cancelled build is [`ErrorKind::Cancelled`]; the layers
+    /// below answer for their own failures.
     pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         use kiln_blockdev::ErrorKind;
         match self {
@@ -268,7 +273,24 @@ impl Error {
             Error::Partition { source, .. } => source.kind(),
             Error::Qcow2 { source, .. } => source.kind(),
             Error::Output { .. } => ErrorKind::Host,
+            Error::Cancelled => ErrorKind::Cancelled,
         }
+    }
+
+    /// [`Error::Cancelled`] for any error that a tripped [`Cancel`] caused deeper down (whose
+    /// [`Error::kind`] is [`ErrorKind::Cancelled`]); every other error as it is.
+    pub(crate) fn normalise_cancel(self) -> Self {
+        if self.kind() == kiln_blockdev::ErrorKind::Cancelled {
+            Error::Cancelled
+        } else {
+            self
+        }
+    }
+}
+
+impl From<kiln_blockdev::Cancelled> for Error {
+    fn from(_: kiln_blockdev::Cancelled) -> Self {
+        Error::Cancelled
     }
 }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_blockdev::{AtomicFile, BlockDev, MemDev};
+use kiln_blockdev::{AtomicFile, BlockDev, Cancel, CancelRead, MemDev, NewDirs};
 use kiln_ext4::Filesystem;
 use kiln_partition::{Partition, Selector};
 use kiln_qcow2::{CompressionType, CreateOptions, Disk, FlattenOptions, Image, OpenOptions};
@@ -121,25 +121,46 @@ pub enum StepEvent<'a> {
     Start(Step),
     /// A step ended; its report.
     Done(&'a StepReport),
+    /// Byte-level progress inside a long step, between its `Start` and `Done`: `done` of `total`
+    /// bytes. Sent once per chunk (about a MiB) or batch of clusters, never per byte: by
+    /// `open-base` (hashing the base), `k3s` (the assets written), `output` (guest bytes
+    /// flattened; only for `qcow2` output) and `manifest` (hashing the output). `done` only grows
+    /// within a step and ends at `total`, unless the step fails.
+    Bytes {
+        /// The step the bytes belong to.
+        step: Step,
+        /// Bytes processed so far.
+        done: u64,
+        /// Bytes the step processes in all.
+        total: u64,
+    },
 }
 
 /// A progress callback: owned, and callable from whichever thread runs the build.
 pub type Progress = Arc<dyn Fn(StepEvent<'_>) + Send + Sync>;
 
 /// Where and how to build. `Send + Sync + Clone`: a caller can make it on one thread and build on
-/// another (`spawn_blocking`, a worker pool).
+/// another (`spawn_blocking`, a worker pool), and cancel it from a third.
 #[derive(Default, Clone)]
 pub struct BuildOptions {
     /// Output directory (created if missing). Default: the current directory.
     pub out_dir: PathBuf,
-    /// Called at the start and end of each step.
+    /// Called at the start and end of each step, and with byte-level progress inside the long ones
+    /// ([`StepEvent::Bytes`]).
     pub progress: Option<Progress>,
+    /// Trip it (from any thread, a signal handler included) to stop the build: it is checked
+    /// before every step, per chunk hashed or injected, per prerequisite, per scrub op, per batch of
+    /// output clusters and last before the outputs are renamed into place. A cancelled build
+    /// returns [`Error::Cancelled`] and leaves what a failed one leaves: no output, no temporary
+    /// file, inputs untouched. Once the renames have begun the build completes.
+    pub cancel: Cancel,
 }
 
 impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuildOptions")
             .field("out_dir", &self.out_dir)
+            .field("cancel", &self.cancel)
             .finish_non_exhaustive()
     }
 }
@@ -166,18 +187,24 @@ pub fn build_file(path: &Path, opts: &BuildOptions) -> Result<BuildOutput, Error
 
 /// Validate `recipe` ([`Recipe::validate`]) and build it into `opts.out_dir`. The manifest
 /// records the recipe's [`Recipe::digest`], the same for a recipe read from a file and one made
-/// in code.
+/// in code. A build stopped through [`BuildOptions::cancel`] fails with [`Error::Cancelled`].
 pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Error> {
+    build_steps(recipe, opts).map_err(Error::normalise_cancel)
+}
+
+fn build_steps(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Error> {
     recipe.validate()?;
     let recipe_sha256 = recipe.digest();
-    let cx = Context::new(recipe, &recipe_sha256, &opts.out_dir);
+    let cx = Context::new(recipe, &recipe_sha256, opts);
     let mut run = Runner {
         done: Vec::new(),
-        progress: opts.progress.as_deref(),
+        progress: cx.progress,
+        cancel: cx.cancel,
     };
     // open-base verifies the pin before anything is created.
     let base = run.step(Step::OpenBase, || open_base(&cx))?;
-    std::fs::create_dir_all(&cx.out_dir).map_err(|source| Error::Output {
+    // Directories made here are removed again if the build fails or is cancelled.
+    let new_dirs = NewDirs::create_all(&cx.out_dir).map_err(|source| Error::Output {
         op: "creating output directory",
         path: cx.out_dir.clone(),
         source,
@@ -211,6 +238,7 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Error>
         backing_name,
     };
     let manifest = run.step(Step::Manifest, || manifest(&cx, &base, edits, output))?;
+    new_dirs.keep();
     Ok(BuildOutput {
         image: cx.image_path,
         manifest_path: cx.manifest_path,
@@ -219,7 +247,11 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Error>
     })
 }
 
-/// What every step reads: the recipe and the paths derived from it.
+/// The progress callback as the steps see it.
+type ProgressFn<'a> = &'a (dyn Fn(StepEvent<'_>) + Send + Sync);
+
+/// What every step reads: the recipe, the paths derived from it, the cancel handle and the
+/// progress callback.
 struct Context<'r> {
     recipe: &'r Recipe,
     recipe_sha256: &'r str,
@@ -227,23 +259,68 @@ struct Context<'r> {
     image_path: PathBuf,
     manifest_path: PathBuf,
     base_path: PathBuf,
+    cancel: &'r Cancel,
+    progress: Option<ProgressFn<'r>>,
 }
 
 impl<'r> Context<'r> {
-    fn new(recipe: &'r Recipe, recipe_sha256: &'r str, out_dir: &Path) -> Self {
-        let out_dir = if out_dir.as_os_str().is_empty() {
+    fn new(recipe: &'r Recipe, recipe_sha256: &'r str, opts: &'r BuildOptions) -> Self {
+        let out_dir = if opts.out_dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
-            out_dir.to_owned()
+            opts.out_dir.clone()
         };
         Context {
             recipe,
             recipe_sha256,
+            cancel: &opts.cancel,
+            progress: opts.progress.as_deref(),
             image_path: out_dir.join(format!("{}.qcow2", recipe.name)),
             manifest_path: out_dir.join(format!("{}.manifest.json", recipe.name)),
             base_path: recipe.resolve(&recipe.base.path),
             out_dir,
         }
+    }
+
+    /// Tell the progress callback that `step` has processed `done` of `total` bytes.
+    fn bytes(&self, step: Step, done: u64, total: u64) {
+        if let Some(p) = self.progress {
+            p(StepEvent::Bytes { step, done, total });
+        }
+    }
+
+    /// sha256 and size of the input file at `path` (a regular file only), read in chunks: the
+    /// cancel handle checked and `step`'s byte progress reported at each.
+    fn hash_input(
+        &self,
+        step: Step,
+        path: &Path,
+        what: &'static str,
+    ) -> Result<(String, u64), Error> {
+        let read_err = |source| Error::ReadInput {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let total = meta.len();
+        let mut r = CancelRead::new(file, self.cancel, |done| {
+            self.bytes(step, done.min(total), total)
+        });
+        kiln_common::digest::sha256_reader(&mut r).map_err(|e| {
+            if kiln_blockdev::Cancelled::is_in(&e) {
+                Error::Cancelled
+            } else {
+                read_err(e)
+            }
+        })
     }
 }
 
@@ -273,14 +350,17 @@ struct Written {
 /// A step's value, its one-line summary and the items it changed.
 type StepResult<T> = Result<(T, String, Vec<String>), Error>;
 
-/// Runs steps in order, timing them and telling the progress callback.
+/// Runs steps in order, timing them and telling the progress callback; checks the cancel handle
+/// before each.
 struct Runner<'a> {
     done: Vec<StepReport>,
-    progress: Option<&'a (dyn Fn(StepEvent<'_>) + Send + Sync)>,
+    progress: Option<ProgressFn<'a>>,
+    cancel: &'a Cancel,
 }
 
 impl Runner<'_> {
     fn step<T>(&mut self, step: Step, f: impl FnOnce() -> StepResult<T>) -> Result<T, Error> {
+        self.cancel.check()?;
         if let Some(p) = self.progress {
             p(StepEvent::Start(step));
         }
@@ -320,7 +400,7 @@ fn out_err(op: &'static str, path: &Path) -> impl FnOnce(kiln_blockdev::Error) -
 
 fn open_base(cx: &Context<'_>) -> StepResult<Base> {
     let path = &cx.base_path;
-    let (sha, _) = inject::sha256_file(path, "base image")?;
+    let (sha, _) = cx.hash_input(Step::OpenBase, path, "base image")?;
     if sha != cx.recipe.base.sha256 {
         return Err(Error::ChecksumMismatch {
             op: "verifying base image",
@@ -392,6 +472,7 @@ fn scrub(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepRe
     let mut all = Vec::new();
     let ops = cx.recipe.scrub_ops();
     for op in &ops {
+        cx.cancel.check()?;
         let changed = op.run(fs, &input)?;
         all.extend(changed.iter().map(|c| c.path.clone()));
         edits.scrub.push(ScrubRecord {
@@ -415,7 +496,9 @@ fn k3s(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepResu
         fs,
         out: &mut edits.injected,
     };
-    inject::inject_k3s(&mut w, &rel)?;
+    inject::inject_k3s(&mut w, &rel, cx.cancel, &|done, total| {
+        cx.bytes(Step::K3s, done, total)
+    })?;
     let changed: Vec<String> = edits.injected[before..]
         .iter()
         .map(|i| i.path.clone())
@@ -438,7 +521,7 @@ fn prerequisites(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -
         fs,
         out: &mut edits.injected,
     };
-    inject::apply_prerequisites(&mut w, cx.recipe)?;
+    inject::apply_prerequisites(&mut w, cx.recipe, cx.cancel)?;
     let changed: Vec<String> = edits.injected[before..]
         .iter()
         .map(|i| i.path.clone())
@@ -541,9 +624,11 @@ fn output(
                 },
                 cluster_bits: None,
                 passthrough: true,
+                cancel: cx.cancel.clone(),
             };
             let disk = Disk::Qcow2(image);
-            let st = kiln_qcow2::flatten(&disk, out_file.dev(), image_path, &opts, &|_, _| {})
+            let progress = |done, total| cx.bytes(Step::Output, done, total);
+            let st = kiln_qcow2::flatten(&disk, out_file.dev(), image_path, &opts, &progress)
                 .map_err(qerr("flattening into", image_path))?;
             format!(
                 "flattened: {} clusters passed through, {} compressed, {} raw, {} zero",
@@ -564,6 +649,7 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0;
     while off < out.size {
+        cx.cancel.check()?;
         let n = (out.size - off).min(buf.len() as u64) as usize;
         out.file
             .dev()
@@ -571,6 +657,7 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
             .map_err(out_err("hashing", image_path))?;
         h.update(&buf[..n]);
         off += n as u64;
+        cx.bytes(Step::Manifest, off, out.size);
     }
     edits.injected.sort();
     let manifest = Manifest {
@@ -608,7 +695,8 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
     mf.dev()
         .write_at_grow(&manifest.to_json(), 0)
         .map_err(out_err("writing manifest", manifest_path))?;
-    // Both complete: rename the image, then the manifest.
+    // Both complete: the last chance to stop; then rename the image, then the manifest.
+    cx.cancel.check()?;
     out.file
         .commit()
         .map_err(out_err("renaming output into place", image_path))?;

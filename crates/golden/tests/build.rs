@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec};
-use kiln_golden::{BuildOptions, Error, build_file};
+use kiln_golden::{BuildOptions, Cancel, Error, Step, StepEvent, build_file};
 
 const VERSION: &str = "v1.34.3+k3s1";
 
@@ -45,6 +45,7 @@ fn opts(dir: &Path) -> BuildOptions {
     BuildOptions {
         out_dir: dir.to_owned(),
         progress: None,
+        cancel: Default::default(),
     }
 }
 
@@ -846,4 +847,165 @@ fn scrubbing_a_golden_image_again_changes_nothing() {
         kiln_golden::diff(&first.image, &second.image).unwrap(),
         vec![]
     );
+}
+
+/// Every input of the build, hashed: a cancelled build must leave them as they were.
+fn input_hashes(env: &Env, recipe: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = vec![env.base.path.clone(), recipe.to_owned()];
+    let mut assets: Vec<PathBuf> = std::fs::read_dir(&env.assets.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assets.sort();
+    files.extend(assets);
+    files
+        .into_iter()
+        .map(|f| {
+            let sha = fixtures::sha256_of(&f).unwrap();
+            (f, sha)
+        })
+        .collect()
+}
+
+/// A progress event as the tests compare them: `(kind, step, done, total)`.
+fn event(ev: &StepEvent<'_>) -> (&'static str, String, u64, u64) {
+    match ev {
+        StepEvent::Start(s) => ("start", s.name().to_owned(), 0, 0),
+        StepEvent::Done(r) => ("done", r.name.name().to_owned(), 0, 0),
+        StepEvent::Bytes { step, done, total } => ("bytes", step.name().to_owned(), *done, *total),
+        _ => ("other", String::new(), 0, 0),
+    }
+}
+
+#[test]
+fn cancelled_builds_leave_nothing_and_bytes_progress_is_reported() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", PREREQS);
+    let inputs = input_hashes(&env, &recipe);
+    let out = env.root.join("out/nested");
+
+    // Tripped before the build starts: nothing is even read.
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let e = build_file(
+        &recipe,
+        &BuildOptions {
+            cancel,
+            ..opts(&out)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Cancelled);
+    assert!(!env.root.join("out").exists());
+
+    // A whole build: byte progress inside open-base, k3s, output and manifest, growing to its total.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = events.clone();
+    let built = build_file(
+        &recipe,
+        &BuildOptions {
+            progress: Some(std::sync::Arc::new(move |ev: StepEvent<'_>| {
+                log.lock().unwrap().push(event(&ev))
+            })),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    let events = events.lock().unwrap().clone();
+    for step in [Step::OpenBase, Step::K3s, Step::Output, Step::Manifest] {
+        let bytes: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|(k, s, _, _)| *k == "bytes" && s == step.name())
+            .map(|&(_, _, d, t)| (d, t))
+            .collect();
+        assert!(!bytes.is_empty(), "{step}: no byte progress in {events:?}");
+        assert!(
+            bytes
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 == w[1].1),
+            "{step}: {bytes:?}"
+        );
+        let &(done, total) = bytes.last().unwrap();
+        assert_eq!(done, total, "{step}: {bytes:?}");
+        let start = events
+            .iter()
+            .position(|e| e.0 == "start" && e.1 == step.name())
+            .unwrap();
+        let end = events
+            .iter()
+            .position(|e| e.0 == "done" && e.1 == step.name())
+            .unwrap();
+        let inside = events[start..end]
+            .iter()
+            .filter(|e| e.0 == "bytes" && e.1 == step.name())
+            .count();
+        assert_eq!(inside, bytes.len(), "{step}: byte events outside the step");
+    }
+    let k3s_total = events
+        .iter()
+        .find(|e| e.0 == "bytes" && e.1 == "k3s")
+        .unwrap()
+        .3;
+    assert_eq!(
+        k3s_total,
+        built
+            .manifest
+            .k3s
+            .as_ref()
+            .unwrap()
+            .assets
+            .iter()
+            .map(|a| a.size)
+            .sum::<u64>()
+    );
+    let image_sha = built.manifest.output.sha256.clone();
+    std::fs::remove_dir_all(env.root.join("out")).unwrap();
+
+    // Tripped from another thread at many points, the build running on a worker thread: at each
+    // step's start, and on the first byte event of each long step (the worker waits until the
+    // handle is tripped, so the build is stopped inside the step).
+    let mut points: Vec<(&str, Step)> = Step::ALL.iter().map(|&s| ("start", s)).collect();
+    points.extend([Step::OpenBase, Step::K3s, Step::Output, Step::Manifest].map(|s| ("bytes", s)));
+    for (kind, step) in points {
+        let cancel = Cancel::new();
+        let (ask, asked) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<()>>();
+        let ask = std::sync::Mutex::new(Some(ask));
+        let progress = move |ev: StepEvent<'_>| {
+            let (k, s, _, _) = event(&ev);
+            if k == kind
+                && s == step.name()
+                && let Some(ask) = ask.lock().unwrap().take()
+            {
+                let (done, wait) = std::sync::mpsc::channel();
+                ask.send(done).unwrap();
+                wait.recv().unwrap();
+            }
+        };
+        let o = BuildOptions {
+            progress: Some(std::sync::Arc::new(progress)),
+            cancel: cancel.clone(),
+            ..opts(&out)
+        };
+        let r = recipe.clone();
+        let worker = std::thread::spawn(move || build_file(&r, &o));
+        let tripper = std::thread::spawn(move || {
+            if let Ok(done) = asked.recv() {
+                cancel.cancel();
+                done.send(()).unwrap();
+            }
+        });
+        let e = worker.join().unwrap().unwrap_err();
+        tripper.join().unwrap();
+        assert!(matches!(e, Error::Cancelled), "{kind} {step}: {e}");
+        assert!(
+            !env.root.join("out").exists(),
+            "{kind} {step}: output left behind"
+        );
+    }
+    assert_eq!(input_hashes(&env, &recipe), inputs);
+
+    // And a build after all that is the same as before.
+    let again = build_file(&recipe, &opts(&out)).unwrap();
+    assert_eq!(again.manifest.output.sha256, image_sha);
 }

@@ -114,6 +114,13 @@ pub enum Error {
         #[source]
         source: kiln_blockdev::Error,
     },
+    /// The caller's [`kiln_blockdev::Cancel`] was tripped while writing `image` (flatten). Kind:
+    /// cancelled.
+    #[error("{image}: cancelled", image = .image.display())]
+    Cancelled {
+        /// The image being written.
+        image: PathBuf,
+    },
     /// Opening: the file starts with the qcow2 magic but is shorter than the header its version
     /// needs (72 bytes for v2, 104 for v3).
     #[error("{image}: header is truncated ({len} bytes, need {need})", image = .image.display())]
@@ -243,12 +250,13 @@ impl Error {
     }
 
     /// Who is at fault: the device's own classification for I/O, kiln for a write through a
-    /// read-only handle, the image for everything else (its header, tables, clusters, backing
+    /// read-only handle, the caller for a cancelled flatten, the image for everything else (its header, tables, clusters, backing
     /// chain).
     pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         match self {
             Error::Device { source, .. } => source.kind(),
             Error::ReadOnly { .. } => kiln_blockdev::ErrorKind::Internal,
+            Error::Cancelled { .. } => kiln_blockdev::ErrorKind::Cancelled,
             _ => kiln_blockdev::ErrorKind::Input,
         }
     }

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_blockdev::{AtomicFile, BlockDev};
+use kiln_blockdev::{AtomicFile, BlockDev, Cancel};
 use rayon::prelude::*;
 
 use crate::codec;
@@ -29,7 +29,7 @@ use crate::refcount::{self, RefcountTable, Refcounts};
 use crate::{Disk, Image};
 
 /// How to flatten.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FlattenOptions {
     /// `None`: store clusters uncompressed.
     pub compression: Option<CompressionType>,
@@ -37,6 +37,9 @@ pub struct FlattenOptions {
     pub cluster_bits: Option<u32>,
     /// Copy already-compressed clusters as they are when possible.
     pub passthrough: bool,
+    /// Checked before each batch of clusters: once tripped, the flatten stops with
+    /// [`Error::Cancelled`] (and [`flatten_to_path`] leaves no file).
+    pub cancel: Cancel,
 }
 
 impl Default for FlattenOptions {
@@ -45,6 +48,7 @@ impl Default for FlattenOptions {
             compression: Some(CompressionType::Zstd),
             cluster_bits: None,
             passthrough: true,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -125,7 +129,8 @@ impl Appender<'_> {
     }
 }
 
-/// Flatten `src` into `out` (empty storage). `progress(done, total)` is called with guest bytes.
+/// Flatten `src` into `out` (empty storage). `progress(done, total)` is called with guest bytes
+/// after each batch of clusters; [`FlattenOptions::cancel`] is checked before each batch.
 pub fn flatten(
     src: &Disk,
     out: &dyn Storage,
@@ -161,6 +166,11 @@ pub fn flatten(
     let mut next = 0u64;
     let mut batch: Vec<u64> = Vec::with_capacity(BATCH as usize);
     while next < nclusters {
+        if opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled {
+                image: out_name.to_owned(),
+            });
+        }
         while next < nclusters && batch.len() < BATCH as usize {
             let valid = (size - next * cs).min(cs);
             if src.range_is_zero(next * cs, valid)? {
