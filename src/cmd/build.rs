@@ -66,10 +66,7 @@ pub fn run(args: BuildArgs, cancel: Cancel) -> CmdResult {
             ));
         }
         StepEvent::Done(r) => {
-            let i = Step::ALL
-                .iter()
-                .position(|s| *s == r.name)
-                .unwrap_or(0) as u64;
+            let i = Step::ALL.iter().position(|s| *s == r.name).unwrap_or(0) as u64;
             progress_bar.set_position((i + 1) * PER_STEP);
             if show {
                 let line = format!("{:>16} {:>6} ms  {}", r.name, r.millis, r.summary);
@@ -82,11 +79,9 @@ pub fn run(args: BuildArgs, cancel: Cancel) -> CmdResult {
         }
         _ => {}
     };
-    let opts = BuildOptions {
-        out_dir: args.out.clone(),
-        progress: Some(std::sync::Arc::new(progress)),
-        cancel,
-    };
+    let opts = BuildOptions::new(&args.out)
+        .with_progress(std::sync::Arc::new(progress))
+        .with_cancel(cancel);
     let out = build_file(&args.recipe, &opts).or_exit()?;
     bar.finish_and_clear();
     let total: u64 = out.steps.iter().map(|s| s.millis).sum();

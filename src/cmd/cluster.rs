@@ -58,12 +58,10 @@ pub fn run(args: ClusterArgs, cancel: Cancel) -> CmdResult {
                 .input_err()?,
         );
     }
-    let opts = Options {
-        epoch,
-        recreate_disks: args.recreate_disks,
-        golden_open: args.open.options(),
-        cancel,
-    };
+    let opts = Options::new(epoch)
+        .with_recreate_disks(args.recreate_disks)
+        .with_golden_open(args.open.options())
+        .with_cancel(cancel);
     // Spec, golden image and disk sizes are checked before the token file may be created.
     kiln_cluster::preflight(&spec, &args.golden, &opts).or_exit()?;
     opts.cancel

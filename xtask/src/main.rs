@@ -17,7 +17,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   test [--skip STEP]… [--only STEP]…  README's test command (what CI runs): install what is missing,
-                    fmt, clippy, docs + doctests, fuzz build, the suite, build-image --locked, e2e,
+                    fmt, clippy, docs + doctests, fuzz build, the suite, build-image --locked, example, e2e,
                     Debian 13 rebuild
   build-image [RECIPE]  fixtures → golden image → 3 nodes' seeds and overlays → rebuild and compare
   e2e [--rebuild-base] [--base-only]  boot a 3-node cluster from kiln's outputs under QEMU; real cloud-init judges

@@ -153,4 +153,46 @@ mod tests {
             "no unsafe block found at all: the scan is broken"
         );
     }
+
+    /// README's "Use kiln from Rust" shows the example provisioner's program verbatim, and the
+    /// dependency lines it shows are the example's own: what a reader copies is what CI runs.
+    #[test]
+    fn readme_library_section_is_the_example() {
+        let readme = fs::read_to_string(root().join("README.md")).expect("README.md");
+        let section = readme
+            .split("## Use kiln from Rust")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a \"Use kiln from Rust\" section");
+        let block = |fence: &str| -> String {
+            let start = section
+                .find(fence)
+                .unwrap_or_else(|| panic!("no {fence} block in the section"));
+            let body = &section[start + fence.len()..];
+            body[..body.find("```\n").expect("closing fence")].to_owned()
+        };
+        let example = root().join("examples/provisioner");
+        let program = fs::read_to_string(example.join("src/main.rs")).expect("main.rs");
+        assert_eq!(
+            block("```rust\n"),
+            program,
+            "README's program differs from the example's"
+        );
+        let manifest = fs::read_to_string(example.join("Cargo.toml")).expect("Cargo.toml");
+        for line in block("```toml\n")
+            .lines()
+            .filter(|l| l.starts_with("kiln-"))
+        {
+            let (dep, path) = line
+                .split_once('#')
+                .map_or(line, |(d, _)| d)
+                .split_once("../kiln/")
+                .expect("a path dependency into a kiln checkout");
+            let own = format!("{dep}../../{path}");
+            assert!(
+                manifest.contains(own.trim_end()),
+                "{own:?} is not in the example's Cargo.toml"
+            );
+        }
+    }
 }

@@ -134,7 +134,7 @@ impl Plan {
     /// Write the plan. Seeds and the inventory are compared with what is on disk and only replaced
     /// (temporary file + rename) when their bytes differ; overlays are created or recreated as
     /// planned. The inventory is renamed into place last. [`Plan::leftovers`] are not touched.
-    /// [`Options::cancel`] is checked per node and before the first rename; a cancelled apply
+    /// [`Options::cancel`](crate::Options::cancel) is checked per node and before the first rename; a cancelled apply
     /// returns [`Error::Cancelled`] and leaves no file changed.
     pub fn apply(self) -> Result<Report, Error> {
         let dir = &self.out_dir;

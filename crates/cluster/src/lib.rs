@@ -99,6 +99,7 @@ pub use kiln_nocloud::{
 
 /// How [`build`] runs.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Options {
     /// Seconds since the epoch stamped on every date in the seed volumes (`SOURCE_DATE_EPOCH`).
     pub epoch: u64,
@@ -121,6 +122,38 @@ const _: () = {
     send_sync::<Plan>();
     send_sync::<Report>();
 };
+
+impl Options {
+    /// Stamp `epoch` (seconds since the epoch) on the seed volumes' dates; refuse stale disks,
+    /// open the golden with the default limits, with a cancel handle nobody holds.
+    pub fn new(epoch: u64) -> Self {
+        Options {
+            epoch,
+            ..Self::default()
+        }
+    }
+
+    /// Replace stale overlays instead of refusing ([`Options::recreate_disks`]).
+    #[must_use]
+    pub fn with_recreate_disks(mut self, recreate: bool) -> Self {
+        self.recreate_disks = recreate;
+        self
+    }
+
+    /// Open the golden image with `open` ([`Options::golden_open`]).
+    #[must_use]
+    pub fn with_golden_open(mut self, open: kiln_qcow2::OpenOptions) -> Self {
+        self.golden_open = open;
+        self
+    }
+
+    /// Stop when `cancel` is tripped ([`Options::cancel`]).
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
 
 /// Plan and apply in one call: write (or keep) every node's overlay and seed and the inventory.
 pub fn build(

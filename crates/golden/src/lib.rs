@@ -14,39 +14,31 @@
 //! # Example
 //!
 //! A recipe made in code (the same value `Recipe::load` reads from YAML; see [`recipe`]), built
-//! into `out/`. It needs a real base image and k3s release at the pinned paths, so it is not run
-//! here; `tests/build.rs` runs the same calls against a generated base.
+//! into a directory. Here the pinned base image and k3s release are small generated stand-ins; a
+//! provisioner names the vendor image and the release directory it pins.
 //!
-//! ```no_run
-//! use kiln_golden::{
-//!     Arch, Base, BuildOptions, DirEntry, FileEntry, K3s, Mode, Recipe, SystemdEnable, build,
-//! };
+//! ```
+//! use kiln_golden::{Arch, Base, BuildOptions, DirEntry, FileEntry, K3s, Mode, Recipe, build};
+//! # let env = kiln_fixtures::testing::BuildEnv::new("v1.34.3+k3s1", 1 << 20);
+//! # let (base_image, base_sha256) = (env.base.path.clone(), env.base.sha256.clone());
+//! # let (k3s_assets, install_sh_sha256) = (env.assets.dir.clone(), env.assets.install_sh_sha256.clone());
+//! # let out = env.root.join("out");
 //!
 //! let recipe = Recipe::new(
 //!     "k3s-node",
-//!     Base::new(
-//!         "noble-server-cloudimg-amd64.img",
-//!         "b2f19b7e99dc8036995b9456ba46daec39ca54d873ec1d28c72e8fa399f546ad",
-//!     ),
+//!     Base::new(base_image, base_sha256), // the vendor image and its sha256 pin
 //!     Arch::Amd64,
 //!     1_767_225_600, // 2026-01-01T00:00:00Z: every time written into the image
 //! )
-//! .with_k3s(
-//!     K3s::new("v1.34.3+k3s1", "k3s-assets")
-//!         .with_install_sh_sha256("8dd65dcacc0aecc9b30c668b782a062815898abb4754a7e6d74c978c219a583c"),
-//! )
+//! .with_k3s(K3s::new("v1.34.3+k3s1", k3s_assets).with_install_sh_sha256(install_sh_sha256))
 //! .with_prerequisite(DirEntry::new("/etc/rancher/k3s"))
 //! .with_prerequisite(
-//!     FileEntry::inline("/etc/rancher/k3s/registries.yaml", "mirrors: {}\n")
-//!         .with_mode(Mode(0o600)),
-//! )
-//! .with_prerequisite(SystemdEnable::new("iscsid.service"));
+//!     FileEntry::inline("/etc/rancher/k3s/registries.yaml", "mirrors: {}\n").with_mode(Mode(0o600)),
+//! );
 //!
-//! let mut opts = BuildOptions::default();
-//! opts.out_dir = "out".into();
-//! let built = build(&recipe, &opts)?;
+//! let built = build(&recipe, &BuildOptions::new(&out))?;
 //! assert_eq!(built.manifest.recipe_sha256, recipe.digest());
-//! println!("{} sha256 {}", built.image.display(), built.manifest.output.sha256);
+//! assert!(built.image.starts_with(&out));
 //! # Ok::<(), kiln_golden::Error>(())
 //! ```
 

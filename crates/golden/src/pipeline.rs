@@ -142,6 +142,7 @@ pub type Progress = Arc<dyn Fn(StepEvent<'_>) + Send + Sync>;
 /// Where and how to build. `Send + Sync + Clone`: a caller can make it on one thread and build on
 /// another (`spawn_blocking`, a worker pool), and cancel it from a third.
 #[derive(Default, Clone)]
+#[non_exhaustive]
 pub struct BuildOptions {
     /// Output directory (created if missing). Default: the current directory.
     pub out_dir: PathBuf,
@@ -154,6 +155,30 @@ pub struct BuildOptions {
     /// returns [`Error::Cancelled`] and leaves what a failed one leaves: no output, no temporary
     /// file, inputs untouched. Once the renames have begun the build completes.
     pub cancel: Cancel,
+}
+
+impl BuildOptions {
+    /// Build into `out_dir`, with no progress sink and a cancel handle nobody holds.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            out_dir: out_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Send progress events to `progress`.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Stop the build when `cancel` is tripped.
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
 }
 
 impl std::fmt::Debug for BuildOptions {

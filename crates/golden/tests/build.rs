@@ -42,11 +42,7 @@ fn write_recipe(env: &Env, file: &str, extra: &str) -> PathBuf {
 }
 
 fn opts(dir: &Path) -> BuildOptions {
-    BuildOptions {
-        out_dir: dir.to_owned(),
-        progress: None,
-        cancel: Default::default(),
-    }
+    BuildOptions::new(dir)
 }
 
 fn root_partition(image: &Path, work: &Path) -> PathBuf {
@@ -887,14 +883,7 @@ fn cancelled_builds_leave_nothing_and_bytes_progress_is_reported() {
     // Tripped before the build starts: nothing is even read.
     let cancel = Cancel::new();
     cancel.cancel();
-    let e = build_file(
-        &recipe,
-        &BuildOptions {
-            cancel,
-            ..opts(&out)
-        },
-    )
-    .unwrap_err();
+    let e = build_file(&recipe, &opts(&out).with_cancel(cancel)).unwrap_err();
     assert!(matches!(e, Error::Cancelled), "{e}");
     assert_eq!(e.kind(), kiln_golden::ErrorKind::Cancelled);
     assert!(!env.root.join("out").exists());
@@ -904,12 +893,9 @@ fn cancelled_builds_leave_nothing_and_bytes_progress_is_reported() {
     let log = events.clone();
     let built = build_file(
         &recipe,
-        &BuildOptions {
-            progress: Some(std::sync::Arc::new(move |ev: StepEvent<'_>| {
-                log.lock().unwrap().push(event(&ev))
-            })),
-            ..opts(&out)
-        },
+        &opts(&out).with_progress(std::sync::Arc::new(move |ev: StepEvent<'_>| {
+            log.lock().unwrap().push(event(&ev))
+        })),
     )
     .unwrap();
     let events = events.lock().unwrap().clone();
@@ -982,11 +968,9 @@ fn cancelled_builds_leave_nothing_and_bytes_progress_is_reported() {
                 wait.recv().unwrap();
             }
         };
-        let o = BuildOptions {
-            progress: Some(std::sync::Arc::new(progress)),
-            cancel: cancel.clone(),
-            ..opts(&out)
-        };
+        let o = opts(&out)
+            .with_progress(std::sync::Arc::new(progress))
+            .with_cancel(cancel.clone());
         let r = recipe.clone();
         let worker = std::thread::spawn(move || build_file(&r, &o));
         let tripper = std::thread::spawn(move || {
