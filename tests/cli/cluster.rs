@@ -548,3 +548,32 @@ fn token_file_override_and_locked_seeds() {
         "the token was printed: {err}"
     );
 }
+
+/// A spec that names no token file (as a library caller's may) needs `--token-file` on the command
+/// line: without it `kiln cluster` stops with exit 2 before writing anything; with it the cluster is
+/// written.
+#[test]
+fn spec_without_token_file_needs_the_flag() {
+    let env = env();
+    let text_of_spec = std::fs::read_to_string(&env.spec).expect("spec");
+    let without: String = text_of_spec
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("token_file:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text_of_spec, "the spec had a token_file line");
+    std::fs::write(&env.spec, &without).expect("write spec");
+    let o = cluster(&env, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("names no cluster.k3s.token_file") && text(&o).contains("--token-file"),
+        "{}",
+        text(&o)
+    );
+    assert!(!env.out.exists(), "nothing is written without a token");
+    let tok = env.root.join("ci-token");
+    let t = tok.to_str().expect("path");
+    let o = cluster(&env, &["--token-file", t]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(env.out.join("inventory.json").exists());
+}

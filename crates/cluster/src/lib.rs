@@ -96,6 +96,8 @@ pub use kiln_nocloud::{
     ByteSize, Cluster, ClusterSpec, MacAddr, Network, NodeSpec, Problem, Problems, Role, Subnet,
     Token,
 };
+/// How [`Options::golden_open`] opens the golden image (read-only; chain depth and size limits).
+pub use kiln_qcow2::OpenOptions;
 
 /// How [`build`] runs.
 #[derive(Debug, Clone, Default)]

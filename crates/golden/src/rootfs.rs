@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
-use kiln_blockdev::BlockDev;
+/// Re-exported: the device trait [`find`] and [`with_fs`] take.
+pub use kiln_blockdev::BlockDev;
 /// Re-exported: what these functions take and hand over.
 pub use kiln_ext4::Filesystem;
+/// Re-exported: how [`with_fs`] opens the filesystem (read-only, or read-write with an epoch).
+pub use kiln_ext4::OpenOptions as FsOpenOptions;
 /// Re-exported: what these functions take and hand over.
 pub use kiln_partition::{Partition, Selector};
 /// Re-exported: what [`open_image`] returns.
