@@ -18,6 +18,7 @@ use crate::plan::{DiskAction, Plan};
 use crate::{Error, hex};
 
 /// What happened to one output file.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -42,6 +43,7 @@ impl Status {
 }
 
 /// The kind of an output file.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
@@ -54,6 +56,7 @@ pub enum FileKind {
 }
 
 /// One output file and what happened to it.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReport {
     /// Relative to the cluster directory.
@@ -72,6 +75,7 @@ pub struct FileReport {
 ///
 /// JSON: `{"out_dir": …, "inventory": {…}, "files": [{path, kind, node, status}], "leftovers":
 /// [{path, kind, node}]}` (`leftovers` is always present, `[]` when there are none).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The cluster directory, as the caller named it.

@@ -13,6 +13,7 @@ use kiln_nocloud::{MacAddr, Role};
 pub const INVENTORY_FILE: &str = "inventory.json";
 
 /// The whole inventory.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Format version of this file.
@@ -26,6 +27,7 @@ pub struct Inventory {
 }
 
 /// The golden image every overlay is backed by.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoldenRecord {
     /// Relative to the cluster directory (the name stored in every overlay).
@@ -37,6 +39,7 @@ pub struct GoldenRecord {
 }
 
 /// Who a node is: what a provisioner needs to attach its disk, seed and NIC.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// The node's name.
@@ -54,6 +57,7 @@ pub struct NodeInfo {
 }
 
 /// One node.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Who the node is (flattened into the record's JSON object).
@@ -66,6 +70,7 @@ pub struct NodeRecord {
 }
 
 /// A node's overlay.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskRecord {
     /// Relative to the cluster directory.
@@ -75,6 +80,7 @@ pub struct DiskRecord {
 }
 
 /// A node's seed ISO.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRecord {
     /// Relative to the cluster directory.

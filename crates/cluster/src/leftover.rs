@@ -15,6 +15,7 @@ use crate::apply::FileKind;
 /// A file left in place in the cluster directory although no node of the current spec owns it.
 ///
 /// JSON (in the report's `leftovers` array): `{"path": "w2.qcow2", "kind": "disk", "node": "w2"}`.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leftover {
     /// A file name inside the cluster directory.

@@ -81,6 +81,8 @@ mod apply;
 mod inventory;
 mod leftover;
 mod plan;
+#[cfg(test)]
+mod roundtrip;
 
 use std::path::PathBuf;
 

@@ -13,6 +13,7 @@ use crate::leftover::{self, Leftover};
 use crate::{Error, Options};
 
 /// What happens to a node's overlay.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskAction {
     /// None exists: create it.
@@ -24,6 +25,7 @@ pub enum DiskAction {
 }
 
 /// An existing overlay that no longer matches the plan.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleDisk {
     /// The node the overlay belongs to.
@@ -35,6 +37,7 @@ pub struct StaleDisk {
 }
 
 /// One node of the plan.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct NodePlan {
     /// Who the node is, as the inventory records it.

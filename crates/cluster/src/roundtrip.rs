@@ -1,9 +1,9 @@
-//! The cluster's outputs a provisioner reads back — `inventory.json` and the JSON report — read
+//! Property tests: the cluster's outputs a provisioner reads back — `inventory.json` and the JSON report — read
 //! back to an equal value from JSON and from YAML.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use kiln_cluster::{
+use crate::{
     DiskRecord, FileKind, FileReport, GoldenRecord, Inventory, Leftover, NodeInfo, NodeRecord,
     Report, Role, SeedRecord, Status,
 };
