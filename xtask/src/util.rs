@@ -35,8 +35,9 @@ pub fn s(p: &Path) -> &str {
 
 pub use kiln_fixtures::testing::Rng;
 
-/// Build kiln (release) and return the binary's path; `$KILN_BIN`, when set, is used as it is
-/// (the Debian 13 reproducibility build runs inside a root that has no cargo).
+/// Build kiln (release) and return the binary's path (under `$CARGO_TARGET_DIR` when set, as cargo
+/// puts it there); `$KILN_BIN`, when set, is used as it is (the Debian 13 reproducibility build
+/// runs inside a root that has no cargo).
 pub fn build_kiln() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("KILN_BIN") {
         return Ok(PathBuf::from(bin));
@@ -49,5 +50,8 @@ pub fn build_kiln() -> Result<PathBuf> {
         "-p",
         "kiln",
     ]))?;
-    Ok(root().join("target/release/kiln"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| root().join(t))
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/kiln"))
 }
