@@ -207,9 +207,9 @@ pub enum Error {
     },
     /// A valid image using something kiln does not implement. When opening: encryption
     /// (`crypt_method` or the crypto extension), an external data file, extended L2 entries,
-    /// the dirty or corrupt incompatible bit, unknown incompatible features, a compression type
-    /// other than zlib/zstd, or a backing format other than `qcow2`/`raw`. When opening for
-    /// writing: a version 2 image or one with internal snapshots.
+    /// the corrupt incompatible bit, unknown incompatible features, a compression type other than
+    /// zlib/zstd, or a backing format other than `qcow2`/`raw`. When opening for writing: a
+    /// version 2 image, one with internal snapshots, or one with the dirty bit set.
     #[error("{image}: {feature} is not supported", image = .image.display())]
     Unsupported {
         /// The image.

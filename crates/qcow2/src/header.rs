@@ -160,6 +160,13 @@ pub(crate) fn check_cluster_bits(cluster_bits: u32, image: &Path) -> Result<()> 
 }
 
 impl Header {
+    /// Whether the dirty bit (`incompatible_features` bit 0) is set: the image was open for
+    /// writing with lazy refcounts and not closed, so its refcounts may be stale. Its data (L1, L2,
+    /// clusters) reads correctly; kiln refuses only to write such an image.
+    pub fn is_dirty(&self) -> bool {
+        self.incompatible_features & INCOMPAT_DIRTY != 0
+    }
+
     /// Cluster size in bytes (`1 << cluster_bits`).
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
@@ -320,12 +327,8 @@ impl Header {
     /// Refuse the incompatible features kiln does not handle; read the compression type.
     fn check_incompatible(&mut self, buf: &[u8], image: &Path) -> Result<()> {
         let inc = self.incompatible_features;
-        if inc & INCOMPAT_DIRTY != 0 {
-            return Err(unsupported(
-                image,
-                "an image with the dirty bit set (refcounts may be stale; repair it with `qemu-img check -r all`)",
-            ));
-        }
+        // The dirty bit (lazy refcounts, a writer that did not close) only says the refcounts may
+        // be stale; reading never looks at them, so it is refused only for writing (in `open`).
         if inc & INCOMPAT_CORRUPT != 0 {
             return Err(unsupported(
                 image,
@@ -559,13 +562,11 @@ mod tests {
     }
 
     #[test]
-    fn dirty_and_unknown_features_are_refused() {
+    fn dirty_is_read_and_unknown_features_are_refused() {
         let mut buf = sample().encode();
         buf[79] |= 1;
-        let e = Header::parse(&buf, 1 << 20, Path::new("t"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("dirty"), "{e}");
+        let h = Header::parse(&buf, 1 << 20, Path::new("t")).expect("a dirty header parses");
+        assert!(h.is_dirty());
         let mut buf = sample().encode();
         buf[79] |= 1 << 4;
         let e = Header::parse(&buf, 1 << 20, Path::new("t"))

@@ -11,8 +11,9 @@
 //!
 //! Supported: versions 2 and 3, cluster sizes 512 B – 2 MiB, refcount widths 1–64 bits, zlib and zstd
 //! compressed clusters, zero clusters, qcow2 and raw backing files. Refused with a clear error:
-//! encryption, external data files, extended L2 entries, a set dirty or corrupt bit, unknown
-//! incompatible features, writing to v2 images or images with internal snapshots.
+//! encryption, external data files, extended L2 entries, a set corrupt bit, unknown incompatible
+//! features, writing to v2 images, images with internal snapshots or images with the dirty bit set
+//! (a lazy-refcounts image whose writer died reads fine: reading never uses the refcounts).
 //!
 //! Backing files are only opened inside an allowed directory (by default the top image's own
 //! directory) and chains are capped at [`DEFAULT_MAX_CHAIN_DEPTH`] images, so an untrusted header

@@ -285,17 +285,6 @@ fn unsupported_features_are_named() {
         ))
         .contains("encryption")
     );
-    let dirty = make(dir.path(), "dirty.qcow2", &[]);
-    let mut d = std::fs::read(&dirty).unwrap();
-    d[79] |= 1;
-    std::fs::write(&dirty, d).unwrap();
-    assert!(
-        refused(&dirty, OpenOptions::default(), |e| matches!(
-            e,
-            Error::Unsupported { .. }
-        ))
-        .contains("dirty")
-    );
     let raw = dir.path().join("not.qcow2");
     std::fs::write(&raw, b"definitely not qcow2").unwrap();
     refused(&raw, OpenOptions::default(), |e| {
@@ -412,4 +401,42 @@ fn backing_file_offset_near_u64_max_is_refused_not_a_panic() {
         });
         assert!(m.contains("backing_file_offset"), "{m}");
     }
+}
+
+/// A lazy-refcounts image whose writer died (qemu-io killed after a write: the dirty bit stays
+/// set, the refcounts are stale) reads like qemu-img reads it, and is refused only for writing,
+/// without touching the file.
+#[test]
+fn dirty_lazy_refcount_image_is_read_but_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = make(dir.path(), "dirty.qcow2", &["-o", "lazy_refcounts=on"]);
+    let st = std::process::Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x5a 64k 128k",
+            "-c",
+            "sigraise 9",
+            s(&p),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run qemu-io (installed by .ci/run)");
+    assert!(!st.success(), "qemu-io was meant to die by SIGKILL");
+    let before = std::fs::read(&p).unwrap();
+    assert_eq!(before[79] & 1, 1, "the dirty bit is set");
+    let img = Image::open(&p, &OpenOptions::read_only()).expect("a dirty image opens read-only");
+    assert!(img.header().is_dirty());
+    let mut buf = vec![0u8; 256 << 10];
+    kiln_blockdev::BlockDev::read_at(&img, &mut buf, 0).unwrap();
+    assert!(buf[..64 << 10].iter().all(|&b| b == 0));
+    assert!(buf[64 << 10..192 << 10].iter().all(|&b| b == 0x5a));
+    assert!(buf[192 << 10..].iter().all(|&b| b == 0));
+    drop(img);
+    let e = Image::open(&p, &OpenOptions::read_write()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("dirty"), "{e}");
+    assert_eq!(e.kind(), kiln_blockdev::ErrorKind::Input);
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the input was changed");
 }

@@ -177,6 +177,15 @@ impl Image {
             source: e,
         })?;
         let header = Header::parse(&head, file_len, &path)?;
+        if write && header.is_dirty() {
+            return Err(Error::Unsupported {
+                image: path,
+                feature: "writing an image with the dirty bit set (its refcounts may be stale; \
+                          kiln reads it, but writes only clean images: `qemu-img check -r all` on \
+                          a copy repairs one)"
+                    .to_owned(),
+            });
+        }
         if header.l1_size as u64 * 8 > MAX_L1_BYTES {
             return Err(Error::InvalidHeader {
                 image: path,
