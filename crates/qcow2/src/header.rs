@@ -34,6 +34,13 @@ pub const EXT_DATA_FILE: u32 = 0x4441_5441;
 /// Largest virtual size accepted (qemu's own limit is 2^61 for 64-bit offsets with headroom).
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 55;
 const MAX_BACKING_NAME: u32 = 1023;
+/// qemu's limits (`block/qcow2.h`): internal snapshots, refcount table bytes, and the length of a
+/// backing format name. An image beyond them is one qemu-img refuses too.
+const MAX_SNAPSHOTS: u32 = 65536;
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+const MAX_BACKING_FORMAT: usize = 1023;
+/// The fixed part of one snapshot table entry (qemu's `QCowSnapshotHeader`).
+const SNAPSHOT_ENTRY_MIN: u64 = 40;
 
 /// How compressed clusters are encoded (header byte 104).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -381,13 +388,45 @@ impl Header {
             self.check_table("L1 table", self.l1_table_offset, l1_bytes, file_len, image)?;
         }
         let rt_bytes = self.refcount_table_clusters as u64 * self.cluster_size();
+        if rt_bytes > MAX_REFTABLE_BYTES {
+            return Err(invalid(
+                image,
+                "refcount_table_clusters",
+                self.refcount_table_clusters as u64,
+            ));
+        }
         self.check_table(
             "refcount table",
             self.refcount_table_offset,
             rt_bytes,
             file_len,
             image,
-        )
+        )?;
+        if self.nb_snapshots > MAX_SNAPSHOTS {
+            return Err(invalid(image, "nb_snapshots", self.nb_snapshots as u64));
+        }
+        // Like qemu: aligned and not wrapping around; kiln never reads the table, and qemu reads
+        // an entry past the end of the file as zeros, so its place in the file is not checked.
+        if self.nb_snapshots > 0 {
+            let cs = self.cluster_size();
+            if !self.snapshots_offset.is_multiple_of(cs) {
+                return Err(Error::Misaligned {
+                    image: image.to_owned(),
+                    what: "snapshot table",
+                    offset: self.snapshots_offset,
+                    align: cs,
+                });
+            }
+            let min_bytes = self.nb_snapshots as u64 * SNAPSHOT_ENTRY_MIN;
+            if self
+                .snapshots_offset
+                .checked_add(min_bytes)
+                .is_none_or(|end| end > i64::MAX as u64)
+            {
+                return Err(invalid(image, "snapshots_offset", self.snapshots_offset));
+            }
+        }
+        Ok(())
     }
 
     /// A table of `len` bytes at `offset`: cluster-aligned and inside the file.
@@ -442,6 +481,13 @@ impl Header {
             };
             let data = &buf[at..end];
             match ty {
+                EXT_BACKING_FORMAT if data.len() > MAX_BACKING_FORMAT => {
+                    return Err(invalid(
+                        image,
+                        "backing format extension length",
+                        len as u64,
+                    ));
+                }
                 EXT_BACKING_FORMAT => {
                     self.backing_format = Some(String::from_utf8_lossy(data).into_owned())
                 }

@@ -440,3 +440,100 @@ fn dirty_lazy_refcount_image_is_read_but_not_written() {
     assert_eq!(e.kind(), kiln_blockdev::ErrorKind::Input);
     assert_eq!(std::fs::read(&p).unwrap(), before, "the input was changed");
 }
+
+/// Header fields qemu-img refuses are refused here too (qemu's limits from `block/qcow2.h`): too
+/// many internal snapshots, a snapshot table that is misaligned or wraps around, a
+/// refcount table over 8 MiB, a backing format name over 1023 bytes. Each image is first shown to
+/// be refused by `qemu-img info`, the oracle.
+#[test]
+fn headers_qemu_refuses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = |field: &'static str| move |e: &Error| matches!(e, Error::InvalidHeader { field: f, .. } if *f == field);
+    let cases: Vec<(&str, Vec<(usize, Vec<u8>)>, Box<dyn Fn(&Error) -> bool>)> = vec![
+        (
+            "snapshots-too-many",
+            vec![
+                (60, 65_537u32.to_be_bytes().to_vec()),
+                (64, 65_536u64.to_be_bytes().to_vec()),
+            ],
+            Box::new(invalid("nb_snapshots")),
+        ),
+        (
+            "snapshots-misaligned",
+            vec![
+                (60, 1u32.to_be_bytes().to_vec()),
+                (64, 12_345u64.to_be_bytes().to_vec()),
+            ],
+            Box::new(|e: &Error| {
+                matches!(
+                    e,
+                    Error::Misaligned {
+                        what: "snapshot table",
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "snapshots-wrap-around",
+            vec![
+                (60, 2u32.to_be_bytes().to_vec()),
+                (64, (u64::MAX - 65_535).to_be_bytes().to_vec()),
+            ],
+            Box::new(invalid("snapshots_offset")),
+        ),
+        (
+            "reftable-too-large",
+            vec![(56, 129u32.to_be_bytes().to_vec())],
+            Box::new(invalid("refcount_table_clusters")),
+        ),
+    ];
+    for (name, patches, check) in cases {
+        let p = make(dir.path(), &format!("{name}.qcow2"), &[]);
+        for (at, bytes) in &patches {
+            patch(&p, *at, bytes);
+        }
+        let oracle = std::process::Command::new("qemu-img")
+            .args(["info", s(&p)])
+            .output()
+            .expect("qemu-img (installed by .ci/run)");
+        assert!(!oracle.status.success(), "{name}: qemu-img accepts it");
+        refused(&p, OpenOptions::default(), check);
+    }
+
+    // Not stricter than qemu: a snapshot table past the end of the file is read by qemu-img as
+    // zeros, and kiln (which never reads it) opens the image too.
+    let p = make(dir.path(), "snapshots-past-eof.qcow2", &[]);
+    patch(&p, 60, &1u32.to_be_bytes());
+    patch(&p, 64, &(1u64 << 40).to_be_bytes());
+    let oracle = std::process::Command::new("qemu-img")
+        .args(["info", s(&p)])
+        .output()
+        .expect("qemu-img");
+    assert!(oracle.status.success(), "qemu-img refuses a snapshot table past EOF");
+    Image::open(&p, &OpenOptions::default()).expect("kiln reads it as qemu-img does");
+
+    // A backing format name of 1024 bytes: the extension's length field made too large.
+    let base = make(dir.path(), "base.qcow2", &[]);
+    let top = make(dir.path(), "top.qcow2", &["-b", s(&base), "-F", "qcow2"]);
+    let bytes = std::fs::read(&top).unwrap();
+    let magic = 0xe279_2acau32.to_be_bytes();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == magic)
+        .expect("a backing format extension");
+    patch(&top, at + 4, &1024u32.to_be_bytes());
+    let oracle = std::process::Command::new("qemu-img")
+        .args(["info", s(&top)])
+        .output()
+        .expect("qemu-img");
+    assert!(
+        !oracle.status.success(),
+        "qemu-img accepts a 1024-byte backing format"
+    );
+    refused(
+        &top,
+        OpenOptions::default(),
+        invalid("backing format extension length"),
+    );
+}
