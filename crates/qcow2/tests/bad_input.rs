@@ -449,7 +449,9 @@ fn dirty_lazy_refcount_image_is_read_but_not_written() {
 fn headers_qemu_refuses_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let invalid = |field: &'static str| move |e: &Error| matches!(e, Error::InvalidHeader { field: f, .. } if *f == field);
-    let cases: Vec<(&str, Vec<(usize, Vec<u8>)>, Box<dyn Fn(&Error) -> bool>)> = vec![
+    type Patches = Vec<(usize, Vec<u8>)>;
+    type Check = Box<dyn Fn(&Error) -> bool>;
+    let cases: Vec<(&str, Patches, Check)> = vec![
         (
             "snapshots-too-many",
             vec![
@@ -510,7 +512,10 @@ fn headers_qemu_refuses_are_refused() {
         .args(["info", s(&p)])
         .output()
         .expect("qemu-img");
-    assert!(oracle.status.success(), "qemu-img refuses a snapshot table past EOF");
+    assert!(
+        oracle.status.success(),
+        "qemu-img refuses a snapshot table past EOF"
+    );
     Image::open(&p, &OpenOptions::default()).expect("kiln reads it as qemu-img does");
 
     // A backing format name of 1024 bytes: the extension's length field made too large.
