@@ -330,6 +330,21 @@ pub enum Error {
         /// `"socket"` or `"special file"`.
         what: &'static str,
     },
+    /// Another run is writing the same output right now: its temporary file (`.<name>.kiln-tmp`)
+    /// is locked. Returned by [`AtomicFile::create`], so two runs into one directory never write
+    /// into each other's files; [`Error::kind`] is [`ErrorKind::Host`] (it works once the other run
+    /// has finished).
+    #[error(
+        "{}: another kiln run is writing this output right now (its temporary file {} is locked); wait for it to finish, or write somewhere else",
+        dest.display(),
+        tmp.display()
+    )]
+    Busy {
+        /// The output both runs write.
+        dest: PathBuf,
+        /// Its temporary file, locked by the other run.
+        tmp: PathBuf,
+    },
 }
 
 impl Error {
@@ -341,7 +356,7 @@ impl Error {
             Error::Io { op: Op::Open, .. }
             | Error::OutOfBounds { .. }
             | Error::NotRegularFile { .. } => ErrorKind::Input,
-            Error::Io { .. } => ErrorKind::Host,
+            Error::Io { .. } | Error::Busy { .. } => ErrorKind::Host,
             Error::ReadOnly { .. } => ErrorKind::Internal,
         }
     }
@@ -839,9 +854,11 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     /// Create `.<name>.kiln-tmp` beside `dest` (replacing a stale one left by a killed run) with the
-    /// given permission bits.
+    /// given permission bits, and lock it for as long as this value lives: a second run writing
+    /// the same output at the same time gets [`Error::Busy`] instead of writing into this one's
+    /// file (the lock is `flock(2)`, released by the kernel even when a run is killed).
     pub fn create(dest: impl AsRef<Path>, mode: u32) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let dest = dest.as_ref().to_owned();
         let name = dest.file_name().ok_or_else(|| Error::Io {
             op: Op::Open,
@@ -854,24 +871,52 @@ impl AtomicFile {
             ),
         })?;
         let tmp = dest.with_file_name(temp_name(name));
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(open_error(&tmp, e)),
+        // A run that fails unlinks its file while still holding the lock: whoever locks a file must
+        // check that the name still leads to it, or it would write into an unlinked file.
+        for _ in 0..8 {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(mode)
+                // A symlink or FIFO planted under the temporary name is neither followed nor
+                // waited on.
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&tmp)
+                .map_err(|e| open_error(&tmp, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Busy { dest, tmp });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(open_error(&tmp, e)),
+            }
+            let held = file.metadata().map_err(|e| open_error(&tmp, e))?;
+            if !held.is_file() {
+                return Err(open_error(
+                    &tmp,
+                    std::io::Error::other("the temporary name is taken by something not a file"),
+                ));
+            }
+            match std::fs::symlink_metadata(&tmp) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(open_error(&tmp, e)),
+            }
+            // A stale file of a killed run: its content and mode are replaced.
+            file.set_len(0).map_err(|e| open_error(&tmp, e))?;
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| open_error(&tmp, e))?;
+            let dev = FileDev::from_file(file, &tmp, false)?;
+            return Ok(Self {
+                dev: Some(Arc::new(dev)),
+                tmp,
+                dest,
+            });
         }
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| open_error(&tmp, e))?;
-        let dev = FileDev::from_file(file, &tmp, false)?;
-        Ok(Self {
-            dev: Some(Arc::new(dev)),
-            tmp,
-            dest,
-        })
+        Err(Error::Busy { dest, tmp })
     }
 
     /// The temporary file being written.
@@ -896,24 +941,28 @@ impl AtomicFile {
     #[must_use = "an uncommitted output is deleted"]
     pub fn commit(mut self) -> Result<PathBuf> {
         let dev = self.dev.take().expect("AtomicFile committed twice");
-        drop(dev);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::Io {
+        // Renamed while still locked: no other run can take the file over in between.
+        let renamed = std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::Io {
             op: Op::Write,
             path: self.dest.clone(),
             offset: 0,
             len: 0,
             source: e,
-        })?;
+        });
+        drop(dev);
+        renamed?;
         Ok(std::mem::take(&mut self.dest))
     }
 }
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.dev.take().is_some() {
+        if let Some(dev) = self.dev.take() {
             // Not committed: the partial output must not survive. Nothing useful can be done if the
-            // removal fails; the name is reused (and replaced) by the next run.
+            // removal fails; the name is reused (and replaced) by the next run. Removed while still
+            // locked, then unlocked by closing.
             let _ = std::fs::remove_file(&self.tmp);
+            drop(dev);
         }
     }
 }
@@ -970,6 +1019,54 @@ impl Drop for NewDirs {
 #[cfg(test)]
 mod atomic_tests {
     use super::*;
+
+    /// Two writers of one output at once: the second is refused (Busy, kind Host) and never
+    /// touches the first one's file; once the first has committed or failed, the name is free.
+    #[test]
+    fn a_second_writer_of_the_same_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.qcow2");
+        let first = AtomicFile::create(&dest, 0o644).unwrap();
+        first.dev().set_len(5).unwrap();
+        first.dev().write_at(b"first", 0).unwrap();
+        let e = AtomicFile::create(&dest, 0o644).expect_err("busy");
+        assert!(matches!(e, Error::Busy { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Host);
+        assert!(e.to_string().contains("another kiln run"), "{e}");
+        assert_eq!(first.commit().unwrap(), dest);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        // Committed: a new run takes the name.
+        let second = AtomicFile::create(&dest, 0o600).unwrap();
+        second.dev().set_len(6).unwrap();
+        second.dev().write_at(b"second", 0).unwrap();
+        drop(second);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        // A stale temporary file of a killed run (not locked) is taken over and emptied.
+        let tmp = dest.with_file_name(temp_name(dest.file_name().unwrap()));
+        std::fs::write(&tmp, b"stale bytes of a killed run").unwrap();
+        let third = AtomicFile::create(&dest, 0o600).unwrap();
+        assert_eq!(third.dev().len(), 0);
+        third.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.qcow2"]);
+    }
+
+    /// A symlink planted under the temporary name is not followed (its target is untouched).
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let dest = dir.path().join("out.iso");
+        let tmp = dest.with_file_name(temp_name(dest.file_name().unwrap()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(AtomicFile::create(&dest, 0o644).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
 
     #[test]
     fn new_dirs_are_removed_unless_kept() {
