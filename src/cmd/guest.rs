@@ -61,6 +61,16 @@ pub fn with_fs<T>(
     let disk = Disk::open(&spec.image, &args.open.options()).or_exit()?;
     let selector = args.partition.map_or(Selector::Root, Selector::Number);
     kiln_golden::rootfs::with_root_fs(&disk, &spec.image, selector, |fs, _| {
+        let unclean = fs.info().unclean();
+        if !unclean.is_empty() {
+            // Read as it is, like debugfs: the disk of a VM that crashed is what users look into.
+            eprintln!(
+                "kiln: warning: {}: the filesystem was not left clean ({}); reading it as it is, \
+                 nothing is written",
+                spec.image.display(),
+                unclean.join("; ")
+            );
+        }
         let out = f(&fs);
         fs.close().map_err(|source| kiln_golden::Error::Ext4 {
             op: "closing the root filesystem",

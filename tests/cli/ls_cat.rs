@@ -135,3 +135,43 @@ fn a_closed_stdout_ends_quietly() {
         );
     }
 }
+
+/// The disk of a VM that stopped uncleanly — a journal to replay, not cleanly unmounted — is
+/// listed and read as it is, like debugfs does, with a warning on stderr; the image is unchanged.
+#[test]
+fn an_unclean_filesystem_is_read_as_it_is_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "crashed\n").unwrap();
+    let root = dir.path().join("root.ext4");
+    testing::mkfs_ext4(&root, 16 << 20, Some(&src)).unwrap();
+    for cmd in ["feature needs_recovery", "ssv state 0"] {
+        run(Command::new("debugfs").args(["-w", "-R", cmd]).arg(&root));
+    }
+    let before = std::fs::read(&root).unwrap();
+    let out = kiln(&["cat", &format!("{}:/etc/hostname", root.display())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout, b"crashed\n");
+    assert!(
+        stderr.contains("not left clean") && stderr.contains("journal needs recovery"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not cleanly unmounted"), "{stderr}");
+    let out = kiln(&["ls", &format!("{}:/etc", root.display())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hostname"));
+    let theirs = run(Command::new("debugfs")
+        .args(["-R", "cat /etc/hostname"])
+        .arg(&root));
+    assert_eq!(theirs, "crashed\n");
+    assert!(
+        std::fs::read(&root).unwrap() == before,
+        "the image was changed"
+    );
+}

@@ -75,18 +75,21 @@ pub enum Refusal {
         /// The 16-bit little-endian value found there.
         magic: u16,
     },
-    /// The journal must be replayed first (`needs_recovery`); a kernel mount or `e2fsck` does that.
+    /// Opening for writing: the journal must be replayed first (`needs_recovery`); a kernel mount
+    /// or `e2fsck` does that.
     NeedsRecovery,
-    /// Orphan inodes are waiting to be processed (`orphan_present` or a non-empty orphan list).
+    /// Opening for writing: orphan inodes are waiting to be processed (`orphan_present` or a
+    /// non-empty orphan list).
     OrphansPresent,
-    /// The superblock records filesystem errors (`s_state` has the error bit).
+    /// Opening for writing: the superblock records filesystem errors (`s_state` has the error bit).
     ErrorState {
         /// The superblock's `s_state`.
         state: u16,
         /// The superblock's `s_error_count`.
         error_count: u32,
     },
-    /// The filesystem was not cleanly unmounted (`s_state` lacks the valid bit).
+    /// Opening for writing: the filesystem was not cleanly unmounted (`s_state` lacks the valid
+    /// bit).
     NotClean {
         /// The superblock's `s_state`.
         state: u16,

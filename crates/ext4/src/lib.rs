@@ -79,8 +79,10 @@
 //!
 //! # Refusals
 //! Before libext2fs sees a device, the superblock is parsed here and the open is refused (nothing
-//! written) when the journal needs recovery, orphans are pending, the error bit is set or the
-//! filesystem is not clean, or a feature is outside what libext2fs 1.47 supports (for writing,
+//! written) when a feature is outside what libext2fs 1.47 supports, and, for writing only, when the
+//! journal needs recovery, orphans are pending, the error bit is set or the filesystem is not
+//! clean (a read-only open reads such a filesystem as it is, like debugfs, and
+//! [`FsInfo::unclean`] says why it is not clean), and (for writing,
 //! also features kiln does not maintain: quota, project, verity, mmp, encrypt, casefold,
 //! inline_data, shared_blocks, readonly).
 

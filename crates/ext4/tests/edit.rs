@@ -310,7 +310,7 @@ fn same_edits_give_identical_bytes_across_wall_clock_time() {
 }
 
 #[test]
-fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
+fn unclean_is_read_only_and_unsupported_features_are_refused_without_writing() {
     let (dir, img) = temp_rootfs(64, 10);
     type Check = fn(&Refusal) -> bool;
     let cases: [(&str, &str, Check); 4] = [
@@ -346,6 +346,9 @@ fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
         std::fs::copy(&img, &bad).unwrap();
         run(Command::new("debugfs").args(["-w", "-R", cmd]).arg(&bad));
         let before = sha256(&bad);
+        // A filesystem left unclean (a journal to replay, errors noted) is read as it is and
+        // refused only for writing; unsupported or unsafe superblocks are refused either way.
+        let read_ok = matches!(name, "dirty" | "errors");
         for write in [true, false] {
             let dev = FileDev::open_read_write(&bad).unwrap();
             let opts = if write {
@@ -353,6 +356,16 @@ fn dirty_journal_and_unsupported_features_are_refused_without_writing() {
             } else {
                 OpenOptions::read_only()
             };
+            if !write && read_ok {
+                let fs = Filesystem::open(&dev, name, opts).expect("an unclean fs opens read-only");
+                assert!(
+                    !fs.info().unclean().is_empty(),
+                    "{name}: not reported unclean"
+                );
+                assert!(fs.read_dir("/").is_ok(), "{name}: root not listed");
+                fs.close().unwrap();
+                continue;
+            }
             let err = Filesystem::open(&dev, name, opts).unwrap_err();
             match &err {
                 Error::Refused { reason, device, .. } => {

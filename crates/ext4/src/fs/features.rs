@@ -6,11 +6,11 @@ use std::sync::OnceLock;
 use crate::error::Refusal;
 
 // Superblock feature bits (ext2_fs.h).
-const INCOMPAT_RECOVER: u32 = 0x4;
+pub(super) const INCOMPAT_RECOVER: u32 = 0x4;
 pub(super) const INCOMPAT_EXTENTS: u32 = 0x40;
-const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
-const STATE_VALID: u16 = 0x1;
-const STATE_ERROR: u16 = 0x2;
+pub(super) const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
+pub(super) const STATE_VALID: u16 = 0x1;
+pub(super) const STATE_ERROR: u16 = 0x2;
 
 /// `EXT2_LIB_FEATURE_*_SUPP` of libext2fs 1.47.0 (the masks are macros, not exported symbols).
 const LIB_COMPAT_SUPP: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x200 | 0x400 | 0x800 | 0x1000;
@@ -146,7 +146,10 @@ impl RawSuper {
         if self.magic != 0xEF53 {
             return Err(Refusal::NotExt { magic: self.magic });
         }
-        if self.incompat & INCOMPAT_RECOVER != 0 {
+        // A filesystem in use when its machine stopped (journal to replay, orphans, not cleanly
+        // unmounted, errors noted) is read as it is — debugfs does the same — and never written:
+        // writing it would need the recovery that a kernel mount or e2fsck does first.
+        if write && self.incompat & INCOMPAT_RECOVER != 0 {
             return Err(Refusal::NeedsRecovery);
         }
         let unsupported = |kind: &'static str, bits: u32| {
@@ -171,16 +174,16 @@ impl RawSuper {
                 self.ro_compat & KILN_NO_WRITE_RO_COMPAT & !RO_COMPAT_ORPHAN_PRESENT,
             )?;
         }
-        if self.ro_compat & RO_COMPAT_ORPHAN_PRESENT != 0 || self.last_orphan != 0 {
+        if write && (self.ro_compat & RO_COMPAT_ORPHAN_PRESENT != 0 || self.last_orphan != 0) {
             return Err(Refusal::OrphansPresent);
         }
-        if self.state & STATE_ERROR != 0 {
+        if write && self.state & STATE_ERROR != 0 {
             return Err(Refusal::ErrorState {
                 state: self.state,
                 error_count: self.error_count,
             });
         }
-        if self.state & STATE_VALID == 0 {
+        if write && self.state & STATE_VALID == 0 {
             return Err(Refusal::NotClean { state: self.state });
         }
         // libext2fs 1.47 only bounds s_first_data_block by the block count; other values than
@@ -228,16 +231,15 @@ mod tests {
         b[0x3A..0x3C].copy_from_slice(&1u16.to_le_bytes());
         assert!(RawSuper::parse(&b).check(true).is_ok());
         b[0x60] = 0x4;
-        assert_eq!(
-            RawSuper::parse(&b).check(false),
-            Err(Refusal::NeedsRecovery)
-        );
+        assert_eq!(RawSuper::parse(&b).check(true), Err(Refusal::NeedsRecovery));
+        assert_eq!(RawSuper::parse(&b).check(false), Ok(()));
         b[0x60] = 0;
         b[0x3A] = 3;
         assert!(matches!(
-            RawSuper::parse(&b).check(false),
+            RawSuper::parse(&b).check(true),
             Err(Refusal::ErrorState { .. })
         ));
+        assert_eq!(RawSuper::parse(&b).check(false), Ok(()));
         b[0x3A] = 1;
         b[0x66] = 0x08; // ro_compat 0x80000: unknown
         assert!(RawSuper::parse(&b).check(false).is_ok());

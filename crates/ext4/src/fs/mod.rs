@@ -263,6 +263,29 @@ pub struct FsInfo {
     pub state: u16,
 }
 
+impl FsInfo {
+    /// Why this filesystem was not left clean, one phrase per reason, empty when it was: a
+    /// journal that needs recovery (`needs_recovery`; read without replaying it), pending orphan
+    /// inodes (`orphan_present`), errors noted (`s_state` bit 1), not cleanly unmounted (`s_state`
+    /// bit 0 clear). Such a filesystem opens read-only, as it is, and is refused for writing.
+    pub fn unclean(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if self.feature_incompat & features::INCOMPAT_RECOVER != 0 {
+            why.push("its journal needs recovery and is not replayed (the last transactions are not seen)");
+        }
+        if self.feature_ro_compat & features::RO_COMPAT_ORPHAN_PRESENT != 0 {
+            why.push("orphan inodes are pending");
+        }
+        if self.state & features::STATE_ERROR != 0 {
+            why.push("errors were detected on it");
+        }
+        if self.state & features::STATE_VALID == 0 {
+            why.push("it was not cleanly unmounted");
+        }
+        why
+    }
+}
+
 /// An open ext2/3/4 filesystem on a borrowed block device.
 ///
 /// Not `Sync`: libext2fs handles are single-threaded. See the crate docs for what `close` and
