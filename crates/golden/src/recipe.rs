@@ -220,12 +220,14 @@ pub struct ScrubSelection {
 
 impl ScrubSelection {
     /// Also run the op `name`.
+    #[must_use]
     pub fn with_enabled(mut self, name: impl Into<String>) -> Self {
         self.enable.push(name.into());
         self
     }
 
     /// Do not run the default op `name`.
+    #[must_use]
     pub fn with_disabled(mut self, name: impl Into<String>) -> Self {
         self.disable.push(name.into());
         self
@@ -266,12 +268,14 @@ impl K3s {
     }
 
     /// Pin `install.sh` to `sha256`.
+    #[must_use]
     pub fn with_install_sh_sha256(mut self, sha256: impl Into<String>) -> Self {
         self.install_sh_sha256 = Some(sha256.into());
         self
     }
 
     /// Ship the air-gap images tarball, or not.
+    #[must_use]
     pub fn with_airgap_images(mut self, ship: bool) -> Self {
         self.airgap_images = ship;
         self
@@ -411,18 +415,21 @@ impl FileEntry {
     }
 
     /// Pin the `source` file to `sha256`.
+    #[must_use]
     pub fn with_sha256(mut self, sha256: impl Into<String>) -> Self {
         self.sha256 = Some(sha256.into());
         self
     }
 
     /// Permission bits.
+    #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
 
     /// Numeric owner.
+    #[must_use]
     pub fn with_owner(mut self, owner: Owner) -> Self {
         self.owner = owner;
         self
@@ -456,12 +463,14 @@ impl DirEntry {
     }
 
     /// Permission bits.
+    #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
 
     /// Numeric owner.
+    #[must_use]
     pub fn with_owner(mut self, owner: Owner) -> Self {
         self.owner = owner;
         self
@@ -493,6 +502,7 @@ impl SymlinkEntry {
     }
 
     /// Numeric owner.
+    #[must_use]
     pub fn with_owner(mut self, owner: Owner) -> Self {
         self.owner = owner;
         self
@@ -573,6 +583,7 @@ impl SystemdEnable {
     }
 
     /// Wanted by `target` instead.
+    #[must_use]
     pub fn with_wanted_by(mut self, target: impl Into<String>) -> Self {
         self.wanted_by = target.into();
         self
@@ -760,36 +771,42 @@ impl Recipe {
     }
 
     /// Write `output` instead.
+    #[must_use]
     pub fn with_output(mut self, output: Output) -> Self {
         self.output = output;
         self
     }
 
     /// `/etc/machine-id` becomes `machine_id`.
+    #[must_use]
     pub fn with_machine_id(mut self, machine_id: MachineIdMode) -> Self {
         self.machine_id = machine_id;
         self
     }
 
     /// Adjust the scrub catalog with `scrub`.
+    #[must_use]
     pub fn with_scrub(mut self, scrub: ScrubSelection) -> Self {
         self.scrub = scrub;
         self
     }
 
     /// Inject the k3s release `k3s`.
+    #[must_use]
     pub fn with_k3s(mut self, k3s: K3s) -> Self {
         self.k3s = Some(k3s);
         self
     }
 
     /// Append a prerequisite (any entry type: [`FileEntry`], [`DirEntry`], …).
+    #[must_use]
     pub fn with_prerequisite(mut self, prerequisite: impl Into<Prerequisite>) -> Self {
         self.prerequisites.push(prerequisite.into());
         self
     }
 
     /// Resolve relative paths against `dir`.
+    #[must_use]
     pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base_dir = dir.into();
         self
