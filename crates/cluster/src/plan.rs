@@ -335,13 +335,8 @@ fn check_header(path: &Path, len: u64) -> Result<Header, String> {
 
 /// The sha256 of the regular file at `path`, read in chunks with `cancel` checked before each.
 fn sha256_file(path: &Path, cancel: &kiln_blockdev::Cancel) -> io::Result<String> {
-    if !fs::metadata(path)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut r = kiln_blockdev::CancelRead::new(fs::File::open(path)?, cancel, |_| {});
+    let (file, _) = kiln_common::digest::open_regular(path)?;
+    let mut r = kiln_blockdev::CancelRead::new(file, cancel, |_| {});
     kiln_common::digest::sha256_reader(&mut r).map(|(sha, _)| sha)
 }
 

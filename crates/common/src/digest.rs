@@ -40,16 +40,26 @@ pub fn sha256_reader(r: &mut dyn Read) -> io::Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
-/// The sha256 (hex) and size of the file at `path`, read once from start to end. Only a regular
-/// file is read: a FIFO, device or directory is refused (`InvalidInput`) before it is opened.
-pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+/// Open the regular file at `path` for reading, with its size. A FIFO, device or directory is
+/// refused (`InvalidInput`) before it is opened, so naming one cannot block; the opened file is
+/// checked again, in case the name changed in between.
+pub fn open_regular(path: &Path) -> io::Result<(std::fs::File, u64)> {
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
     if !std::fs::metadata(path)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(not_regular());
     }
-    sha256_reader(&mut std::fs::File::open(path)?)
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok((file, meta.len()))
+}
+
+/// The sha256 (hex) and size of the file at `path`, read once from start to end. Only a regular
+/// file is read ([`open_regular`]).
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    sha256_reader(&mut open_regular(path)?.0)
 }
 
 #[cfg(test)]

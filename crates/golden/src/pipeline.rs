@@ -327,15 +327,7 @@ impl<'r> Context<'r> {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(read_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let total = meta.len();
+        let (file, total) = kiln_common::digest::open_regular(path).map_err(read_err)?;
         let mut r = CancelRead::new(file, self.cancel, |done| {
             self.bytes(step, done.min(total), total)
         });

@@ -130,10 +130,6 @@ impl From<&ClusterSpec> for SpecFile {
     fn from(spec: &ClusterSpec) -> SpecFile {
         let c = &spec.cluster;
         let net = &c.network;
-        let subnet = |s: &Subnet<_>| SubnetFile {
-            cidr: text(&s.cidr),
-            gateway: text(&s.gateway),
-        };
         SpecFile {
             cluster: ClusterFile {
                 name: c.name.clone(),
@@ -147,11 +143,8 @@ impl From<&ClusterSpec> for SpecFile {
                 network: NetworkFile {
                     match_by: net.match_by,
                     interface: net.interface.clone(),
-                    ipv4: subnet(&net.ipv4),
-                    ipv6: net.ipv6.as_ref().map(|s| SubnetFile {
-                        cidr: text(&s.cidr),
-                        gateway: text(&s.gateway),
-                    }),
+                    ipv4: SubnetFile::from(&net.ipv4),
+                    ipv6: net.ipv6.as_ref().map(SubnetFile::from),
                     dns: net.dns.iter().map(text).collect(),
                     search: net.search.clone(),
                 },
@@ -165,6 +158,18 @@ impl From<&ClusterSpec> for SpecFile {
                 vendor_data: c.vendor_data.clone(),
             },
             nodes: spec.nodes.iter().map(NodeFile::from).collect(),
+        }
+    }
+}
+
+impl<A: std::fmt::Display> From<&Subnet<A>> for SubnetFile
+where
+    super::Cidr<A>: std::fmt::Display,
+{
+    fn from(s: &Subnet<A>) -> SubnetFile {
+        SubnetFile {
+            cidr: text(&s.cidr),
+            gateway: text(&s.gateway),
         }
     }
 }
