@@ -275,6 +275,28 @@ fn foreign_formats_are_refused_by_name() {
     cases.push((luks, "LUKS-encrypted"));
 
     let out = dir.path().join("out.qcow2");
+    // Compressed streams are named too, with how to decompress them.
+    for (magic, name, tool) in [
+        (&b"\xfd7zXZ\0"[..], "xz", "xz -dk"),
+        (b"\x1f\x8b\x08\0", "gzip", "gzip -dk"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dk"),
+        (b"BZh9", "bzip2", "bzip2 -dk"),
+    ] {
+        let f = dir.path().join(format!("disk.img.{name}"));
+        let mut bytes = magic.to_vec();
+        bytes.resize(4096, 7);
+        std::fs::write(&f, bytes).unwrap();
+        for verb in [vec!["inspect", p(&f)], vec!["convert", p(&f), p(&out)]] {
+            let (code, _, err) = kiln(&verb);
+            assert_eq!(code, 2, "{verb:?}: {err}");
+            assert!(
+                err.contains(&format!("is {name}-compressed, not a disk image"))
+                    && err.contains(tool),
+                "{verb:?}: {err}"
+            );
+            assert!(!out.exists(), "{verb:?} wrote an output");
+        }
+    }
     for (img, name) in &cases {
         let want = format!("is a {name} image, which kiln does not read");
         for verb in [

@@ -26,6 +26,10 @@ pub const DEBS: &[(&str, &str)] = &[
     ("dosfstools", "fsck.vfat: vfat seed oracle"),
     ("mtools", "mdir/mtype/mcopy: vfat seed oracle"),
     ("genisoimage", "isoinfo: ISO seed oracle"),
+    (
+        "xz-utils",
+        "xz: decompression oracle for the Raspberry Pi base fixture",
+    ),
     ("xorriso", "ISO seed oracle"),
     (
         "cloud-init",

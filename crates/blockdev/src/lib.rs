@@ -935,6 +935,12 @@ impl AtomicFile {
         &self.dest
     }
 
+    /// The temporary file's path (`.<name>.kiln-tmp` beside [`AtomicFile::dest`]), e.g. to open
+    /// it once more read-only while this value keeps it alive.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Rename the file to its final name. Like a compiler's outputs, the data is not forced to
     /// stable storage first (call [`BlockDev::flush`] on [`AtomicFile::dev`] for that): the rename
     /// guarantees that the final name only ever holds a complete file.

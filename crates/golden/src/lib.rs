@@ -44,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+mod base;
 pub mod diff;
 pub mod inject;
 pub mod lock;
@@ -96,6 +97,15 @@ pub enum Error {
         sums: PathBuf,
         /// What else would have pinned it (may be empty).
         hint: &'static str,
+    },
+    /// The base image file cannot be used as it is: an xz stream that does not decompress (corrupt,
+    /// truncated, or needing more memory than kiln allows), or is empty. Kind: `Input`.
+    #[error("base image {}: {message}", path.display())]
+    BaseImage {
+        /// The base file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// The build's [`Cancel`] was tripped ([`BuildOptions::cancel`]); nothing was left behind.
     /// Kind: cancelled.
@@ -251,6 +261,7 @@ impl Error {
         match self {
             Error::AssetMissing { .. }
             | Error::AssetNotPinned { .. }
+            | Error::BaseImage { .. }
             | Error::ChecksumMismatch { .. }
             | Error::Invalid(_)
             | Error::ParseRecipe { .. }

@@ -2,16 +2,18 @@
 //! it took.
 //!
 //! ```text
-//!  open-base        sha256 of the base file against the recipe's pin
-//!  overlay          a copy-on-write qcow2 over the base (in memory for `qcow2` output, the temp
-//!                   output file for `overlay` output)
+//!  open-base        sha256 of the base file against the recipe's pin; its format (qcow2, raw, xz)
+//!  overlay          an xz base decompressed (streamed, sparse) into a temporary raw file, then a
+//!                   copy-on-write qcow2 over the base (in memory for `qcow2` and `raw` output, the
+//!                   temp output file for `overlay` output)
 //!  find-rootfs      GPT/MBR scan, the `cloudimg-rootfs` ext4, opened read-write at SOURCE_DATE_EPOCH
 //!  scrub            the catalog ops the recipe selects
 //!  k3s              verify the release against sha256sum-ARCH.txt, write binary / images / install.sh
 //!  prerequisites    the recipe's files, dirs, symlinks, modules, sysctls, units, datasource
 //!  normalise-times  every changed path and its parents get atime = mtime = ctime = SOURCE_DATE_EPOCH
 //!  close            flush libext2fs (bitmaps, group descriptors, superblock)
-//!  output           flatten (qcow2) or close the overlay, into `.<name>.kiln-tmp`
+//!  output           flatten (qcow2), export (sparse raw) or close the overlay, into
+//!                   `.<name>.<ext>.kiln-tmp`
 //!  manifest         hash the output, write the manifest (temp), then rename both into place
 //! ```
 
@@ -31,7 +33,7 @@ use crate::inject::{self, Injected, K3sRelease, Writer};
 use crate::manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 use crate::recipe::{Compression, OutputKind, Recipe};
 use crate::scrub::{Action, ScrubInput};
-use crate::{Error, hex, rootfs};
+use crate::{Error, base, hex, rootfs};
 
 /// One named step of the build, in the order [`Step::ALL`] gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,7 +42,8 @@ use crate::{Error, hex, rootfs};
 pub enum Step {
     /// sha256 of the base file against the recipe's pin; the base opened read-only.
     OpenBase,
-    /// The copy-on-write qcow2 over the base.
+    /// An xz-compressed base decompressed into a temporary file, and the copy-on-write qcow2 over
+    /// the base.
     Overlay,
     /// The partition table scanned and the root filesystem's partition found.
     FindRootfs,
@@ -54,7 +57,8 @@ pub enum Step {
     NormaliseTimes,
     /// libext2fs flushed (bitmaps, group descriptors, superblock).
     Close,
-    /// The image flattened (or the overlay closed) into the temporary output.
+    /// The image flattened (`qcow2`), exported (`raw`) or the overlay closed, into the temporary
+    /// output.
     Output,
     /// The output hashed, the manifest written, both renamed into place.
     Manifest,
@@ -123,8 +127,9 @@ pub enum StepEvent<'a> {
     Done(&'a StepReport),
     /// Byte-level progress inside a long step, between its `Start` and `Done`: `done` of `total`
     /// bytes. Sent once per chunk (about a MiB) or batch of clusters, never per byte: by
-    /// `open-base` (hashing the base), `k3s` (the assets written), `output` (guest bytes
-    /// flattened; only for `qcow2` output) and `manifest` (hashing the output). `done` only grows
+    /// `open-base` (hashing the base), `overlay` (compressed bytes read; only for an xz base),
+    /// `k3s` (the assets written), `output` (guest bytes flattened or exported; not for `overlay`
+    /// output) and `manifest` (hashing the output). `done` only grows
     /// within a step and ends at `total`, unless the step fails.
     Bytes {
         /// The step the bytes belong to.
@@ -227,7 +232,7 @@ fn build_steps(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Erro
         cancel: cx.cancel,
     };
     // open-base verifies the pin before anything is created.
-    let base = run.step(Step::OpenBase, || open_base(&cx))?;
+    let mut base = run.step(Step::OpenBase, || open_base(&cx))?;
     // Directories made here are removed again if the build fails or is cancelled.
     let new_dirs = NewDirs::create_all(&cx.out_dir).map_err(|source| Error::Output {
         op: "creating output directory",
@@ -236,7 +241,7 @@ fn build_steps(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Erro
     })?;
     let out_file = AtomicFile::create(&cx.image_path, 0o644)
         .map_err(out_err("creating output", &cx.image_path))?;
-    let (image, backing_name) = run.step(Step::Overlay, || overlay(&cx, &base, &out_file))?;
+    let (image, backing_name) = run.step(Step::Overlay, || overlay(&cx, &mut base, &out_file))?;
     let part = run.step(Step::FindRootfs, || find_rootfs(&cx, &image))?;
     let mut edits = Edits {
         root_partition: part.number,
@@ -300,7 +305,11 @@ impl<'r> Context<'r> {
             recipe_sha256,
             cancel: &opts.cancel,
             progress: opts.progress.as_deref(),
-            image_path: out_dir.join(format!("{}.qcow2", recipe.name)),
+            image_path: out_dir.join(format!(
+                "{}.{}",
+                recipe.name,
+                recipe.output.kind.extension()
+            )),
             manifest_path: out_dir.join(format!("{}.manifest.json", recipe.name)),
             base_path: recipe.resolve(&recipe.base.path),
             out_dir,
@@ -344,8 +353,12 @@ impl<'r> Context<'r> {
 /// The base image as the later steps need it.
 struct Base {
     sha256: String,
+    format: base::Format,
+    /// Known after the overlay step for an xz base.
     virtual_size: u64,
     cluster_bits: u32,
+    /// An xz base's decompressed bytes (the overlay's backing file), removed when the build ends.
+    decompressed: Option<AtomicFile>,
 }
 
 /// What the filesystem steps changed, for the manifest.
@@ -426,6 +439,31 @@ fn open_base(cx: &Context<'_>) -> StepResult<Base> {
             actual: sha,
         });
     }
+    let format = base::Format::sniff(path)?;
+    if format == base::Format::Xz {
+        if cx.recipe.output.kind == OutputKind::Overlay {
+            let mut p = kiln_common::Problems::new("the recipe");
+            p.push(
+                "output.kind",
+                "an overlay needs its base as a file to back it, and an xz base is decompressed \
+                 only for the build: use `qcow2` or `raw` (or decompress the base first)",
+            );
+            return Err(Error::Invalid(p));
+        }
+        let summary = format!(
+            "{} ({}) matches its sha256 pin",
+            path.display(),
+            format.describe()
+        );
+        let base = Base {
+            sha256: sha,
+            format,
+            virtual_size: 0,
+            cluster_bits: 16,
+            decompressed: None,
+        };
+        return Ok((base, summary, Vec::new()));
+    }
     let disk =
         Disk::open(path, &OpenOptions::read_only()).map_err(qerr("open base image", path))?;
     let summary = format!(
@@ -436,23 +474,50 @@ fn open_base(cx: &Context<'_>) -> StepResult<Base> {
     );
     let base = Base {
         sha256: sha,
+        format,
         virtual_size: disk.len(),
         cluster_bits: match &disk {
             Disk::Qcow2(i) => i.header().cluster_bits,
             Disk::Raw(_) => 16,
         },
+        decompressed: None,
     };
     Ok((base, summary, Vec::new()))
 }
 
-fn overlay(cx: &Context<'_>, base: &Base, out_file: &AtomicFile) -> StepResult<(Image, String)> {
-    let (image_path, base_path) = (&cx.image_path, &cx.base_path);
+fn overlay(
+    cx: &Context<'_>,
+    base: &mut Base,
+    out_file: &AtomicFile,
+) -> StepResult<(Image, String)> {
+    let image_path = &cx.image_path;
+    let mut decompressed_note = String::new();
+    if base.format == base::Format::Xz {
+        // Beside the output, under the temporary-name rule; removed when `base` is dropped.
+        let dest = cx.out_dir.join(format!("{}.base.img", cx.recipe.name));
+        let tmp = AtomicFile::create(&dest, 0o600)
+            .map_err(out_err("creating the decompressed base", &dest))?;
+        let size = base::decompress_xz(
+            &cx.base_path,
+            tmp.dev(),
+            tmp.temp_path(),
+            cx.cancel,
+            &|done, total| cx.bytes(Step::Overlay, done, total),
+        )?;
+        base.virtual_size = size;
+        base.decompressed = Some(tmp);
+        decompressed_note = format!(", over the base decompressed ({size} bytes, sparse)");
+    }
+    let base_path = match &base.decompressed {
+        Some(tmp) => tmp.temp_path(),
+        None => &cx.base_path,
+    };
     let nb = kiln_qcow2::open_new_backing(image_path, base_path, &OpenOptions::read_only())
         .map_err(qerr("open base image", base_path))?;
     let backing_name = nb.name.clone();
     let (storage, where_): (Box<dyn kiln_qcow2::Storage>, _) = match cx.recipe.output.kind {
         OutputKind::Overlay => (Box::new(out_file.shared()), "the output file"),
-        OutputKind::Qcow2 => (Box::new(MemDev::new(0)), "memory"),
+        OutputKind::Qcow2 | OutputKind::Raw => (Box::new(MemDev::new(0)), "memory"),
     };
     let image = Image::create(
         storage,
@@ -467,7 +532,7 @@ fn overlay(cx: &Context<'_>, base: &Base, out_file: &AtomicFile) -> StepResult<(
         },
     )
     .map_err(qerr("creating overlay", image_path))?;
-    let summary = format!("copy-on-write overlay in {where_}");
+    let summary = format!("copy-on-write overlay in {where_}{decompressed_note}");
     Ok(((image, backing_name), summary, Vec::new()))
 }
 
@@ -652,6 +717,13 @@ fn output(
                 st.passthrough, st.compressed, st.raw, st.zero
             )
         }
+        OutputKind::Raw => {
+            let disk = Disk::Qcow2(image);
+            let progress = |done, total| cx.bytes(Step::Output, done, total);
+            kiln_qcow2::export_raw_into(&disk, out_file.dev(), image_path, cx.cancel, &progress)
+                .map_err(qerr("exporting raw into", image_path))?;
+            format!("raw, {} bytes, sparse", disk.len())
+        }
     };
     out_file
         .dev()
@@ -698,7 +770,7 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
         scrub: edits.scrub,
         injected: edits.injected,
         output: OutputInfo {
-            file: format!("{}.qcow2", recipe.name),
+            file: format!("{}.{}", recipe.name, recipe.output.kind.extension()),
             kind: recipe.output.kind,
             compression: recipe.output.compression,
             backing: (recipe.output.kind == OutputKind::Overlay).then_some(out.backing_name),

@@ -96,12 +96,12 @@ pub struct Recipe {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Base {
-    /// `path`: the image file (qcow2 or raw), relative to the recipe's directory unless
-    /// absolute. Required.
+    /// `path`: the image file — qcow2, raw, or raw compressed with xz (`.img.xz`, decompressed by
+    /// the build) — relative to the recipe's directory unless absolute. Required.
     #[serde(serialize_with = "path_str")]
     pub path: PathBuf,
-    /// `sha256`: lower-case hex sha256 of the image file, checked before anything is built.
-    /// Required.
+    /// `sha256`: lower-case hex sha256 of the image file as downloaded (for an `.img.xz`, of the
+    /// compressed file), checked before anything is built. Required.
     pub sha256: String,
 }
 
@@ -165,7 +165,7 @@ impl Output {
 }
 
 /// `overlay`: a qcow2 overlay whose backing file is the base (names the base relative to the output
-/// directory). `qcow2`: one standalone, flattened qcow2.
+/// directory). `qcow2`: one standalone, flattened qcow2. `raw`: one standalone raw disk image.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -175,6 +175,20 @@ pub enum OutputKind {
     /// `qcow2` (the default): the whole image, flattened, standalone.
     #[default]
     Qcow2,
+    /// `raw`: the whole image as a raw disk, `<name>.img`, sparse (holes wherever a MiB of the
+    /// image holds no data), to flash onto an SD card (`dd`, rpi-imager) or upload where qcow2 is
+    /// not taken. `output.compression` does not apply.
+    Raw,
+}
+
+impl OutputKind {
+    /// The output image's file extension: `qcow2` (also for an overlay) or `img` (raw).
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputKind::Overlay | OutputKind::Qcow2 => "qcow2",
+            OutputKind::Raw => "img",
+        }
+    }
 }
 
 /// Cluster compression of a standalone qcow2 (`output.compression`).

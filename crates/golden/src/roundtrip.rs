@@ -163,7 +163,11 @@ fn recipe() -> impl Strategy<Value = Recipe> {
             prop::sample::select(vec![Arch::Amd64, Arch::Arm64]),
             0i64..=15_032_385_535,
         ),
-        prop::sample::select(vec![OutputKind::Qcow2, OutputKind::Overlay]),
+        prop::sample::select(vec![
+            OutputKind::Qcow2,
+            OutputKind::Overlay,
+            OutputKind::Raw,
+        ]),
         prop::sample::select(vec![
             Compression::Zstd,
             Compression::Zlib,
@@ -259,7 +263,11 @@ fn manifest() -> impl Strategy<Value = Manifest> {
     );
     let output = (
         "[a-z0-9._-]{1,20}",
-        prop::sample::select(vec![OutputKind::Qcow2, OutputKind::Overlay]),
+        prop::sample::select(vec![
+            OutputKind::Qcow2,
+            OutputKind::Overlay,
+            OutputKind::Raw,
+        ]),
         prop::sample::select(vec![
             Compression::Zstd,
             Compression::Zlib,

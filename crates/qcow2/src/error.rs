@@ -84,6 +84,20 @@ pub enum Error {
         /// Extra advice on converting it (may be empty).
         note: &'static str,
     },
+    /// The file is a compressed stream (xz, gzip, zstd, bzip2; recognised by its magic, see
+    /// [`crate::compressed_format`]), not a disk image: the image is inside it.
+    #[error(
+        "{image}: is {format}-compressed, not a disk image; decompress it first (e.g. `{tool} -dk {image}`), or name it as a recipe's base, which `kiln build` decompresses (xz)",
+        image = .image.display()
+    )]
+    Compressed {
+        /// The file opened.
+        image: PathBuf,
+        /// The compression's name, e.g. `"xz"`.
+        format: &'static str,
+        /// The command-line tool that decompresses it.
+        tool: &'static str,
+    },
     /// Reading a compressed cluster (a guest read, a copy-on-write of it, or a flatten that
     /// checks or recompresses it): the stored bytes do not decompress with the image's
     /// compression type to exactly one cluster.

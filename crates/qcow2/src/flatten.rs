@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_blockdev::{AtomicFile, BlockDev, Cancel};
+use kiln_blockdev::{AtomicFile, BlockDev, Cancel, FileDev};
 use rayon::prelude::*;
 
 use crate::codec;
@@ -448,13 +448,41 @@ pub fn export_raw(src: &Disk, dest: &Path, progress: &(dyn Fn(u64, u64) + Sync))
         }
     };
     let file = AtomicFile::create(dest, 0o644).map_err(dev_err("create output"))?;
+    export_raw_into(src, file.dev(), dest, &Cancel::default(), progress)?;
+    file.commit().map_err(dev_err("commit output"))?;
+    Ok(())
+}
+
+/// Copy every guest byte of `src` into `out` (an empty file, `dest` in errors), sized to the
+/// guest: holes wherever a MiB of the guest is unallocated or all zero, so the file takes only the
+/// space of the image's data. Reads in parallel batches; `cancel` is checked before each batch and
+/// `progress(done, total)` told after it.
+pub fn export_raw_into(
+    src: &Disk,
+    out: &FileDev,
+    dest: &Path,
+    cancel: &Cancel,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<()> {
+    let dev_err = |op| {
+        move |e| Error::Device {
+            image: dest.to_owned(),
+            op,
+            source: e,
+        }
+    };
     let size = src.len();
-    file.dev().set_len(size).map_err(dev_err("size output"))?;
+    out.set_len(size).map_err(dev_err("size output"))?;
     const CHUNK: u64 = 1 << 20;
     const BATCH_CHUNKS: u64 = 16;
     let nchunks = size.div_ceil(CHUNK);
     let mut start = 0;
     while start < nchunks {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled {
+                image: dest.to_owned(),
+            });
+        }
         let end = (start + BATCH_CHUNKS).min(nchunks);
         (start..end)
             .into_par_iter()
@@ -467,15 +495,12 @@ pub fn export_raw(src: &Disk, dest: &Path, progress: &(dyn Fn(u64, u64) + Sync))
                 let mut buf = vec![0u8; n as usize];
                 src.read(&mut buf, off)?;
                 if buf.iter().any(|&b| b != 0) {
-                    file.dev()
-                        .write_at(&buf, off)
-                        .map_err(dev_err("write output"))?;
+                    out.write_at(&buf, off).map_err(dev_err("write output"))?;
                 }
                 Ok(())
             })?;
         progress((end * CHUNK).min(size), size);
         start = end;
     }
-    file.commit().map_err(dev_err("commit output"))?;
     Ok(())
 }

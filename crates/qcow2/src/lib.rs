@@ -70,11 +70,14 @@ use std::sync::Arc;
 use kiln_blockdev::{AtomicFile, BlockDev, FileDev};
 
 pub use error::{Error, Result};
-pub use flatten::{FlattenOptions, FlattenStats, export_raw, flatten, flatten_to_path};
+pub use flatten::{
+    FlattenOptions, FlattenStats, export_raw, export_raw_into, flatten, flatten_to_path,
+};
 pub use header::{CompressionType, Header};
 pub use image::{
     AllocationCounts, Backing, CreateOptions, DEFAULT_MAX_CHAIN_DEPTH, Image, Mapping, NewBacking,
-    OpenOptions, Storage, foreign_format, is_qcow2, relative_backing_name, relative_name,
+    OpenOptions, Storage, compressed_format, foreign_format, is_qcow2, relative_backing_name,
+    relative_name,
 };
 
 #[doc(hidden)]
@@ -107,6 +110,12 @@ impl Disk {
         if is_qcow2(&dev) {
             drop(dev);
             Ok(Disk::Qcow2(Image::open(path, opts)?))
+        } else if let Some((format, tool)) = compressed_format(&dev) {
+            Err(Error::Compressed {
+                image: path.to_owned(),
+                format,
+                tool,
+            })
         } else if let Some((format, note)) = foreign_format(&dev) {
             Err(Error::ForeignFormat {
                 image: path.to_owned(),

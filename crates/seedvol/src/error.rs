@@ -103,7 +103,7 @@ pub enum Error {
     /// The volume name cannot be recorded: for [`crate::write_iso`], an `IsoOptions::volume_id`
     /// that is empty, not printable ASCII, or longer than 16 characters; for
     /// [`crate::write_vfat`], a `VfatOptions::volume_label` that is empty, longer than 11
-    /// bytes, starts with a space or holds anything but upper-case letters, digits, space and
+    /// bytes, starts with a space or holds anything but letters, digits, space and
     /// ``! # $ % & ' ( ) - @ ^ _ ` { } ~``.
     #[error("setting volume id {volume_id:?}: {reason}")]
     InvalidVolumeId {

@@ -85,11 +85,13 @@ fn label_bytes(label: &str) -> Result<[u8; 11]> {
     if label.is_empty() || label.len() > 11 {
         return bad("a FAT volume label has 1 to 11 characters");
     }
-    let ok =
-        |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b" !#$%&'()-@^_`{}~".contains(&b);
+    // Lower-case letters are kept as given, as mkfs.vfat does (Ubuntu's Raspberry Pi image labels
+    // its firmware partition `system-boot`, and cloud-init finds it by that label); DOS and
+    // Windows show them upper-cased.
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b" !#$%&'()-@^_`{}~".contains(&b);
     if !label.bytes().all(ok) {
         return bad(
-            "a FAT volume label holds upper-case letters, digits, space and ! # $ % & ' ( ) - @ ^ _ ` { } ~",
+            "a FAT volume label holds letters, digits, space and ! # $ % & ' ( ) - @ ^ _ ` { } ~",
         );
     }
     if label.starts_with(' ') {
@@ -694,7 +696,7 @@ mod tests {
             Err(Error::InvalidName { ref path, .. }) if path == "sub/trailing."
         ));
         let bad = VfatOptions {
-            volume_label: "cidata".into(),
+            volume_label: "ci*data".into(),
             epoch: 0,
         };
         assert!(matches!(

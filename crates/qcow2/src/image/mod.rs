@@ -17,7 +17,7 @@ mod storage;
 
 pub use create::{CreateOptions, NewBacking};
 pub use open::{Backing, OpenOptions, relative_backing_name, relative_name};
-pub use storage::{Storage, foreign_format, is_qcow2};
+pub use storage::{Storage, compressed_format, foreign_format, is_qcow2};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -80,6 +80,26 @@ pub fn foreign_format(dev: &dyn BlockDev) -> Option<(&'static str, &'static str)
     Some(found)
 }
 
+/// The compression of a file that is a compressed stream rather than a disk image, recognised by
+/// its magic: `(name, tool)`, e.g. `("xz", "xz")`. `None` for anything else.
+pub fn compressed_format(dev: &dyn BlockDev) -> Option<(&'static str, &'static str)> {
+    let mut head = [0u8; 6];
+    let n = usize::try_from(dev.len()).map_or(head.len(), |l| l.min(head.len()));
+    dev.read_at(&mut head[..n], 0).ok()?;
+    let head = &head[..n];
+    if head.starts_with(b"\xfd7zXZ\0") {
+        Some(("xz", "xz"))
+    } else if head.starts_with(b"\x1f\x8b") {
+        Some(("gzip", "gzip"))
+    } else if head.starts_with(b"\x28\xb5\x2f\xfd") {
+        Some(("zstd", "zstd"))
+    } else if head.starts_with(b"BZh") && head.get(3).is_some_and(|d| (b'1'..=b'9').contains(d)) {
+        Some(("bzip2", "bzip2"))
+    } else {
+        None
+    }
+}
+
 /// Whether the file at `dev` starts with the qcow2 magic.
 pub fn is_qcow2(dev: &dyn BlockDev) -> bool {
     let mut m = [0u8; 4];
