@@ -45,6 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+mod copy;
+pub use copy::CopyMethod;
+
 /// What a device was asked to do when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -353,6 +356,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Backend { kind, .. } => *kind,
+            Error::Io { source, .. } if Cancelled::is_in(source) => ErrorKind::Cancelled,
             Error::Io { op: Op::Open, .. }
             | Error::OutOfBounds { .. }
             | Error::NotRegularFile { .. } => ErrorKind::Input,

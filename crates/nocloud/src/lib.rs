@@ -59,8 +59,8 @@ use std::path::PathBuf;
 pub use docs::{CloudConfig, ConfigValue, MetaData, NetworkConfig, VendorData};
 pub use render::{NodeSeed, render_all, render_node};
 pub use spec::{
-    ByteSize, Cidr, Cluster, ClusterSpec, K3s, MacAddr, MatchBy, Network, NodeSpec, Problem,
-    Problems, Role, Subnet, Wait, parse_duration, parse_size,
+    Boot, ByteSize, Cidr, Cluster, ClusterSpec, K3s, MacAddr, MatchBy, Network, NodeSpec, Problem,
+    Problems, Role, SD_CARD_SEED_LABEL, Subnet, Wait, parse_duration, parse_size,
 };
 pub use token::Token;
 pub use write::{SeedFormat, seed_volume, write_seed};

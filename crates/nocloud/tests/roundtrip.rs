@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use kiln_nocloud::spec::{ByteSize, Cidr, Cluster, ClusterSpec, Network, NodeSpec, Subnet};
+use kiln_nocloud::spec::{Boot, ByteSize, Cidr, Cluster, ClusterSpec, Network, NodeSpec, Subnet};
 use kiln_nocloud::{ConfigValue, Error, Problems};
 use proptest::prelude::*;
 
@@ -238,6 +238,9 @@ fn spec() -> impl Strategy<Value = ClusterSpec> {
                 c.k3s.tls_san = vec!["api.lab.internal".into(), "10.20.0.5".into()];
                 c.disk_size = disk.map(ByteSize);
                 c.user = user;
+                if by_name && c.disk_size.is_none() && nodes.iter().all(|n| n.disk_size.is_none()) {
+                    c = c.with_boot(Boot::SdCard);
+                }
                 if v6 {
                     c = c.with_token_file("secrets/token");
                 }

@@ -116,6 +116,13 @@ impl SpecFile {
         {
             p.push("cluster.disk_size", format!("cluster.disk_size: {e}"));
         }
+        if c.boot == super::Boot::SdCard && c.disk_size.is_some() {
+            p.push(
+                "cluster.disk_size",
+                "cluster.disk_size does not apply to `boot: sd_card` (each node's image is the golden \
+                 image's size; cloud-init grows the root filesystem to the card on first boot)",
+            );
+        }
         if let Err(e) = parse_duration(&c.wait.network) {
             p.push("cluster.wait.network", format!("cluster.wait.network: {e}"));
         }
@@ -175,6 +182,12 @@ impl SpecFile {
                 && let Err(e) = parse_size(s)
             {
                 at.bad("disk_size", format!("disk_size: {e}"));
+            }
+            if self.cluster.boot == super::Boot::SdCard && n.disk_size.is_some() {
+                at.bad(
+                    "disk_size",
+                    "does not apply to `boot: sd_card` (the node's image is the golden image's size)",
+                );
             }
         }
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::values::duration_text;
-use super::{Cluster, ClusterSpec, K3s, MatchBy, Network, NodeSpec, Problems, Role, Subnet, Wait};
+use super::{
+    Boot, Cluster, ClusterSpec, K3s, MatchBy, Network, NodeSpec, Problems, Role, Subnet, Wait,
+};
 use crate::docs::{ConfigValue, VendorData};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -35,6 +37,8 @@ pub(crate) struct ClusterFile {
     pub wait: WaitFile,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor_data: Option<VendorData>,
+    #[serde(default, skip_serializing_if = "Boot::is_default")]
+    pub boot: Boot,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -156,6 +160,7 @@ impl From<&ClusterSpec> for SpecFile {
                     ready: duration_text(c.wait.ready),
                 },
                 vendor_data: c.vendor_data.clone(),
+                boot: c.boot,
             },
             nodes: spec.nodes.iter().map(NodeFile::from).collect(),
         }
@@ -290,6 +295,7 @@ impl SpecFile {
                 ready: x.secs("cluster.wait.ready", &c.wait.ready)?,
             },
             vendor_data: c.vendor_data,
+            boot: c.boot,
         };
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for (i, f) in self.nodes.into_iter().enumerate() {

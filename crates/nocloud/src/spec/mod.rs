@@ -84,7 +84,37 @@ pub struct Cluster {
     /// `vendor_data`: an optional cloud-config shipped as every node's `vendor-data` (the same
     /// typed subset as user-data; user-data wins where both set a key).
     pub vendor_data: Option<VendorData>,
+    /// `boot`: what the nodes boot from; default [`Boot::Disk`].
+    pub boot: Boot,
 }
+
+/// `cluster.boot`: what the nodes boot from, which decides what `kiln cluster` writes per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Boot {
+    /// `disk` (the default): a virtual machine's disk — a qcow2 overlay of the golden image and a
+    /// NoCloud seed ISO per node.
+    #[default]
+    Disk,
+    /// `sd_card`: a board that boots from an SD card (a Raspberry Pi) — one flashable raw image
+    /// per node, the golden image with the node's `user-data`, `network-config` and `meta-data`
+    /// in its FAT partition labelled [`SD_CARD_SEED_LABEL`], where the image's cloud-init looks
+    /// for its NoCloud seed. `disk_size` does not apply (cloud-init grows the root filesystem to
+    /// the card on first boot).
+    SdCard,
+}
+
+impl Boot {
+    /// Whether this is the default ([`Boot::Disk`]), which a written spec leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == Boot::Disk
+    }
+}
+
+/// The FAT label of the partition an SD-card node's seed goes into: Ubuntu's Raspberry Pi
+/// images mount it on `/boot/firmware` and point NoCloud at it (`fs_label: system-boot`).
+pub const SD_CARD_SEED_LABEL: &str = "system-boot";
 
 /// `cluster.k3s`: the pinned release and its `config.yaml` keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +405,15 @@ impl Cluster {
             disk_size: None,
             wait: Wait::default(),
             vendor_data: None,
+            boot: Boot::Disk,
         }
+    }
+
+    /// What the nodes boot from ([`Boot::SdCard`]: one flashable image per node).
+    #[must_use]
+    pub fn with_boot(mut self, boot: Boot) -> Self {
+        self.boot = boot;
+        self
     }
 
     /// Keep the cluster token in `path` (created 0600 when missing).
