@@ -13,6 +13,8 @@ mod cluster;
 mod ls_cat;
 #[path = "cli/qcow2.rs"]
 mod qcow2;
+#[path = "cli/raspi.rs"]
+mod raspi;
 #[path = "cli/seed.rs"]
 mod seed;
 #[path = "cli/signals.rs"]

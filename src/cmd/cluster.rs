@@ -1,5 +1,7 @@
 //! `kiln cluster CLUSTER.yaml --golden GOLDEN.qcow2 -o DIR [--recreate-disks] [--json]`: every node's
 //! qcow2 overlay (backed by GOLDEN, relative name) and NoCloud seed ISO, plus `DIR/inventory.json`.
+//! For a spec with `cluster.boot: sd_card` (Raspberry Pis), one flashable raw image per node
+//! instead, `<node>.img`: the golden image with the node's seed in its `system-boot` partition.
 //!
 //! The spec and the golden image are checked before the token file is read or created, and the whole
 //! plan before the first output is written. The token is never printed. Files of nodes no longer in
@@ -23,10 +25,12 @@ use crate::exit::{CmdResult, InputErr, OrExit};
 pub struct ClusterArgs {
     /// The cluster spec (YAML).
     spec: PathBuf,
-    /// The golden image every node's overlay is backed by (qcow2).
-    #[arg(long, value_name = "GOLDEN.qcow2")]
+    /// The golden image every node's overlay is backed by (qcow2); for `boot: sd_card`, the
+    /// image each node's SD-card image is copied from (raw or qcow2).
+    #[arg(long, value_name = "GOLDEN")]
     golden: PathBuf,
-    /// The cluster directory (created if missing): `<node>.qcow2`, `<node>-seed.iso`, `inventory.json`.
+    /// The cluster directory (created if missing): `<node>.qcow2`, `<node>-seed.iso` (or
+    /// `<node>.img` for `boot: sd_card`), `inventory.json`.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     out: PathBuf,
     /// Replace overlays that no longer match (golden changed, size or backing differ). They may hold
@@ -90,7 +94,10 @@ pub fn run(args: ClusterArgs, cancel: Cancel) -> CmdResult {
                     parts: Default::default(),
                 };
                 if let Some(seed) = seeds.iter().find(|s| {
-                    f.kind == kiln_cluster::FileKind::Seed && f.node.as_deref() == Some(&s.node)
+                    matches!(
+                        f.kind,
+                        kiln_cluster::FileKind::Seed | kiln_cluster::FileKind::SdCard
+                    ) && f.node.as_deref() == Some(&s.node)
                 }) {
                     let docs = [
                         ("meta-data", Some(&seed.meta_data)),
@@ -138,12 +145,19 @@ fn print_table(report: &Report) -> std::io::Result<()> {
             n.info.ipv4.to_string(),
             n.info.mac.map_or_else(|| "-".into(), |m| m.to_string()),
             n.disk.path.clone(),
-            n.seed.path.clone(),
-            format!(
-                "disk {}, seed {}",
-                status(&n.disk.path),
-                status(&n.seed.path)
-            ),
+            match &n.seed.partition {
+                Some(part) => format!("{}:{part}", n.seed.path),
+                None => n.seed.path.clone(),
+            },
+            if n.seed.partition.is_some() {
+                format!("image {}", status(&n.disk.path))
+            } else {
+                format!(
+                    "disk {}, seed {}",
+                    status(&n.disk.path),
+                    status(&n.seed.path)
+                )
+            },
         ]);
     }
     let mut widths = [0usize; 7];

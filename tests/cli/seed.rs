@@ -10,6 +10,7 @@ use crate::util::{kiln, text};
 const SCENARIOS: &[&str] = &[
     "libvirt-3node.yaml",
     "dualstack-cilium.yaml",
+    "raspi-dualstack.yaml",
     "observability.yaml",
     "ha-3server.yaml",
 ];
@@ -332,7 +333,7 @@ fn vfat_seeds_pass_fsck_and_mtools_reads_the_documents() {
 }
 
 /// cloud-init's own NoCloud datasource (Debian's python) reads a seed directory.
-const NOCLOUD_PY: &str = r#"
+pub(crate) const NOCLOUD_PY: &str = r#"
 import json, sys
 from cloudinit import helpers
 from cloudinit.sources.DataSourceNoCloud import DataSourceNoCloud

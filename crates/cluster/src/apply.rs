@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use kiln_blockdev::{AtomicFile, NewDirs};
-use kiln_nocloud::SeedFormat;
+use kiln_nocloud::{Boot, SeedFormat};
 use kiln_qcow2::PendingOverlay;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::inventory::{DiskRecord, INVENTORY_FILE, Inventory, NodeRecord, SeedRecord};
 use crate::leftover::Leftover;
 use crate::plan::{DiskAction, Plan};
-use crate::{Error, hex};
+use crate::{Error, hex, sdcard};
 
 /// What happened to one output file.
 #[non_exhaustive]
@@ -49,6 +49,9 @@ impl Status {
 pub enum FileKind {
     /// A node's qcow2 overlay, `<node>.qcow2`.
     Disk,
+    /// A node's flashable SD-card image, `<node>.img` (`boot: sd_card`): the golden image with
+    /// the node's seed in its `system-boot` partition.
+    SdCard,
     /// A node's NoCloud seed volume, `<node>-seed.iso`.
     Seed,
     /// The directory's `inventory.json`.
@@ -150,6 +153,7 @@ impl Plan {
         })?;
         let (seeds, digests) = self.stage_seeds()?;
         let overlays = self.begin_overlays()?;
+        let cards = self.stage_cards()?;
         let inventory = self.inventory(&digests);
         let inv_path = dir.join(INVENTORY_FILE);
         let inv = Staged::new(&inv_path, &inventory.to_bytes()?, 0o644, false)?;
@@ -164,24 +168,42 @@ impl Plan {
                 source: Box::new(source),
             })?;
         }
+        for card in cards {
+            let path = card.dest().to_owned();
+            card.commit()
+                .map_err(|source| Error::WriteOutput { path, source })?;
+        }
         let mut files = Vec::with_capacity(2 * self.nodes.len() + 1);
-        for (n, seed) in self.nodes.iter().zip(seeds) {
+        let mut seeds = seeds.into_iter();
+        for n in &self.nodes {
+            let status = match n.disk {
+                DiskAction::Create => Status::Created,
+                DiskAction::Keep => Status::Unchanged,
+                DiskAction::Recreate => Status::Updated,
+            };
+            if self.boot == Boot::SdCard {
+                files.push(FileReport {
+                    path: n.disk_file.clone(),
+                    kind: FileKind::SdCard,
+                    node: Some(n.info.name.clone()),
+                    status,
+                });
+                continue;
+            }
             files.push(FileReport {
                 path: n.disk_file.clone(),
                 kind: FileKind::Disk,
                 node: Some(n.info.name.clone()),
-                status: match n.disk {
-                    DiskAction::Create => Status::Created,
-                    DiskAction::Keep => Status::Unchanged,
-                    DiskAction::Recreate => Status::Updated,
-                },
+                status,
             });
-            files.push(FileReport {
-                path: n.seed_file.clone(),
-                kind: FileKind::Seed,
-                node: Some(n.info.name.clone()),
-                status: seed.commit()?,
-            });
+            if let Some(seed) = seeds.next() {
+                files.push(FileReport {
+                    path: n.seed_file.clone(),
+                    kind: FileKind::Seed,
+                    node: Some(n.info.name.clone()),
+                    status: seed.commit()?,
+                });
+            }
         }
         files.push(FileReport {
             path: INVENTORY_FILE.into(),
@@ -198,12 +220,18 @@ impl Plan {
         })
     }
 
-    /// Every node's seed volume built and, where it changed, staged; with its sha256.
+    /// Every node's seed volume built and, where it changed, staged; with its sha256. For
+    /// SD-card nodes nothing is staged here (the seed goes into the image) and the digest is
+    /// that of the seed's files.
     fn stage_seeds(&self) -> Result<(Vec<Staged>, Vec<String>), Error> {
         let mut staged = Vec::with_capacity(self.nodes.len());
         let mut digests = Vec::with_capacity(self.nodes.len());
         for n in &self.nodes {
             self.opts.cancel.check()?;
+            if self.boot == Boot::SdCard {
+                digests.push(sdcard::seed_digest(&n.seed));
+                continue;
+            }
             let dest = self.out_dir.join(&n.seed_file);
             let bytes = kiln_nocloud::seed_volume(&n.seed, SeedFormat::Iso, self.opts.epoch, &dest)
                 .map_err(|source| Error::WriteSeed {
@@ -217,9 +245,33 @@ impl Plan {
         Ok((staged, digests))
     }
 
+    /// The SD-card images to create or recreate, written under their temporary names.
+    fn stage_cards(&self) -> Result<Vec<AtomicFile>, Error> {
+        let mut cards = Vec::new();
+        if self.boot != Boot::SdCard {
+            return Ok(cards);
+        }
+        for n in self.nodes.iter().filter(|n| n.disk != DiskAction::Keep) {
+            self.opts.cancel.check()?;
+            let (file, _) = sdcard::stage(
+                &self.golden_path,
+                &self.opts.golden_open,
+                &self.out_dir.join(&n.disk_file),
+                &n.seed,
+                self.opts.epoch,
+                &self.opts.cancel,
+            )?;
+            cards.push(file);
+        }
+        Ok(cards)
+    }
+
     /// The overlays to create or recreate, written under their temporary names.
     fn begin_overlays(&self) -> Result<Vec<(String, PathBuf, PendingOverlay)>, Error> {
         let mut overlays = Vec::new();
+        if self.boot == Boot::SdCard {
+            return Ok(overlays);
+        }
         for n in self.nodes.iter().filter(|n| n.disk != DiskAction::Keep) {
             self.opts.cancel.check()?;
             let path = self.out_dir.join(&n.disk_file);
@@ -258,6 +310,8 @@ impl Plan {
                     seed: SeedRecord {
                         path: n.seed_file.clone(),
                         sha256: sha256.clone(),
+                        partition: (self.boot == Boot::SdCard)
+                            .then(|| kiln_nocloud::SD_CARD_SEED_LABEL.to_owned()),
                     },
                 })
                 .collect(),

@@ -79,14 +79,21 @@ pub struct DiskRecord {
     pub virtual_size: u64,
 }
 
-/// A node's seed ISO.
+/// A node's seed: its ISO, or for `boot: sd_card` the FAT partition of its image.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRecord {
-    /// Relative to the cluster directory.
+    /// Relative to the cluster directory: the ISO, or the SD-card image holding the seed.
     pub path: String,
-    /// sha256 of the ISO file (it changes with the token, which the inventory never holds).
+    /// sha256 of the ISO file; for an SD-card image, of the seed's files (each file's name, a NUL,
+    /// its length as 8 little-endian bytes and its bytes, in the order `meta-data`,
+    /// `network-config`, `user-data`, `vendor-data`). It changes with the token, which the
+    /// inventory never holds.
     pub sha256: String,
+    /// The FAT label of the partition inside `path` holding the seed (`system-boot`), for an
+    /// SD-card image; absent for an ISO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 impl Inventory {
@@ -141,6 +148,7 @@ mod tests {
                 seed: SeedRecord {
                     path: "cp-seed.iso".into(),
                     sha256: "cd".repeat(32),
+                    partition: None,
                 },
             }],
         };

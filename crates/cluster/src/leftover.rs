@@ -92,6 +92,8 @@ fn kind_of(name: &str) -> Option<FileKind> {
         Some(FileKind::Seed)
     } else if name.ends_with(".qcow2") {
         Some(FileKind::Disk)
+    } else if name.ends_with(".img") {
+        Some(FileKind::SdCard)
     } else {
         None
     }

@@ -83,6 +83,7 @@ mod leftover;
 mod plan;
 #[cfg(test)]
 mod roundtrip;
+mod sdcard;
 
 use std::path::PathBuf;
 
@@ -238,6 +239,15 @@ pub enum Error {
         /// What the qcow2 engine reported.
         source: Box<kiln_qcow2::Error>,
     },
+    /// `boot: sd_card`, but the golden image has no FAT partition labelled `system-boot` for the
+    /// nodes' seeds. Kind: input.
+    #[error("golden image {path} cannot make SD-card nodes: {message}")]
+    GoldenNotSdCard {
+        /// The golden image.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
     /// A node's output file is the golden image itself (e.g. the golden lives in the cluster
     /// directory under a node's file name). Kind: input.
     #[error("node {node:?}: output {path} would overwrite the golden image")]
@@ -272,6 +282,20 @@ pub enum Error {
         node: String,
         /// What rendering reported.
         source: kiln_nocloud::Error,
+    },
+    /// An SD-card node's image cannot be made: copying the golden image, or writing the seed into
+    /// its `system-boot` partition, failed. Kind: as recorded (host for I/O, input for a
+    /// partition that is not usable FAT).
+    #[error("node {node:?}: SD-card image {path}: {message}")]
+    SdCard {
+        /// The node.
+        node: String,
+        /// The image being written.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+        /// Who is at fault.
+        kind: ErrorKind,
     },
     /// The inventory failed to serialise: a bug. Kind: internal.
     #[error("serializing the inventory: {message}")]
@@ -312,10 +336,12 @@ impl Error {
             Error::DiskTooSmall { .. }
             | Error::InvalidSpec(_)
             | Error::OutputIsGolden { .. }
+            | Error::GoldenNotSdCard { .. }
             | Error::ResolvePath { .. }
             | Error::StaleDisks(_) => ErrorKind::Input,
             Error::OpenGolden { source, .. } => source.kind(),
             Error::Render { source, .. } => source.kind(),
+            Error::SdCard { kind, .. } => *kind,
             Error::SerializeInventory { .. } => ErrorKind::Internal,
             Error::Cancelled => ErrorKind::Cancelled,
             _ => ErrorKind::Host,

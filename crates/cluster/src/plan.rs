@@ -5,12 +5,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use kiln_nocloud::{ClusterSpec, NodeSeed, NodeSpec, Token};
-use kiln_qcow2::{Header, Image};
+use kiln_nocloud::{Boot, ClusterSpec, NodeSeed, NodeSpec, Token};
+use kiln_qcow2::{Disk, Header, Image};
 
 use crate::inventory::{GoldenRecord, INVENTORY_FILE, Inventory, NodeInfo};
 use crate::leftover::{self, Leftover};
-use crate::{Error, Options};
+use crate::{Error, Options, sdcard};
 
 /// What happens to a node's overlay.
 #[non_exhaustive]
@@ -42,13 +42,17 @@ pub struct StaleDisk {
 pub struct NodePlan {
     /// Who the node is, as the inventory records it.
     pub info: NodeInfo,
-    /// File name of the overlay inside the cluster directory.
+    /// File name of the overlay inside the cluster directory (`<node>.qcow2`), or of the SD-card
+    /// image (`<node>.img`) for `boot: sd_card`.
     pub disk_file: String,
-    /// Virtual size of the overlay in bytes.
+    /// Virtual size of the overlay in bytes (the golden's for an SD-card image).
     pub disk_size: u64,
-    /// What happens to the overlay.
+    /// What happens to the overlay. For an SD-card image: `Create` when none exists, `Keep` when
+    /// the existing one was made from the same golden image and carries this seed, else
+    /// `Recreate` (an image file holds no node's data: the card does).
     pub disk: DiskAction,
-    /// File name of the seed ISO inside the cluster directory.
+    /// File name of the seed ISO inside the cluster directory (`<node>-seed.iso`); for
+    /// `boot: sd_card`, the image the seed is written into (`<node>.img`).
     pub seed_file: String,
     /// The rendered seed (its user-data holds the token; `Debug` redacts it).
     pub(crate) seed: NodeSeed,
@@ -64,6 +68,7 @@ pub struct Plan {
     pub(crate) nodes: Vec<NodePlan>,
     pub(crate) leftovers: Vec<Leftover>,
     pub(crate) opts: Options,
+    pub(crate) boot: Boot,
 }
 
 impl Plan {
@@ -132,11 +137,19 @@ pub fn plan(
 
     let mut nodes = Vec::with_capacity(spec.nodes.len());
     let mut stale = Vec::new();
+    let sd_card = spec.cluster.boot == Boot::SdCard;
     for node in &spec.nodes {
         opts.cancel.check()?;
         let disk_size = disk_size(spec, node, golden_size)?;
-        let disk_file = format!("{}.qcow2", node.name);
-        let seed_file = kiln_nocloud::SeedFormat::Iso.file_name(&node.name);
+        let (disk_file, seed_file) = if sd_card {
+            let img = format!("{}.img", node.name);
+            (img.clone(), img)
+        } else {
+            (
+                format!("{}.qcow2", node.name),
+                kiln_nocloud::SeedFormat::Iso.file_name(&node.name),
+            )
+        };
         for f in [&disk_file, &seed_file] {
             if dir_abs.join(f) == golden_abs {
                 return Err(Error::OutputIsGolden {
@@ -151,17 +164,32 @@ pub fn plan(
                 source,
             })?;
         let disk_path = out_dir.join(&disk_file);
-        let disk = match check_existing(&disk_path, disk_size, &wanted) {
-            None => DiskAction::Create,
-            Some(Ok(())) => DiskAction::Keep,
-            Some(Err(_)) if opts.recreate_disks => DiskAction::Recreate,
-            Some(Err(reason)) => {
-                stale.push(StaleDisk {
-                    node: node.name.clone(),
-                    path: disk_path,
-                    reason,
-                });
-                DiskAction::Recreate
+        let disk = if sd_card {
+            match fs::symlink_metadata(&disk_path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => DiskAction::Create,
+                Ok(m)
+                    if m.is_file()
+                        && m.len() == golden_size
+                        && recorded.as_deref() == Some(sha256.as_str())
+                        && sdcard::has_seed(&disk_path, &seed) =>
+                {
+                    DiskAction::Keep
+                }
+                _ => DiskAction::Recreate,
+            }
+        } else {
+            match check_existing(&disk_path, disk_size, &wanted) {
+                None => DiskAction::Create,
+                Some(Ok(())) => DiskAction::Keep,
+                Some(Err(_)) if opts.recreate_disks => DiskAction::Recreate,
+                Some(Err(reason)) => {
+                    stale.push(StaleDisk {
+                        node: node.name.clone(),
+                        path: disk_path,
+                        reason,
+                    });
+                    DiskAction::Recreate
+                }
             }
         };
         nodes.push(NodePlan {
@@ -206,6 +234,7 @@ pub fn plan(
         nodes,
         leftovers,
         opts: opts.clone(),
+        boot: spec.cluster.boot,
     })
 }
 
@@ -229,10 +258,27 @@ fn check_inputs(
         write: false,
         ..opts.golden_open.clone()
     };
-    let img = Image::open(golden, &read_only).map_err(|source| Error::OpenGolden {
+    let open_err = |source| Error::OpenGolden {
         path: golden.to_owned(),
         source: Box::new(source),
-    })?;
+    };
+    if spec.cluster.boot == Boot::SdCard {
+        // Raw (as a Pi image is flashed) or qcow2; it must have the seed's FAT partition.
+        let disk = Disk::open(golden, &read_only).map_err(open_err)?;
+        sdcard::check_golden(&disk, &golden.display().to_string()).map_err(|message| {
+            Error::GoldenNotSdCard {
+                path: golden.to_owned(),
+                message,
+            }
+        })?;
+        let chain = disk
+            .files()
+            .into_iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        return Ok((kiln_blockdev::BlockDev::len(&disk), chain));
+    }
+    let img = Image::open(golden, &read_only).map_err(open_err)?;
     let golden_size = img.header().size;
     for node in &spec.nodes {
         disk_size(spec, node, golden_size)?;

@@ -43,7 +43,7 @@ prop_compose! {
                 name: name.clone(),
             },
             disk: DiskRecord { path: format!("{name}.qcow2"), virtual_size: size },
-            seed: SeedRecord { path: format!("{name}-seed.iso"), sha256: seed_sha },
+            seed: SeedRecord { path: format!("{name}-seed.iso"), sha256: seed_sha, partition: None },
         }
     }
 }

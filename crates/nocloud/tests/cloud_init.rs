@@ -21,6 +21,7 @@ const TOKEN: &str = "K10-test-token-1b2c3d4e5f-must-not-leak";
 pub const SCENARIOS: &[&str] = &[
     "libvirt-3node.yaml",
     "dualstack-cilium.yaml",
+    "raspi-dualstack.yaml",
     "observability.yaml",
     "ha-3server.yaml",
 ];
@@ -95,7 +96,7 @@ fn every_user_data_passes_cloud_init_schema() {
             }
         }
     }
-    assert_eq!(checked, 3 + 3 + 2 + 4);
+    assert_eq!(checked, 3 + 3 + 2 + 2 + 4);
     assert_eq!(vendor, 2, "observability ships vendor-data on both nodes");
 }
 
