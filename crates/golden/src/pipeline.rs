@@ -445,8 +445,8 @@ fn open_base(cx: &Context<'_>) -> StepResult<Base> {
             let mut p = kiln_common::Problems::new("the recipe");
             p.push(
                 "output.kind",
-                "an overlay needs its base as a file to back it, and an xz base is decompressed \
-                 only for the build: use `qcow2` or `raw` (or decompress the base first)",
+                "output.kind: an overlay needs its base as a file to back it, and an xz base is \
+                 decompressed only for the build: use `qcow2` or `raw` (or decompress the base first)",
             );
             return Err(Error::Invalid(p));
         }

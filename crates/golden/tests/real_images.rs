@@ -281,3 +281,41 @@ fn ubuntu_26_04_boot_on_13_and_new_ext4_features() {
 fn raspberry_pi_xz_raw_mbr_to_sparse_raw() {
     build_and_check(Flavor::Raspi);
 }
+
+/// An xz base that does not decompress, or one asked for as an overlay's backing file, fails as
+/// bad input with nothing left in the output directory; the base is unchanged.
+#[test]
+fn bad_xz_bases_fail_cleanly() {
+    let case = Case::new(Flavor::Raspi);
+    let out = case.root.join("out");
+    // Overlay output cannot be backed by a base that is only decompressed for the build.
+    let r = case.recipe("ov", "overlay", "");
+    let e = build_file(&r, &BuildOptions::new(&out)).unwrap_err();
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
+    assert!(e.to_string().contains("output.kind"), "{e}");
+    // A truncated stream: its pin is right (the recipe pins what was downloaded), its data not.
+    let bytes = std::fs::read(&case.base.path).unwrap();
+    let cut = case.root.join("cut.img.xz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let sha = fixtures::sha256_of(&cut).unwrap();
+    let text = std::fs::read_to_string(case.recipe("cut", "raw", ""))
+        .unwrap()
+        .replace(
+            &case.base.path.display().to_string(),
+            &cut.display().to_string(),
+        )
+        .replace(&case.base.sha256, &sha);
+    let r = case.root.join("cut.yaml");
+    std::fs::write(&r, text).unwrap();
+    let e = build_file(&r, &BuildOptions::new(&out)).unwrap_err();
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
+    assert!(format!("{e}").contains("decompressing xz"), "{e}");
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "output left behind"
+    );
+    assert_eq!(
+        fixtures::sha256_of(&case.base.path).unwrap(),
+        case.base.sha256
+    );
+}
