@@ -82,6 +82,27 @@ fn assert_fast_link(part: &Path, link: &str, target: &str) -> String {
     st
 }
 
+/// The entries of directory `dir` in `part` as debugfs lists them (`ls -p`: names as raw bytes),
+/// without `.` and `..`: (name, size).
+fn debugfs_entries(part: &Path, dir: &str) -> Vec<(Vec<u8>, u64)> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ls -p {dir}"))
+        .arg(part)
+        .output()
+        .expect("debugfs (e2fsprogs) must be installed");
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            // `/ino/mode/uid/gid/name/size/`: a name never holds a `/`.
+            let f: Vec<&[u8]> = l.split(|&b| b == b'/').collect();
+            let size = std::str::from_utf8(f.get(6)?).ok()?.parse().ok()?;
+            Some((f[5].to_vec(), size))
+        })
+        .filter(|(n, _)| n != b"." && n != b"..")
+        .collect()
+}
+
 /// (mode bits, uid, gid, type) from `debugfs stat`.
 fn debugfs_stat(part: &Path, path: &str) -> Option<(u32, u32, u32, String)> {
     let (out, err) = debugfs(part, &format!("stat {path}"));
@@ -158,6 +179,16 @@ fn golden_build_passes_oracles() {
         assert!(debugfs_stat(&part, keep).is_some(), "{keep} was removed");
     }
     assert_eq!(debugfs_cat(&part, "/var/log/apt/history.log"), b"");
+    // Names are bytes: the file in /tmp whose name is not UTF-8 is gone like any other, and the
+    // log file whose name is not UTF-8 is truncated like any other.
+    assert_eq!(debugfs_entries(&part, "/tmp"), vec![]);
+    let log_name = GuestPath::new(fixtures::NON_UTF8_LOG).file_name().unwrap();
+    let logs = debugfs_entries(&part, "/var/log");
+    assert!(
+        logs.contains(&(log_name.to_vec(), 0)),
+        "{} not truncated: {logs:?}",
+        GuestPath::new(fixtures::NON_UTF8_LOG)
+    );
     let (ls, _) = debugfs(&part, "ls -l /var/lib/cloud");
     assert_eq!(
         ls.lines().filter(|l| !l.trim().is_empty()).count(),
@@ -237,6 +268,30 @@ fn golden_build_passes_oracles() {
             .any(|s| p == s || p.starts_with(&format!("{s}/")));
         assert!(covered, "{p} not in the manifest's scrub records");
     }
+    // In the escaped form, with the action, and read back typed to the same bytes.
+    for (op, path, action) in [
+        ("tmp-files", r"/tmp/bad\xffname", "removed"),
+        ("logfiles", r"/var/log/bad\xfe.log", "truncated"),
+    ] {
+        let rec = m["scrub"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["op"] == op)
+            .unwrap();
+        assert!(
+            rec["changed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["path"] == path && c["action"] == action),
+            "{path} ({action}) not in {rec}"
+        );
+    }
+    let typed = built.manifest.scrub.iter().flat_map(|r| &r.changed);
+    let paths: Vec<&GuestPath> = typed.map(|c| c.path.as_guest_path()).collect();
+    assert!(paths.contains(&GuestPath::new(fixtures::NON_UTF8_TMP)));
+    assert!(paths.contains(&GuestPath::new(fixtures::NON_UTF8_LOG)));
     let injected = m["injected"].as_array().unwrap();
     let k3s_entry = injected
         .iter()
@@ -640,18 +695,27 @@ fn diff_against_the_base_matches_the_manifest() {
             assert!(ok, "{} ({:?}) not in the diff: {hits:?}", c.path, c.action);
         }
     }
+    // Names are bytes: the file whose name is not UTF-8 is reported removed, the log truncated.
+    let bad = find(GuestPath::new(fixtures::NON_UTF8_TMP));
+    assert!(
+        matches!(bad[..], [kiln_golden::Difference::Removed { .. }]),
+        "{bad:?}"
+    );
+    let log = find(GuestPath::new(fixtures::NON_UTF8_LOG));
+    assert!(
+        log.iter()
+            .any(|d| matches!(d, kiln_golden::Difference::Content { size_b: 0, .. })),
+        "{log:?}"
+    );
     // Nothing outside the manifest changed except directory times of parents.
     for x in &d {
         let p = x.path();
         let in_manifest = a.manifest.injected.iter().any(|i| *p == *i.path)
-            || a.manifest
-                .scrub
-                .iter()
-                .flat_map(|r| &r.changed)
-                .any(|c| {
-                    p == c.path
-                        || p.as_bytes().starts_with(&[c.path.as_bytes(), b"/"].concat())
-                });
+            || a.manifest.scrub.iter().flat_map(|r| &r.changed).any(|c| {
+                p == c.path
+                    || p.as_bytes()
+                        .starts_with(&[c.path.as_bytes(), b"/"].concat())
+            });
         let dir_times = matches!(x, kiln_golden::Difference::Metadata { fields, .. }
             if fields.iter().all(|f| f.starts_with("mtime")));
         assert!(in_manifest || dir_times, "unexplained difference {x:?}");
