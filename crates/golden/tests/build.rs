@@ -819,13 +819,16 @@ fn no_wall_clock_time_in_the_image() {
         .arg("-R")
         .arg(format!("rdump / {}", tree.display()))
         .arg(&part));
-    let mut paths = vec!["/".to_owned()];
+    // Paths as bytes: the fixture has names that are not UTF-8, which debugfs must get as they are.
+    use std::os::unix::ffi::OsStrExt;
+    let mut paths: Vec<Vec<u8>> = vec![b"/".to_vec()];
     let mut stack = vec![tree.clone()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(&tree).unwrap().display().to_string();
-            paths.push(format!("/{rel}"));
+            let path = e.path();
+            let rel = path.strip_prefix(&tree).unwrap().as_os_str().as_bytes();
+            paths.push([b"/", rel].concat());
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             }
@@ -837,8 +840,8 @@ fn no_wall_clock_time_in_the_image() {
         &cmds,
         paths
             .iter()
-            .map(|p| format!("stat \"{p}\"\n"))
-            .collect::<String>(),
+            .flat_map(|p| [&b"stat \""[..], p, b"\"\n"].concat())
+            .collect::<Vec<u8>>(),
     )
     .unwrap();
     let out = run(Command::new("debugfs").arg("-f").arg(&cmds).arg(&part));
