@@ -12,7 +12,7 @@
 #![no_main]
 
 use kiln_blockdev::MemDev;
-use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile, OpenOptions};
+use kiln_ext4::{FileKind, Filesystem, GuestPath, NewDir, NewFile, OpenOptions};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 
@@ -38,7 +38,7 @@ fn path(u: &mut Unstructured) -> &'static str {
     u.choose(PATHS).copied().unwrap_or("/f")
 }
 
-fn walk(fs: &Filesystem, dir: &str, budget: &mut usize) {
+fn walk(fs: &Filesystem, dir: &GuestPath, budget: &mut usize) {
     let Ok(entries) = fs.read_dir(dir) else {
         return;
     };
@@ -47,15 +47,11 @@ fn walk(fs: &Filesystem, dir: &str, budget: &mut usize) {
             return;
         }
         *budget -= 1;
-        let name = e.name_lossy();
-        if name == "." || name == ".." {
+        if e.name == b"." || e.name == b".." {
             continue;
         }
-        let child = if dir == "/" {
-            format!("/{name}")
-        } else {
-            format!("{dir}/{name}")
-        };
+        // Names are bytes (a corrupt image holds any): the path is built from them exactly.
+        let child = dir.join(&e.name);
         match fs.lstat(&child).map(|m| m.kind) {
             Ok(FileKind::Dir) => walk(fs, &child, budget),
             Ok(FileKind::File) => {
@@ -147,6 +143,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut budget = 256;
-    walk(&fs, "/", &mut budget);
+    walk(&fs, GuestPath::root(), &mut budget);
     let _ = fs.close();
 });

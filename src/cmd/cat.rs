@@ -4,13 +4,13 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::guest::{FsArgs, GuestSpec, parse_spec, with_fs};
+use super::guest::{FsArgs, GuestSpec, spec_parser, with_fs};
 use crate::exit::{CmdResult, OrExit};
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
     /// IMAGE:/path of a regular file (symlinks are followed inside the guest).
-    #[arg(value_parser = parse_spec, value_name = "IMAGE:/PATH")]
+    #[arg(value_parser = spec_parser(), value_name = "IMAGE:/PATH")]
     target: GuestSpec,
     #[command(flatten)]
     fs: FsArgs,

@@ -1,10 +1,17 @@
 //! Shared by `kiln ls` and `kiln cat`: parse `IMAGE:/path`, open the image (qcow2 chain or raw),
 //! find the filesystem (root detection or `--partition N`) and open it read-only.
+//!
+//! The argument is taken as bytes (an `OsString`, not UTF-8), so a guest name that is not UTF-8 can
+//! be named on the command line as it is (`kiln cat "disk.qcow2:/tmp/bad$(printf '\xff')name"`);
+//! output shows such names in the escaped form of [`kiln_ext4::GuestPath`] (`bad\xffname`).
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use kiln_ext4::Filesystem;
+use clap::builder::TypedValueParser;
+use kiln_ext4::{Filesystem, GuestPathBuf};
 use kiln_partition::Selector;
 use kiln_qcow2::Disk;
 
@@ -15,31 +22,39 @@ use crate::exit::{Failure, OrExit};
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
     pub image: PathBuf,
-    pub path: String,
+    /// The guest path, bytes as given.
+    pub path: GuestPathBuf,
 }
 
-/// Split `IMAGE:/path` at the first `:/` whose left side is an existing file (image names may
-/// contain colons); without a `:/`, the whole argument is the image and the path is `/`.
-pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find(":/").map(|i| i + from) {
-        if Path::new(&s[..i]).is_file() {
+/// Split `IMAGE:/path` (bytes, not necessarily UTF-8) at the first `:/` whose left side is an
+/// existing file (image names may contain colons); without a `:/`, the whole argument is the
+/// image and the path is `/`.
+pub fn parse_spec(arg: OsString) -> Result<GuestSpec, String> {
+    let s = arg.as_bytes();
+    let image = |b: &[u8]| Path::new(OsStr::from_bytes(b)).to_owned();
+    for i in (0..s.len().saturating_sub(1)).filter(|&i| &s[i..i + 2] == b":/") {
+        if image(&s[..i]).is_file() {
             return Ok(GuestSpec {
-                image: PathBuf::from(&s[..i]),
-                path: s[i + 1..].to_owned(),
+                image: image(&s[..i]),
+                path: GuestPathBuf::from(&s[i + 1..]),
             });
         }
-        from = i + 1;
     }
-    if Path::new(s).is_file() {
+    if image(s).is_file() {
         return Ok(GuestSpec {
-            image: PathBuf::from(s),
-            path: "/".to_owned(),
+            image: image(s),
+            path: GuestPathBuf::from("/"),
         });
     }
     Err(format!(
-        "{s:?}: expected IMAGE:/path with an existing image file"
+        "{:?}: expected IMAGE:/path with an existing image file",
+        arg.to_string_lossy()
     ))
+}
+
+/// The clap value parser of an `IMAGE:/path` argument: [`parse_spec`] over the raw `OsString`.
+pub fn spec_parser() -> impl TypedValueParser<Value = GuestSpec> {
+    clap::builder::OsStringValueParser::new().try_map(parse_spec)
 }
 
 #[derive(Debug, Args)]

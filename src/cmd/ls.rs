@@ -1,19 +1,21 @@
 //! `kiln ls IMAGE:/path [--json]`: list a directory (or show one entry) inside an image, without
-//! mounting it. Guest symlinks are resolved inside the guest.
+//! mounting it. Guest symlinks are resolved inside the guest. Names and symlink targets are
+//! printed (and put in the JSON) in the escaped form of [`kiln_ext4::GuestPath`]: a name that is
+//! not UTF-8 shows its bytes as `\xHH`, a backslash as `\\`.
 
 use std::io::Write;
 
 use clap::Args;
-use kiln_ext4::{FileKind, Filesystem, Metadata};
+use kiln_ext4::{FileKind, Filesystem, GuestPath, Metadata};
 use serde_json::{Value, json};
 
-use super::guest::{FsArgs, GuestSpec, parse_spec, with_fs};
+use super::guest::{FsArgs, GuestSpec, spec_parser, with_fs};
 use crate::exit::{CmdResult, Failure, OrExit};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// IMAGE:/path (qcow2 or raw image; the path defaults to `/`).
-    #[arg(value_parser = parse_spec, value_name = "IMAGE:/PATH")]
+    #[arg(value_parser = spec_parser(), value_name = "IMAGE:/PATH")]
     target: GuestSpec,
     /// Print JSON instead of `ls -l`-style lines.
     #[arg(long)]
@@ -28,10 +30,10 @@ struct Row {
     target: Option<String>,
 }
 
-fn row(fs: &Filesystem<'_>, path: &str, name: String) -> Result<Row, Failure> {
+fn row(fs: &Filesystem<'_>, path: &GuestPath, name: String) -> Result<Row, Failure> {
     let meta = fs.lstat(path).or_exit()?;
     let target = if meta.kind == FileKind::Symlink {
-        Some(String::from_utf8_lossy(&fs.read_link(path).or_exit()?).into_owned())
+        Some(GuestPath::new(&fs.read_link(path).or_exit()?).to_string())
     } else {
         None
     };
@@ -60,14 +62,14 @@ pub fn run(args: LsArgs) -> CmdResult {
     let rows = with_fs(&args.target, &args.fs, |fs| {
         let meta = fs.stat(&path).or_exit()?;
         if meta.kind != FileKind::Dir {
-            let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+            let name = path
+                .file_name()
+                .map_or_else(|| path.to_string(), |n| GuestPath::new(n).to_string());
             return Ok(vec![row(fs, &path, name)?]);
         }
         let mut rows = Vec::new();
         for e in fs.read_dir(&path).or_exit()? {
-            let name = e.name_lossy().into_owned();
-            let child = format!("{}/{}", path.trim_end_matches('/'), name);
-            rows.push(row(fs, &child, name)?);
+            rows.push(row(fs, &path.join(&e.name), e.name_escaped())?);
         }
         Ok(rows)
     })?;

@@ -344,6 +344,37 @@ fn diff_reports_what_the_build_changed() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
+    // Names are bytes: the fixture's files whose names are not UTF-8 are listed, escaped.
+    assert!(
+        text.lines().any(|l| l == r"- /tmp/bad\xffname (file)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r"M /var/log/bad\xfe.log (content, ")
+                && l.ends_with(" -> 0 bytes)")),
+        "{text}"
+    );
+    let json = kiln(&[
+        "diff",
+        env.base.path.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_success(&json);
+    let diffs: Vec<kiln_golden::Difference> = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(diffs.iter().any(|d| {
+        matches!(d, kiln_golden::Difference::Removed { .. })
+            && *d.path() == *kiln_golden::GuestPath::new(fixtures::NON_UTF8_TMP)
+    }));
+    let raw: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        raw.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["path"] == r"/tmp/bad\xffname" && d["change"] == "removed"),
+        "{raw}"
+    );
     let same = kiln(&[
         "diff",
         image.to_str().unwrap(),

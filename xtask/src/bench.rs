@@ -450,7 +450,7 @@ fn ext4_row(dir: &Path, reps: usize) -> Result<Row> {
             fs.create_dir_all("/data", NewDir::default())?;
             for (i, src) in sources.iter().enumerate() {
                 let data = std::fs::read(src)?;
-                fs.write(&format!("/data/f{i:02}.bin"), &data, NewFile::default())?;
+                fs.write(format!("/data/f{i:02}.bin"), &data, NewFile::default())?;
             }
             fs.close()?;
         }

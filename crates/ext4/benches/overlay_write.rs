@@ -68,7 +68,7 @@ fn kiln_once(s: &Setup, n: usize) -> Duration {
         fs.create_dir_all("/data", NewDir::default()).unwrap();
         for (i, src) in s.sources.iter().enumerate() {
             let data = std::fs::read(src).unwrap();
-            fs.write(&format!("/data/f{i:02}.bin"), &data, NewFile::default())
+            fs.write(format!("/data/f{i:02}.bin"), &data, NewFile::default())
                 .unwrap();
         }
         fs.close().unwrap();

@@ -155,7 +155,9 @@ impl fmt::Display for Refusal {
 ///
 /// Fields shared by most variants: `op` is the [`crate::Filesystem`] call that failed, `path`
 /// the guest path as the caller gave it (for [`Op::Open`] and [`Op::Close`], `/` or the device
-/// name), `device` the name given to [`crate::Filesystem::open`].
+/// name) in the escaped form of [`crate::GuestPath`]'s `Display` (`/tmp/bad\xffname`; a UTF-8
+/// path without backslashes or control characters reads as it is), `device` the name given to
+/// [`crate::Filesystem::open`].
 ///
 /// [`Error::kind`]: [`Error::Lib`] with an `io` error and [`Error::Superblock`] report the block
 /// device error's kind; [`Error::Source`], [`Error::Sink`] and [`Error::Layout`]

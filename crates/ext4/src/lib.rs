@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   Filesystem (safe API: stat, read, readdir, write, mkdir -p, symlink, rm, rm -r, truncate,
-//!        │      chmod, chown, utimes — paths resolved inside the guest)
+//!        │      chmod, chown, utimes — paths resolved inside the guest; paths are bytes,
+//!        │      GuestPath / GuestPathBuf, see `path`)
 //!        │  ffi.rs: hand-written repr(C) bindings (libext2fs 1.47)
 //!        ▼
 //!   libext2fs.so.2 ──io_manager (io.rs)──▶ BlockDev (partition window of a qcow2 overlay / raw file)
@@ -10,7 +11,7 @@
 //!
 //! ```
 //! use kiln_blockdev::FileDev;
-//! use kiln_ext4::{FileKind, Filesystem, NewDir, NewFile, OpenOptions};
+//! use kiln_ext4::{FileKind, Filesystem, GuestPath, NewDir, NewFile, OpenOptions};
 //!
 //! // An empty 16 MiB filesystem in a temporary file. kiln edits filesystems but does not make
 //! // them, so this takes `mkfs.ext4` from e2fsprogs (the package that also ships libext2fs).
@@ -36,9 +37,15 @@
 //! assert_eq!(fs.read("/etc/hello")?, b"hi\n"); // the symlink is resolved inside the guest
 //! let meta = fs.stat("/etc/kiln/hello")?;
 //! assert_eq!((meta.kind, meta.perm, meta.mtime), (FileKind::File, 0o600, 1_700_000_000));
-//! let names: Vec<String> =
-//!     fs.read_dir("/etc")?.iter().map(|e| e.name_lossy().into_owned()).collect();
-//! assert_eq!(names, ["hello", "kiln"]);
+//! // Names are bytes (ext4 does not require UTF-8); paths are built from them exactly.
+//! fs.close()?;
+//! let mut fs = Filesystem::open(&dev, "root.img", OpenOptions::read_write(1_700_000_000))?;
+//! fs.write(GuestPath::new(b"/etc/bad\xffname"), b"", NewFile::default())?;
+//! let names: Vec<String> = fs.read_dir("/etc")?.iter().map(|e| e.name_escaped()).collect();
+//! assert_eq!(names, [r"bad\xffname", "hello", "kiln"]);
+//! let bad = GuestPath::new("/etc").join(&fs.read_dir("/etc")?[0].name);
+//! assert_eq!(bad.to_string(), r"/etc/bad\xffname");
+//! fs.remove_file(&bad)?;
 //! assert_eq!(fs.info().label, "demo");
 //! fs.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -94,12 +101,13 @@ mod error;
 mod ffi;
 mod fs;
 mod io;
-mod path;
+pub mod path;
 
 pub use error::{Error, Op, Refusal, Result};
 pub use fs::{
     DirEntry, FileKind, Filesystem, FsInfo, Metadata, NewDir, NewFile, OpenOptions, Times,
 };
+pub use path::{GuestPath, GuestPathBuf, ParseGuestPathError};
 
 use std::sync::Once;
 

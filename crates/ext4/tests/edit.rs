@@ -170,7 +170,7 @@ fn writes_are_checked_by_e2fsck_and_debugfs() {
         // Grow the htree directory by another 2000 entries.
         for i in 0..2000 {
             fs.write(
-                &format!("/var/lib/many/new-{i:05}"),
+                format!("/var/lib/many/new-{i:05}"),
                 format!("n{i}").as_bytes(),
                 NewFile::default(),
             )
@@ -178,7 +178,7 @@ fn writes_are_checked_by_e2fsck_and_debugfs() {
         }
         fs.symlink("/etc/machine-id", "/var/lib/dbus-machine-id", 0, 0)
             .unwrap();
-        fs.symlink(&"y".repeat(300), "/slow", 0, 0).unwrap();
+        fs.symlink("y".repeat(300), "/slow", 0, 0).unwrap();
         fs.remove_file("/etc/hostname").unwrap();
         fs.remove_all("/usr/lib/os").unwrap();
         fs.truncate("/etc/ssh/sshd_config", 10).unwrap();
@@ -284,9 +284,9 @@ fn edit_once(img: &std::path::Path) {
     fs.write("/opt/a/b/c/data", &vec![7u8; 3 << 20], NewFile::default())
         .unwrap();
     fs.symlink("/opt/a", "/opt/link", 0, 0).unwrap();
-    fs.symlink(&"z".repeat(100), "/opt/slow", 0, 0).unwrap();
+    fs.symlink("z".repeat(100), "/opt/slow", 0, 0).unwrap();
     for i in 0..300 {
-        fs.write(&format!("/var/lib/many/d-{i}"), b"x", NewFile::default())
+        fs.write(format!("/var/lib/many/d-{i}"), b"x", NewFile::default())
             .unwrap();
     }
     fs.remove_all("/usr").unwrap();
@@ -515,11 +515,11 @@ fn a_preallocated_write_over_fragmented_free_space_counts_every_block() {
     // One-block files back to back, then every other one removed: one-block holes.
     fs.create_dir_all("/frag", NewDir::default()).unwrap();
     for i in 0..24u8 {
-        fs.write(&format!("/frag/{i:02}"), &[i; 4096], NewFile::default())
+        fs.write(format!("/frag/{i:02}"), &[i; 4096], NewFile::default())
             .unwrap();
     }
     for i in (0..24).step_by(2) {
-        fs.remove_file(&format!("/frag/{i:02}")).unwrap();
+        fs.remove_file(format!("/frag/{i:02}")).unwrap();
     }
     let data: Vec<u8> = (0..40 * 4096u32).map(|i| (i % 251) as u8).collect();
     fs.write("/big", &data, NewFile::default()).unwrap();

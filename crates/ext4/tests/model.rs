@@ -178,7 +178,7 @@ fn apply(fs: &mut Filesystem<'_>, m: &mut Model, op: &OpK) {
                 return;
             }
             if path.len() > 1 {
-                fs.create_dir_all(&guest_path(&path[..path.len() - 1]), NewDir::default())
+                fs.create_dir_all(guest_path(&path[..path.len() - 1]), NewDir::default())
                     .unwrap();
                 m.mkdirs(&path[..path.len() - 1]);
             }

@@ -1,11 +1,13 @@
 //! File-level differences between the root filesystems of two images (qcow2 chains or raw), read
 //! only: added, removed, changed content, changed metadata (kind, mode, owner, mtime, symlink
-//! target). Both trees are walked in sorted order, so the report is deterministic.
+//! target). Both trees are walked in sorted order, so the report is deterministic. Paths are
+//! bytes ([`GuestPathBuf`]): an entry whose name is not UTF-8 is compared like any other, and
+//! shown and serialised in the escaped form (`/tmp/bad\xffname`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_ext4::{FileKind, Filesystem, Metadata};
+use kiln_ext4::{FileKind, Filesystem, GuestPath, GuestPathBuf, Metadata};
 use kiln_partition::Selector;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +78,8 @@ impl std::fmt::Display for EntryKind {
 }
 
 /// One difference between image A and image B. Serialises with a `change` tag
-/// (`{"change": "added", "path": …, "kind": "file"}`) and reads back.
+/// (`{"change": "added", "path": …, "kind": "file"}`; the path in the escaped form of
+/// [`GuestPath`]) and reads back.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -84,21 +87,21 @@ pub enum Difference {
     /// `added`: the path exists only in B.
     Added {
         /// Absolute guest path.
-        path: String,
+        path: GuestPathBuf,
         /// What it is in B.
         kind: EntryKind,
     },
     /// `removed`: the path exists only in A.
     Removed {
         /// Absolute guest path.
-        path: String,
+        path: GuestPathBuf,
         /// What it was in A.
         kind: EntryKind,
     },
     /// `content`: a regular file in both whose bytes differ.
     Content {
         /// Absolute guest path.
-        path: String,
+        path: GuestPathBuf,
         /// Its size in A, in bytes.
         size_a: u64,
         /// Its size in B, in bytes.
@@ -107,7 +110,7 @@ pub enum Difference {
     /// `metadata`: kind, mode, owner, mtime or symlink target differ.
     Metadata {
         /// Absolute guest path.
-        path: String,
+        path: GuestPathBuf,
         /// One `"<field> <a> -> <b>"` line per differing field (`"mode 0644 -> 0600"`).
         fields: Vec<String>,
     },
@@ -115,7 +118,7 @@ pub enum Difference {
 
 impl Difference {
     /// The guest path the difference is about.
-    pub fn path(&self) -> &str {
+    pub fn path(&self) -> &GuestPath {
         match self {
             Difference::Added { path, .. }
             | Difference::Removed { path, .. }
@@ -154,7 +157,7 @@ pub fn diff(a: &Path, b: &Path) -> Result<Vec<Difference>, Error> {
     })
 }
 
-type Tree = BTreeMap<String, Metadata>;
+type Tree = BTreeMap<GuestPathBuf, Metadata>;
 
 fn compare_trees(
     a: &Path,
@@ -186,7 +189,7 @@ fn compare_trees(
 /// Opens the root filesystem of `image` read-only, walks it, and hands both to `f`.
 pub(crate) fn with_root_fs<T>(
     image: &Path,
-    f: impl FnOnce(&Filesystem<'_>, &BTreeMap<String, Metadata>) -> Result<T, Error>,
+    f: impl FnOnce(&Filesystem<'_>, &Tree) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let disk = crate::rootfs::open_image(image)?;
     crate::rootfs::with_root_fs(&disk, image, Selector::Root, |fs, _| {
@@ -204,17 +207,13 @@ pub(crate) fn ext4_err(p: &Path) -> impl Fn(kiln_ext4::Error) -> Error {
     }
 }
 
-/// Every path below `/` with its metadata, sorted.
-fn walk(fs: &Filesystem<'_>, img: &Path) -> Result<BTreeMap<String, Metadata>, Error> {
+/// Every path below `/` with its metadata, sorted by bytes.
+fn walk(fs: &Filesystem<'_>, img: &Path) -> Result<Tree, Error> {
     let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_owned()];
+    let mut stack = vec![GuestPathBuf::from("/")];
     while let Some(dir) = stack.pop() {
         for e in fs.read_dir(&dir).map_err(ext4_err(img))? {
-            let p = if dir == "/" {
-                format!("/{}", e.name_lossy())
-            } else {
-                format!("{dir}/{}", e.name_lossy())
-            };
+            let p = dir.join(&e.name);
             let md = fs.lstat(&p).map_err(ext4_err(img))?;
             if md.kind == FileKind::Dir {
                 stack.push(p.clone());
@@ -228,7 +227,7 @@ fn walk(fs: &Filesystem<'_>, img: &Path) -> Result<BTreeMap<String, Metadata>, E
 fn compare(
     fa: &Filesystem<'_>,
     fb: &Filesystem<'_>,
-    path: &str,
+    path: &GuestPath,
     ma: &Metadata,
     mb: &Metadata,
     img: &Path,

@@ -63,6 +63,9 @@ use std::path::PathBuf;
 pub use diff::{Difference, EntryKind, diff};
 pub use inject::{Asset, Injected, InjectedKind, K3sRelease};
 pub use kiln_blockdev::{Cancel, ErrorKind};
+/// Re-exported: guest paths are bytes ([`Change::path`], [`Difference::path`]); their escaped
+/// text form is what manifests, reports and lock files hold.
+pub use kiln_ext4::{GuestPath, GuestPathBuf};
 pub use manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
 pub use pipeline::{
     BuildOptions, BuildOutput, Progress, Step, StepEvent, StepReport, build, build_file,

@@ -270,7 +270,9 @@ pub fn document_part(data: &[u8]) -> String {
     format!("doc - - {} - {}", data.len(), part_digest(data))
 }
 
-/// Every entry of the root filesystem of `image` as lock parts (guest path → description).
+/// Every entry of the root filesystem of `image` as lock parts (guest path, in the escaped form of
+/// [`kiln_ext4::GuestPath`] — one line even for a name that is not UTF-8 or holds a newline —
+/// → description).
 pub fn image_parts(image: &Path) -> Result<BTreeMap<String, String>, Error> {
     crate::diff::with_root_fs(image, |fs, tree| {
         let mut parts = BTreeMap::new();
@@ -295,7 +297,7 @@ pub fn image_parts(image: &Path) -> Result<BTreeMap<String, String>, Error> {
                 "{kind} {:04o} {}:{} {size} {} {digest}",
                 md.perm, md.uid, md.gid, md.mtime
             );
-            parts.insert(path.clone(), desc);
+            parts.insert(path.to_string(), desc);
         }
         Ok(parts)
     })

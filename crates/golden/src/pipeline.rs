@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_blockdev::{AtomicFile, BlockDev, Cancel, CancelRead, MemDev, NewDirs};
-use kiln_ext4::Filesystem;
+use kiln_ext4::{Filesystem, GuestPath, GuestPathBuf};
 use kiln_partition::{Partition, Selector};
 use kiln_qcow2::{CompressionType, CreateOptions, Disk, FlattenOptions, Image, OpenOptions};
 use serde::{Deserialize, Serialize};
@@ -111,7 +111,8 @@ pub struct StepReport {
     pub name: Step,
     /// One line for humans.
     pub summary: String,
-    /// Paths (or items) the step changed.
+    /// Paths (or items) the step changed; guest paths in the escaped form of
+    /// [`kiln_ext4::GuestPath`] (a byte that is not UTF-8 as `\xHH`).
     pub changed: Vec<String>,
     /// Wall time of the step (reports only; never written into an output).
     pub millis: u64,
@@ -564,7 +565,7 @@ fn scrub(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepRe
     }
     all.sort();
     let summary = format!("{} ops, {} paths changed", ops.len(), all.len());
-    Ok(((), summary, all))
+    Ok(((), summary, all.iter().map(ToString::to_string).collect()))
 }
 
 fn k3s(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -> StepResult<()> {
@@ -617,23 +618,20 @@ fn prerequisites(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &mut Edits) -
 }
 
 /// Every injected path, the parents of every changed path, and their ancestors.
-fn touched_paths(edits: &Edits) -> BTreeSet<String> {
+fn touched_paths(edits: &Edits) -> BTreeSet<GuestPathBuf> {
     let mut set = BTreeSet::new();
-    let mut add_with_parents = |p: &str, include_self: bool| {
+    let mut add_with_parents = |p: &GuestPath, include_self: bool| {
         if include_self {
             set.insert(p.to_owned());
         }
         let mut cur = p;
-        while let Some(i) = cur.rfind('/') {
-            cur = if i == 0 { "/" } else { &cur[..i] };
-            set.insert(cur.to_owned());
-            if cur == "/" {
-                break;
-            }
+        while let Some(parent) = cur.parent() {
+            set.insert(parent.to_owned());
+            cur = parent;
         }
     };
     for i in &edits.injected {
-        add_with_parents(&i.path, true);
+        add_with_parents(GuestPath::new(&i.path), true);
     }
     for c in edits.scrub.iter().flat_map(|r| &r.changed) {
         add_with_parents(&c.path, c.action != Action::Removed);
@@ -649,8 +647,8 @@ fn normalise_times(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &Edits) -> 
         mtime: Some(sde),
         ctime: Some(sde),
     };
-    let inject_err = |p: &String| {
-        let path = p.clone();
+    let inject_err = |p: &GuestPathBuf| {
+        let path = p.to_string();
         move |source| Error::Inject {
             path,
             source: Box::new(source),
@@ -662,7 +660,7 @@ fn normalise_times(cx: &Context<'_>, fs: &mut Filesystem<'_>, edits: &Edits) -> 
             Ok(m) if m.atime == sde && m.mtime == sde && m.ctime == sde => {}
             Ok(_) => {
                 fs.set_times(p, times, false).map_err(inject_err(p))?;
-                changed.push(p.clone());
+                changed.push(p.to_string());
             }
             Err(kiln_ext4::Error::NotFound { .. }) => {}
             Err(source) => return Err(inject_err(p)(source)),

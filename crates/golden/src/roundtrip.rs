@@ -51,6 +51,25 @@ fn guest_path() -> impl Strategy<Value = String> {
     "(/[a-zA-Z0-9_-][a-zA-Z0-9._+-]{0,8}){1,4}"
 }
 
+/// A guest path as bytes: mostly UTF-8 ones, some with any byte but `/` and NUL (names that are
+/// not UTF-8, backslashes, control characters).
+fn byte_guest_path() -> impl Strategy<Value = kiln_ext4::GuestPathBuf> {
+    let name = prop::collection::vec(
+        any::<u8>().prop_filter("a name byte", |b| *b != b'/' && *b != 0),
+        1..8,
+    );
+    prop_oneof![
+        3 => guest_path().prop_map(kiln_ext4::GuestPathBuf::from),
+        1 => prop::collection::vec(name, 1..4).prop_map(|names| {
+            let mut p = kiln_ext4::GuestPathBuf::from("/");
+            for n in names {
+                p.push(n);
+            }
+            p
+        }),
+    ]
+}
+
 fn conf_name() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9_@-][a-zA-Z0-9._@-]{0,10}"
 }
@@ -254,7 +273,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         (
             "[a-z-]{1,16}",
             prop::collection::vec(
-                (guest_path(), action()).prop_map(|(path, action)| Change { path, action }),
+                (byte_guest_path(), action()).prop_map(|(path, action)| Change { path, action }),
                 0..4,
             ),
         )
@@ -345,16 +364,17 @@ fn entry_kind() -> impl Strategy<Value = EntryKind> {
 
 fn difference() -> impl Strategy<Value = Difference> {
     prop_oneof![
-        (guest_path(), entry_kind()).prop_map(|(path, kind)| Difference::Added { path, kind }),
-        (guest_path(), entry_kind()).prop_map(|(path, kind)| Difference::Removed { path, kind }),
-        (guest_path(), any::<u64>(), any::<u64>()).prop_map(|(path, size_a, size_b)| {
+        (byte_guest_path(), entry_kind()).prop_map(|(path, kind)| Difference::Added { path, kind }),
+        (byte_guest_path(), entry_kind())
+            .prop_map(|(path, kind)| Difference::Removed { path, kind }),
+        (byte_guest_path(), any::<u64>(), any::<u64>()).prop_map(|(path, size_a, size_b)| {
             Difference::Content {
                 path,
                 size_a,
                 size_b,
             }
         }),
-        (guest_path(), prop::collection::vec(text(), 0..3))
+        (byte_guest_path(), prop::collection::vec(text(), 0..3))
             .prop_map(|(path, fields)| Difference::Metadata { path, fields }),
     ]
 }

@@ -4,8 +4,12 @@
 //! `scrub.enable` / `scrub.disable`.
 //!
 //! Every op is idempotent: on an image that is already clean it changes nothing and reports nothing.
+//!
+//! Names are bytes: an op that walks a directory matches each entry's name as bytes and removes
+//! it by its exact path, so an entry whose name is not UTF-8 (`/tmp/bad\xffname`) is handled
+//! exactly like any other, and recorded in the escaped form of [`GuestPath`].
 
-use kiln_ext4::{FileKind, Filesystem, NewFile};
+use kiln_ext4::{FileKind, Filesystem, GuestPath, GuestPathBuf, NewFile};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -43,8 +47,9 @@ impl Action {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Change {
-    /// Absolute guest path.
-    pub path: String,
+    /// Absolute guest path (bytes; serialised in the escaped form of [`GuestPath`], so a UTF-8
+    /// path without backslashes or control characters reads as it is).
+    pub path: GuestPathBuf,
     /// What the op did to it.
     pub action: Action,
 }
@@ -206,8 +211,8 @@ struct Scrubber<'a, 'd> {
 }
 
 impl Scrubber<'_, '_> {
-    fn err(&self, path: &str) -> impl FnOnce(kiln_ext4::Error) -> Error {
-        let (op, path) = (self.op, path.to_owned());
+    fn err(&self, path: &GuestPath) -> impl FnOnce(kiln_ext4::Error) -> Error {
+        let (op, path) = (self.op, path.to_string());
         move |source| Error::Scrub {
             op,
             path,
@@ -215,14 +220,14 @@ impl Scrubber<'_, '_> {
         }
     }
 
-    fn record(&mut self, path: impl Into<String>, action: Action) {
+    fn record(&mut self, path: &GuestPath, action: Action) {
         self.out.push(Change {
-            path: path.into(),
+            path: path.to_owned(),
             action,
         });
     }
 
-    fn lstat(&self, path: &str) -> Result<Option<kiln_ext4::Metadata>, Error> {
+    fn lstat(&self, path: &GuestPath) -> Result<Option<kiln_ext4::Metadata>, Error> {
         match self.fs.lstat(path) {
             Ok(m) => Ok(Some(m)),
             Err(kiln_ext4::Error::NotFound { .. } | kiln_ext4::Error::NotADirectory { .. }) => {
@@ -233,12 +238,12 @@ impl Scrubber<'_, '_> {
     }
 
     /// Whether `path` is a real directory (not a symlink to one).
-    fn is_dir(&self, path: &str) -> Result<bool, Error> {
+    fn is_dir(&self, path: &GuestPath) -> Result<bool, Error> {
         Ok(self.lstat(path)?.is_some_and(|m| m.kind == FileKind::Dir))
     }
 
     /// Removes `path` (recursively for a directory) if it exists; whether it did.
-    fn remove_unrecorded(&mut self, path: &str) -> Result<bool, Error> {
+    fn remove_unrecorded(&mut self, path: &GuestPath) -> Result<bool, Error> {
         let Some(m) = self.lstat(path)? else {
             return Ok(false);
         };
@@ -252,7 +257,7 @@ impl Scrubber<'_, '_> {
     }
 
     /// Removes `path` (recursively for a directory) if it exists, and records it.
-    fn remove(&mut self, path: &str) -> Result<(), Error> {
+    fn remove(&mut self, path: &GuestPath) -> Result<(), Error> {
         if self.remove_unrecorded(path)? {
             self.record(path, Action::Removed);
         }
@@ -261,11 +266,14 @@ impl Scrubber<'_, '_> {
 
     /// Removes each of `paths` that exists.
     fn remove_all(&mut self, paths: &[&str]) -> Result<(), Error> {
-        paths.iter().try_for_each(|p| self.remove(p))
+        paths
+            .iter()
+            .try_for_each(|p| self.remove(GuestPath::new(p)))
     }
 
-    /// Names in directory `dir` (empty if it does not exist or is not a real directory).
-    fn names(&self, dir: &str) -> Result<Vec<String>, Error> {
+    /// Names in directory `dir`, as bytes (empty if it does not exist or is not a real
+    /// directory).
+    fn names(&self, dir: &GuestPath) -> Result<Vec<Vec<u8>>, Error> {
         if !self.is_dir(dir)? {
             return Ok(Vec::new());
         }
@@ -274,15 +282,16 @@ impl Scrubber<'_, '_> {
             .read_dir(dir)
             .map_err(self.err(dir))?
             .into_iter()
-            .map(|e| e.name_lossy().into_owned())
+            .map(|e| e.name)
             .collect())
     }
 
-    /// Removes every entry of `dir` whose name satisfies `pick`.
-    fn remove_matching(&mut self, dir: &str, pick: impl Fn(&str) -> bool) -> Result<(), Error> {
+    /// Removes every entry of `dir` whose name (bytes) satisfies `pick`.
+    fn remove_matching(&mut self, dir: &str, pick: impl Fn(&[u8]) -> bool) -> Result<(), Error> {
+        let dir = GuestPath::new(dir);
         for n in self.names(dir)? {
             if pick(&n) {
-                self.remove(&join(dir, &n))?;
+                self.remove(&dir.join(&n))?;
             }
         }
         Ok(())
@@ -290,7 +299,7 @@ impl Scrubber<'_, '_> {
 
     /// Cuts `path` to zero bytes if `md` (its metadata) shows a non-empty regular file, and
     /// records it.
-    fn truncate(&mut self, path: &str, md: Option<kiln_ext4::Metadata>) -> Result<(), Error> {
+    fn truncate(&mut self, path: &GuestPath, md: Option<kiln_ext4::Metadata>) -> Result<(), Error> {
         if let Some(m) = md
             && m.kind == FileKind::File
             && m.size > 0
@@ -302,61 +311,53 @@ impl Scrubber<'_, '_> {
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 fn machine_id(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    const P: &str = "/etc/machine-id";
+    let p = GuestPath::new("/etc/machine-id");
     let want: &[u8] = match s.input.machine_id {
         MachineIdMode::Uninitialized => b"uninitialized\n",
         MachineIdMode::Empty => b"",
     };
-    let current = s.lstat(P)?;
+    let current = s.lstat(p)?;
     if let Some(m) = &current
         && m.kind == FileKind::File
         && m.perm == 0o444
         && m.uid == 0
         && m.gid == 0
-        && s.fs.read(P).map_err(s.err(P))? == want
+        && s.fs.read(p).map_err(s.err(p))? == want
     {
         return Ok(());
     }
     if current.is_some_and(|m| m.kind != FileKind::File) {
-        s.remove_unrecorded(P)?;
+        s.remove_unrecorded(p)?;
     }
     let attrs = NewFile {
         perm: 0o444,
         ..NewFile::default()
     };
-    s.fs.write(P, want, attrs).map_err(s.err(P))?;
-    s.record(P, Action::Reset);
+    s.fs.write(p, want, attrs).map_err(s.err(p))?;
+    s.record(p, Action::Reset);
     Ok(())
 }
 
 fn dbus_machine_id(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    const P: &str = "/var/lib/dbus/machine-id";
-    match s.lstat(P)? {
+    let p = GuestPath::new("/var/lib/dbus/machine-id");
+    match s.lstat(p)? {
         None => Ok(()),
         Some(m) if m.kind == FileKind::Symlink => Ok(()),
         Some(_) => {
-            s.remove_unrecorded(P)?;
-            s.fs.symlink("/etc/machine-id", P, 0, 0).map_err(s.err(P))?;
-            s.record(P, Action::Linked);
+            s.remove_unrecorded(p)?;
+            s.fs.symlink("/etc/machine-id", p, 0, 0).map_err(s.err(p))?;
+            s.record(p, Action::Linked);
             Ok(())
         }
     }
 }
 
 /// cloud-init's own log files and their rotated copies (`cloud-init.log.1`, `.gz`, …).
-fn is_cloud_init_log(name: &str) -> bool {
-    ["cloud-init.log", "cloud-init-output.log"]
+fn is_cloud_init_log(name: &[u8]) -> bool {
+    [&b"cloud-init.log"[..], b"cloud-init-output.log"]
         .iter()
-        .any(|b| name == *b || name.strip_prefix(b).is_some_and(|r| r.starts_with('.')))
+        .any(|b| name == *b || name.strip_prefix(*b).is_some_and(|r| r.starts_with(b".")))
 }
 
 fn cloud_init_state(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
@@ -372,20 +373,20 @@ fn cloud_init_network(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
         "/etc/network/interfaces.d/50-cloud-init.cfg",
     ])?;
     s.remove_matching("/etc/NetworkManager/system-connections", |n| {
-        n.starts_with("cloud-init-") && n.ends_with(".nmconnection")
+        n.starts_with(b"cloud-init-") && n.ends_with(b".nmconnection")
     })?;
     s.remove_matching("/etc/systemd/network", |n| {
-        n.starts_with("10-cloud-init-") && n.ends_with(".network")
+        n.starts_with(b"10-cloud-init-") && n.ends_with(b".network")
     })
 }
 
 fn cloud_init_ssh_config(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    s.remove("/etc/ssh/sshd_config.d/50-cloud-init.conf")
+    s.remove(GuestPath::new("/etc/ssh/sshd_config.d/50-cloud-init.conf"))
 }
 
 fn ssh_hostkeys(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     s.remove_matching("/etc/ssh", |n| {
-        n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub"))
+        n.starts_with(b"ssh_host_") && (n.ends_with(b"_key") || n.ends_with(b"_key.pub"))
     })
 }
 
@@ -405,12 +406,13 @@ fn random_seed(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
 }
 
 /// Rotated or archived logs: `syslog.1`, `dmesg.0`, `auth.log.2.gz`, `foo.old`, `x.xz`, ….
-fn is_rotated_log(name: &str) -> bool {
-    let ext = name.rsplit_once('.').map(|(_, e)| e);
-    match ext {
-        Some("gz" | "xz" | "bz2" | "zst" | "old") => true,
-        Some(e) => !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()),
-        None => false,
+fn is_rotated_log(name: &[u8]) -> bool {
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    match &name[dot + 1..] {
+        b"gz" | b"xz" | b"bz2" | b"zst" | b"old" => true,
+        e => !e.is_empty() && e.iter().all(u8::is_ascii_digit),
     }
 }
 
@@ -418,15 +420,15 @@ fn logfiles(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
     // The journal: per-machine-id directories under /var/log/journal (the directory itself stays,
     // so persistent journaling stays on).
     s.remove_matching("/var/log/journal", |_| true)?;
-    walk_logs(s, "/var/log", 0)
+    walk_logs(s, GuestPath::new("/var/log"), 0)
 }
 
-fn walk_logs(s: &mut Scrubber<'_, '_>, dir: &str, depth: u32) -> Result<(), Error> {
+fn walk_logs(s: &mut Scrubber<'_, '_>, dir: &GuestPath, depth: u32) -> Result<(), Error> {
     if depth > 32 {
         return Ok(());
     }
     for n in s.names(dir)? {
-        let p = join(dir, &n);
+        let p = dir.join(&n);
         if p == "/var/log/journal" {
             continue;
         }
@@ -461,29 +463,30 @@ const HISTORIES: &[&str] = &[
 ];
 
 fn shell_history(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    let mut homes = vec!["/root".to_owned()];
-    for n in s.names("/home")? {
-        homes.push(join("/home", &n));
+    let home = GuestPath::new("/home");
+    let mut homes = vec![GuestPathBuf::from("/root")];
+    for n in s.names(home)? {
+        homes.push(home.join(&n));
     }
     for h in homes {
         if !s.is_dir(&h)? {
             continue;
         }
         for f in HISTORIES {
-            s.remove(&join(&h, f))?;
+            s.remove(&h.join(f))?;
         }
     }
     Ok(())
 }
 
 fn apt_cache(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    s.remove_matching("/var/cache/apt", |n| n.ends_with(".bin"))?;
-    s.remove_matching("/var/cache/apt/archives", |n| n.ends_with(".deb"))?;
+    s.remove_matching("/var/cache/apt", |n| n.ends_with(b".bin"))?;
+    s.remove_matching("/var/cache/apt/archives", |n| n.ends_with(b".deb"))?;
     s.remove_matching("/var/cache/apt/archives/partial", |_| true)
 }
 
 fn dhcp_leases(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    let lease = |n: &str| n.ends_with(".leases") || n.ends_with(".lease");
+    let lease = |n: &[u8]| n.ends_with(b".leases") || n.ends_with(b".lease");
     s.remove_matching("/var/lib/dhcp", lease)?;
     s.remove_matching("/var/lib/dhclient", lease)?;
     s.remove_matching("/var/lib/NetworkManager", lease)?;
@@ -491,9 +494,9 @@ fn dhcp_leases(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
 }
 
 fn hostname(s: &mut Scrubber<'_, '_>) -> Result<(), Error> {
-    const P: &str = "/etc/hostname";
-    let md = s.lstat(P)?;
-    s.truncate(P, md)
+    let p = GuestPath::new("/etc/hostname");
+    let md = s.lstat(p)?;
+    s.truncate(p, md)
 }
 
 #[cfg(test)]
@@ -512,13 +515,16 @@ mod tests {
 
     #[test]
     fn log_patterns() {
-        assert!(is_cloud_init_log("cloud-init.log"));
-        assert!(is_cloud_init_log("cloud-init.log.1"));
-        assert!(is_cloud_init_log("cloud-init-output.log.2.gz"));
-        assert!(!is_cloud_init_log("cloud-init.logs"));
-        assert!(is_rotated_log("syslog.1"));
-        assert!(is_rotated_log("auth.log.2.gz"));
-        assert!(!is_rotated_log("syslog"));
-        assert!(!is_rotated_log("auth.log"));
+        assert!(is_cloud_init_log(b"cloud-init.log"));
+        assert!(is_cloud_init_log(b"cloud-init.log.1"));
+        assert!(is_cloud_init_log(b"cloud-init-output.log.2.gz"));
+        assert!(is_cloud_init_log(b"cloud-init.log.\xff"));
+        assert!(!is_cloud_init_log(b"cloud-init.logs"));
+        assert!(is_rotated_log(b"syslog.1"));
+        assert!(is_rotated_log(b"auth.log.2.gz"));
+        assert!(is_rotated_log(b"b\xffd.log.3"));
+        assert!(!is_rotated_log(b"syslog"));
+        assert!(!is_rotated_log(b"auth.log"));
+        assert!(!is_rotated_log(b"auth.\xff"));
     }
 }

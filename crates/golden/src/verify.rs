@@ -87,7 +87,7 @@ fn check_fs(fs: &Filesystem<'_>, m: &Manifest, rep: &mut VerifyReport) {
     };
     for c in m.scrub.iter().flat_map(|r| &r.changed) {
         rep.scrubbed += 1;
-        let path = c.path.as_str();
+        let path = c.path.as_guest_path();
         let st = fs.lstat(path);
         let problem = match (c.action, &st) {
             (Action::Removed, Err(kiln_ext4::Error::NotFound { .. })) => None,
@@ -95,7 +95,7 @@ fn check_fs(fs: &Filesystem<'_>, m: &Manifest, rep: &mut VerifyReport) {
             (Action::Truncated, Ok(md)) if md.kind == FileKind::File && md.size == 0 => None,
             (Action::Truncated, Ok(md)) => Some(format!("has {} bytes", md.size)),
             (Action::Reset, Ok(md)) if md.kind == FileKind::File => match fs.read(path) {
-                Ok(b) if path != "/etc/machine-id" || b == machine_id => None,
+                Ok(b) if path.as_bytes() != b"/etc/machine-id" || b == machine_id => None,
                 Ok(_) => Some("content is not what the op writes".into()),
                 Err(e) => Some(e.to_string()),
             },

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_fixtures::{self as fixtures, BaseFixture, BaseSpec};
-use kiln_golden::{BuildOptions, Cancel, Error, Step, StepEvent, build_file};
+use kiln_golden::{BuildOptions, Cancel, Error, GuestPath, Step, StepEvent, build_file};
 
 const VERSION: &str = "v1.34.3+k3s1";
 
@@ -80,6 +80,27 @@ fn assert_fast_link(part: &Path, link: &str, target: &str) -> String {
         "{link}: {st}"
     );
     st
+}
+
+/// The entries of directory `dir` in `part` as debugfs lists them (`ls -p`: names as raw bytes),
+/// without `.` and `..`: (name, size).
+fn debugfs_entries(part: &Path, dir: &str) -> Vec<(Vec<u8>, u64)> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ls -p {dir}"))
+        .arg(part)
+        .output()
+        .expect("debugfs (e2fsprogs) must be installed");
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            // `/ino/mode/uid/gid/name/size/`: a name never holds a `/`.
+            let f: Vec<&[u8]> = l.split(|&b| b == b'/').collect();
+            let size = std::str::from_utf8(f.get(6)?).ok()?.parse().ok()?;
+            Some((f[5].to_vec(), size))
+        })
+        .filter(|(n, _)| n != b"." && n != b"..")
+        .collect()
 }
 
 /// (mode bits, uid, gid, type) from `debugfs stat`.
@@ -158,6 +179,16 @@ fn golden_build_passes_oracles() {
         assert!(debugfs_stat(&part, keep).is_some(), "{keep} was removed");
     }
     assert_eq!(debugfs_cat(&part, "/var/log/apt/history.log"), b"");
+    // Names are bytes: the file in /tmp whose name is not UTF-8 is gone like any other, and the
+    // log file whose name is not UTF-8 is truncated like any other.
+    assert_eq!(debugfs_entries(&part, "/tmp"), vec![]);
+    let log_name = GuestPath::new(fixtures::NON_UTF8_LOG).file_name().unwrap();
+    let logs = debugfs_entries(&part, "/var/log");
+    assert!(
+        logs.contains(&(log_name.to_vec(), 0)),
+        "{} not truncated: {logs:?}",
+        GuestPath::new(fixtures::NON_UTF8_LOG)
+    );
     let (ls, _) = debugfs(&part, "ls -l /var/lib/cloud");
     assert_eq!(
         ls.lines().filter(|l| !l.trim().is_empty()).count(),
@@ -237,6 +268,30 @@ fn golden_build_passes_oracles() {
             .any(|s| p == s || p.starts_with(&format!("{s}/")));
         assert!(covered, "{p} not in the manifest's scrub records");
     }
+    // In the escaped form, with the action, and read back typed to the same bytes.
+    for (op, path, action) in [
+        ("tmp-files", r"/tmp/bad\xffname", "removed"),
+        ("logfiles", r"/var/log/bad\xfe.log", "truncated"),
+    ] {
+        let rec = m["scrub"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["op"] == op)
+            .unwrap();
+        assert!(
+            rec["changed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["path"] == path && c["action"] == action),
+            "{path} ({action}) not in {rec}"
+        );
+    }
+    let typed = built.manifest.scrub.iter().flat_map(|r| &r.changed);
+    let paths: Vec<&GuestPath> = typed.map(|c| c.path.as_guest_path()).collect();
+    assert!(paths.contains(&GuestPath::new(fixtures::NON_UTF8_TMP)));
+    assert!(paths.contains(&GuestPath::new(fixtures::NON_UTF8_LOG)));
     let injected = m["injected"].as_array().unwrap();
     let k3s_entry = injected
         .iter()
@@ -615,10 +670,10 @@ fn diff_against_the_base_matches_the_manifest() {
     assert_eq!(kiln_golden::diff(&a.image, &b.image).unwrap(), vec![]);
 
     let d = kiln_golden::diff(&env.base.path, &a.image).unwrap();
-    let find = |p: &str| d.iter().filter(|x| x.path() == p).collect::<Vec<_>>();
+    let find = |p: &GuestPath| d.iter().filter(|x| x.path() == p).collect::<Vec<_>>();
     // Every injected file is new or changed; every removed path is reported removed.
     for i in &a.manifest.injected {
-        let hits = find(&i.path);
+        let hits = find(GuestPath::new(&i.path));
         assert!(
             hits.iter().any(|h| matches!(
                 h,
@@ -640,15 +695,27 @@ fn diff_against_the_base_matches_the_manifest() {
             assert!(ok, "{} ({:?}) not in the diff: {hits:?}", c.path, c.action);
         }
     }
+    // Names are bytes: the file whose name is not UTF-8 is reported removed, the log truncated.
+    let bad = find(GuestPath::new(fixtures::NON_UTF8_TMP));
+    assert!(
+        matches!(bad[..], [kiln_golden::Difference::Removed { .. }]),
+        "{bad:?}"
+    );
+    let log = find(GuestPath::new(fixtures::NON_UTF8_LOG));
+    assert!(
+        log.iter()
+            .any(|d| matches!(d, kiln_golden::Difference::Content { size_b: 0, .. })),
+        "{log:?}"
+    );
     // Nothing outside the manifest changed except directory times of parents.
     for x in &d {
         let p = x.path();
-        let in_manifest = a.manifest.injected.iter().any(|i| i.path == p)
-            || a.manifest
-                .scrub
-                .iter()
-                .flat_map(|r| &r.changed)
-                .any(|c| p == c.path || p.starts_with(&format!("{}/", c.path)));
+        let in_manifest = a.manifest.injected.iter().any(|i| *p == *i.path)
+            || a.manifest.scrub.iter().flat_map(|r| &r.changed).any(|c| {
+                p == c.path
+                    || p.as_bytes()
+                        .starts_with(&[c.path.as_bytes(), b"/"].concat())
+            });
         let dir_times = matches!(x, kiln_golden::Difference::Metadata { fields, .. }
             if fields.iter().all(|f| f.starts_with("mtime")));
         assert!(in_manifest || dir_times, "unexplained difference {x:?}");
@@ -752,13 +819,16 @@ fn no_wall_clock_time_in_the_image() {
         .arg("-R")
         .arg(format!("rdump / {}", tree.display()))
         .arg(&part));
-    let mut paths = vec!["/".to_owned()];
+    // Paths as bytes: the fixture has names that are not UTF-8, which debugfs must get as they are.
+    use std::os::unix::ffi::OsStrExt;
+    let mut paths: Vec<Vec<u8>> = vec![b"/".to_vec()];
     let mut stack = vec![tree.clone()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(&tree).unwrap().display().to_string();
-            paths.push(format!("/{rel}"));
+            let path = e.path();
+            let rel = path.strip_prefix(&tree).unwrap().as_os_str().as_bytes();
+            paths.push([b"/", rel].concat());
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             }
@@ -770,8 +840,8 @@ fn no_wall_clock_time_in_the_image() {
         &cmds,
         paths
             .iter()
-            .map(|p| format!("stat \"{p}\"\n"))
-            .collect::<String>(),
+            .flat_map(|p| [&b"stat \""[..], p, b"\"\n"].concat())
+            .collect::<Vec<u8>>(),
     )
     .unwrap();
     let out = run(Command::new("debugfs").arg("-f").arg(&cmds).arg(&part));

@@ -14,7 +14,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 
 /// What `recipes/k3s-node-ubuntu-24.04.yaml` says in YAML, made in code (pins included).
 fn recipe(name: &str, fixtures: &Path) -> Recipe {
-    let base_sha256 = "b2f19b7e99dc8036995b9456ba46daec39ca54d873ec1d28c72e8fa399f546ad";
+    let base_sha256 = "c28c27067a1fde2d7192db05b922efa700a2919e8bd71a7c989866d8615ae4f1";
     let install_sh_sha256 = "8dd65dcacc0aecc9b30c668b782a062815898abb4754a7e6d74c978c219a583c";
     let base = Base::new(fixtures.join("ubuntu-24.04-base.qcow2"), base_sha256);
     let k3s =

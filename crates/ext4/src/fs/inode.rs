@@ -12,13 +12,13 @@ use super::{
 };
 use crate::error::{Error, Op, Result};
 use crate::ffi::{self, ext2_ino_t, ext2_inode_large};
-use crate::path::components;
+use crate::path::{GuestPath, components};
 
 impl Filesystem<'_> {
     pub(super) fn read_inode(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
     ) -> Result<ext2_inode_large> {
         let mut inode = ext2_inode_large::default();
@@ -38,7 +38,7 @@ impl Filesystem<'_> {
     pub(super) fn write_inode(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         inode: &mut ext2_inode_large,
     ) -> Result<()> {
@@ -124,7 +124,7 @@ impl Filesystem<'_> {
     pub(super) fn lookup(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         dir: ext2_ino_t,
         name: &[u8],
     ) -> Result<Option<ext2_ino_t>> {
@@ -153,7 +153,7 @@ impl Filesystem<'_> {
     pub(super) fn resolve_components(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         comps: &[&[u8]],
         follow_last: bool,
     ) -> Result<ext2_ino_t> {
@@ -175,13 +175,13 @@ impl Filesystem<'_> {
             if cur_inode.i_mode & S_IFMT != S_IFDIR {
                 return Err(Error::NotADirectory {
                     op,
-                    path: path.to_owned(),
+                    path: path.to_string(),
                 });
             }
             let Some(child) = self.lookup(op, path, cur, &c)? else {
                 return Err(Error::NotFound {
                     op,
-                    path: path.to_owned(),
+                    path: path.to_string(),
                 });
             };
             let is_last = queue.is_empty();
@@ -191,7 +191,7 @@ impl Filesystem<'_> {
                 if followed > MAX_SYMLINKS {
                     return Err(Error::TooManySymlinks {
                         op,
-                        path: path.to_owned(),
+                        path: path.to_string(),
                         max: MAX_SYMLINKS,
                     });
                 }
@@ -209,7 +209,12 @@ impl Filesystem<'_> {
         Ok(*dirs.last().unwrap_or(&ffi::EXT2_ROOT_INO))
     }
 
-    pub(super) fn resolve(&self, op: Op, path: &str, follow_last: bool) -> Result<ext2_ino_t> {
+    pub(super) fn resolve(
+        &self,
+        op: Op,
+        path: &GuestPath,
+        follow_last: bool,
+    ) -> Result<ext2_ino_t> {
         let comps = components(op, path)?;
         self.resolve_components(op, path, &comps, follow_last)
     }
@@ -218,13 +223,13 @@ impl Filesystem<'_> {
     pub(super) fn resolve_parent<'p>(
         &self,
         op: Op,
-        path: &'p str,
+        path: &'p GuestPath,
     ) -> Result<(ext2_ino_t, &'p [u8])> {
         let comps = components(op, path)?;
         let Some((name, parent)) = comps.split_last() else {
             return Err(Error::InvalidPath {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
                 reason: "needs a name (not /)",
             });
         };
@@ -233,7 +238,7 @@ impl Filesystem<'_> {
         if inode.i_mode & S_IFMT != S_IFDIR {
             return Err(Error::NotADirectory {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         Ok((dir, name))
@@ -242,7 +247,7 @@ impl Filesystem<'_> {
     pub(super) fn link_target(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         inode: &ext2_inode_large,
     ) -> Result<Vec<u8>> {
@@ -250,7 +255,7 @@ impl Filesystem<'_> {
         if size > 65536 {
             return Err(Error::Unsupported {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
                 what: format!("symlink of {size} bytes"),
             });
         }
@@ -291,7 +296,7 @@ impl Filesystem<'_> {
     pub(super) fn read_ino_into(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         out: &mut dyn Write,
     ) -> Result<u64> {
@@ -313,7 +318,7 @@ impl Filesystem<'_> {
             if let Err(source) = out.write_all(&buf[..got as usize]) {
                 break Err(Error::Sink {
                     op,
-                    path: path.to_owned(),
+                    path: path.to_string(),
                     source,
                 });
             }
@@ -328,7 +333,7 @@ impl Filesystem<'_> {
     pub(super) fn open_file(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         flags: c_int,
     ) -> Result<ffi::ext2_file_t> {
@@ -340,7 +345,12 @@ impl Filesystem<'_> {
         Ok(file)
     }
 
-    pub(super) fn close_file(&self, op: Op, path: &str, file: ffi::ext2_file_t) -> Result<()> {
+    pub(super) fn close_file(
+        &self,
+        op: Op,
+        path: &GuestPath,
+        file: ffi::ext2_file_t,
+    ) -> Result<()> {
         // SAFETY: `file` came from ext2fs_file_open2 and is closed exactly once (here).
         let code = unsafe { ffi::ext2fs_file_close(file) };
         self.check(op, path, code)

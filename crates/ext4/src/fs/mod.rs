@@ -16,6 +16,7 @@ use kiln_blockdev::BlockDev;
 use crate::error::{Error, Op, Result};
 use crate::ffi::{self, errcode_t};
 use crate::io::{self, Shared};
+use crate::path::GuestPath;
 
 use features::{INCOMPAT_EXTENTS, RawSuper, check_library};
 
@@ -161,9 +162,17 @@ pub struct DirEntry {
 }
 
 impl DirEntry {
-    /// The name, with invalid UTF-8 replaced.
+    /// The name, with invalid UTF-8 replaced: for showing only. It may name no entry at all, so
+    /// never build a path from it; join [`DirEntry::name`] to the directory's
+    /// [`GuestPathBuf`](crate::GuestPathBuf) instead.
     pub fn name_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.name)
+    }
+
+    /// The name in the escaped form of [`GuestPath`] (`bad\xffname`): every byte kept, so it
+    /// reads back with [`GuestPathBuf::from_escaped`](crate::GuestPathBuf::from_escaped).
+    pub fn name_escaped(&self) -> String {
+        GuestPath::new(&self.name).to_string()
     }
 }
 
@@ -378,7 +387,13 @@ impl<'d> Filesystem<'d> {
         };
         drop(reg);
         if code != 0 {
-            return Err(lib_error(Op::Open, device, "/", code, &shared));
+            return Err(lib_error(
+                Op::Open,
+                device,
+                GuestPath::root(),
+                code,
+                &shared,
+            ));
         }
         let Some(nn) = NonNull::new(handle) else {
             return Err(Error::Layout {
@@ -404,7 +419,7 @@ impl<'d> Filesystem<'d> {
         if opts.write {
             // SAFETY: live handle; loads the allocation bitmaps the write path needs.
             let code = unsafe { ffi::ext2fs_read_bitmaps(nn.as_ptr()) };
-            this.check(Op::Open, "/", code)?;
+            this.check(Op::Open, GuestPath::root(), code)?;
         }
         Ok(this)
     }
@@ -454,7 +469,7 @@ impl<'d> Filesystem<'d> {
         self.fs.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
-    fn check(&self, op: Op, path: &str, code: errcode_t) -> Result<()> {
+    fn check(&self, op: Op, path: &GuestPath, code: errcode_t) -> Result<()> {
         if code == 0 {
             Ok(())
         } else {
@@ -520,7 +535,7 @@ impl<'d> Filesystem<'d> {
             return Err(lib_error(
                 Op::Write,
                 &self.device,
-                "/",
+                GuestPath::root(),
                 ffi::EROFS,
                 &self.shared,
             ));
@@ -559,7 +574,13 @@ impl<'d> Filesystem<'d> {
         if code != 0 {
             // SAFETY: see above: close2 failed, the handle is still allocated and ours.
             unsafe { ffi::ext2fs_free(fs) };
-            return Err(lib_error(Op::Close, &self.device, "/", code, &self.shared));
+            return Err(lib_error(
+                Op::Close,
+                &self.device,
+                GuestPath::root(),
+                code,
+                &self.shared,
+            ));
         }
         Ok(())
     }
@@ -577,11 +598,11 @@ impl Drop for Filesystem<'_> {
     }
 }
 
-fn lib_error(op: Op, device: &str, path: &str, code: errcode_t, shared: &Shared) -> Error {
+fn lib_error(op: Op, device: &str, path: &GuestPath, code: errcode_t, shared: &Shared) -> Error {
     Error::Lib {
         op,
         device: device.to_owned(),
-        path: path.to_owned(),
+        path: path.to_string(),
         code,
         message: crate::error::message(code),
         io: shared.take_error().map(Box::new),

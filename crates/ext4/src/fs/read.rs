@@ -7,22 +7,26 @@ use std::ptr;
 use super::{DirEntry, FileKind, Filesystem, Metadata, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use crate::error::{Error, Op, Result};
 use crate::ffi::{self, ext2_ino_t};
+use crate::path::GuestPath;
 
 impl Filesystem<'_> {
     /// Metadata of `path`, following symlinks (inside the guest).
-    pub fn stat(&self, path: &str) -> Result<Metadata> {
+    pub fn stat(&self, path: impl AsRef<GuestPath>) -> Result<Metadata> {
+        let path = path.as_ref();
         let ino = self.resolve(Op::Stat, path, true)?;
         Ok(self.metadata(ino, &self.read_inode(Op::Stat, path, ino)?))
     }
 
     /// Metadata of `path` itself (a final symlink is not followed).
-    pub fn lstat(&self, path: &str) -> Result<Metadata> {
+    pub fn lstat(&self, path: impl AsRef<GuestPath>) -> Result<Metadata> {
+        let path = path.as_ref();
         let ino = self.resolve(Op::Stat, path, false)?;
         Ok(self.metadata(ino, &self.read_inode(Op::Stat, path, ino)?))
     }
 
     /// Whether `path` exists (a dangling final symlink counts as existing).
-    pub fn exists(&self, path: &str) -> Result<bool> {
+    pub fn exists(&self, path: impl AsRef<GuestPath>) -> Result<bool> {
+        let path = path.as_ref();
         match self.lstat(path) {
             Ok(_) => Ok(true),
             Err(Error::NotFound { .. }) => Ok(false),
@@ -31,44 +35,48 @@ impl Filesystem<'_> {
     }
 
     /// The content of a regular file.
-    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+    pub fn read(&self, path: impl AsRef<GuestPath>) -> Result<Vec<u8>> {
+        let path = path.as_ref();
         let mut out = Vec::new();
         self.read_to(path, &mut out)?;
         Ok(out)
     }
 
     /// Stream a regular file into `out`; returns the byte count.
-    pub fn read_to(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
+    pub fn read_to(&self, path: impl AsRef<GuestPath>, out: &mut dyn Write) -> Result<u64> {
+        let path = path.as_ref();
         let ino = self.resolve(Op::Read, path, true)?;
         let inode = self.read_inode(Op::Read, path, ino)?;
         match inode.i_mode & S_IFMT {
             S_IFREG => self.read_ino_into(Op::Read, path, ino, out),
             S_IFDIR => Err(Error::IsADirectory {
                 op: Op::Read,
-                path: path.to_owned(),
+                path: path.to_string(),
             }),
             _ => Err(Error::NotAFile {
                 op: Op::Read,
-                path: path.to_owned(),
+                path: path.to_string(),
             }),
         }
     }
 
     /// The target of a symlink.
-    pub fn read_link(&self, path: &str) -> Result<Vec<u8>> {
+    pub fn read_link(&self, path: impl AsRef<GuestPath>) -> Result<Vec<u8>> {
+        let path = path.as_ref();
         let ino = self.resolve(Op::ReadLink, path, false)?;
         let inode = self.read_inode(Op::ReadLink, path, ino)?;
         if inode.i_mode & S_IFMT != S_IFLNK {
             return Err(Error::NotASymlink {
                 op: Op::ReadLink,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         self.link_target(Op::ReadLink, path, ino, &inode)
     }
 
     /// The entries of a directory (without `.` and `..`), sorted by name bytes.
-    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    pub fn read_dir(&self, path: impl AsRef<GuestPath>) -> Result<Vec<DirEntry>> {
+        let path = path.as_ref();
         let ino = self.resolve(Op::ReadDir, path, true)?;
         self.read_dir_ino(Op::ReadDir, path, ino)
     }
@@ -76,14 +84,14 @@ impl Filesystem<'_> {
     pub(super) fn read_dir_ino(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
     ) -> Result<Vec<DirEntry>> {
         let inode = self.read_inode(op, path, ino)?;
         if inode.i_mode & S_IFMT != S_IFDIR {
             return Err(Error::NotADirectory {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         let mut raw: Vec<(Vec<u8>, u32, u8)> = Vec::new();

@@ -9,16 +9,16 @@ use super::{
 };
 use crate::error::{Error, Op, Result};
 use crate::ffi::{self, ext2_ino_t, ext2_inode_large};
-use crate::path::components;
+use crate::path::{GuestPath, components};
 
 impl Filesystem<'_> {
-    fn require_writable(&self, op: Op, path: &str) -> Result<()> {
+    fn require_writable(&self, op: Op, path: &GuestPath) -> Result<()> {
         if self.writable {
             Ok(())
         } else {
             Err(Error::ReadOnly {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             })
         }
     }
@@ -27,7 +27,7 @@ impl Filesystem<'_> {
     fn add_link(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         dir: ext2_ino_t,
         name: &[u8],
         ino: ext2_ino_t,
@@ -35,7 +35,7 @@ impl Filesystem<'_> {
     ) -> Result<()> {
         let cname = CString::new(name).map_err(|_| Error::InvalidPath {
             op,
-            path: path.to_owned(),
+            path: path.to_string(),
             reason: "contains a NUL byte",
         })?;
         for _ in 0..2 {
@@ -51,15 +51,15 @@ impl Filesystem<'_> {
         }
         Err(Error::Unsupported {
             op,
-            path: path.to_owned(),
+            path: path.to_string(),
             what: "directory still full after expanding it".into(),
         })
     }
 
-    fn remove_link(&self, op: Op, path: &str, dir: ext2_ino_t, name: &[u8]) -> Result<()> {
+    fn remove_link(&self, op: Op, path: &GuestPath, dir: ext2_ino_t, name: &[u8]) -> Result<()> {
         let cname = CString::new(name).map_err(|_| Error::InvalidPath {
             op,
-            path: path.to_owned(),
+            path: path.to_string(),
             reason: "contains a NUL byte",
         })?;
         // SAFETY: live handle; NUL-terminated name; ino 0 = remove whatever entry has this name.
@@ -68,7 +68,7 @@ impl Filesystem<'_> {
     }
 
     /// mtime and ctime of a directory whose entries changed; `nlink_delta` adjusts its link count.
-    fn touch_dir(&self, op: Op, path: &str, dir: ext2_ino_t, nlink_delta: i32) -> Result<()> {
+    fn touch_dir(&self, op: Op, path: &GuestPath, dir: ext2_ino_t, nlink_delta: i32) -> Result<()> {
         let mut inode = self.read_inode(op, path, dir)?;
         self.set_mtime(&mut inode, self.time);
         self.set_ctime(&mut inode, self.time);
@@ -106,7 +106,13 @@ impl Filesystem<'_> {
     /// An existing regular file keeps its inode (hard links stay linked) and gets the new content,
     /// permissions, owner and mtime. An existing symlink, device, fifo or socket at `path` is
     /// replaced by a regular file (the final component is not followed); a directory is an error.
-    pub fn write_file(&mut self, path: &str, src: &mut dyn Read, attrs: NewFile) -> Result<()> {
+    pub fn write_file(
+        &mut self,
+        path: impl AsRef<GuestPath>,
+        src: &mut dyn Read,
+        attrs: NewFile,
+    ) -> Result<()> {
+        let path = path.as_ref();
         self.write_impl(path, src, attrs, None)
     }
 
@@ -114,7 +120,7 @@ impl Filesystem<'_> {
     /// go (contiguous extents) before the data is written.
     fn write_impl(
         &mut self,
-        path: &str,
+        path: &GuestPath,
         src: &mut dyn Read,
         attrs: NewFile,
         size_hint: Option<u64>,
@@ -131,7 +137,7 @@ impl Filesystem<'_> {
                     S_IFDIR => {
                         return Err(Error::IsADirectory {
                             op,
-                            path: path.to_owned(),
+                            path: path.to_string(),
                         });
                     }
                     _ => {
@@ -217,11 +223,23 @@ impl Filesystem<'_> {
     }
 
     /// Convenience: [`Filesystem::write_file`] from a byte slice.
-    pub fn write(&mut self, path: &str, data: &[u8], attrs: NewFile) -> Result<()> {
+    pub fn write(
+        &mut self,
+        path: impl AsRef<GuestPath>,
+        data: &[u8],
+        attrs: NewFile,
+    ) -> Result<()> {
+        let path = path.as_ref();
         self.write_impl(path, &mut &data[..], attrs, Some(data.len() as u64))
     }
 
-    fn new_inode(&self, op: Op, path: &str, dir: ext2_ino_t, mode: u16) -> Result<ext2_ino_t> {
+    fn new_inode(
+        &self,
+        op: Op,
+        path: &GuestPath,
+        dir: ext2_ino_t,
+        mode: u16,
+    ) -> Result<ext2_ino_t> {
         let mut ino: ext2_ino_t = 0;
         // SAFETY: live handle; NULL map = the filesystem's inode bitmap.
         let code = unsafe {
@@ -238,7 +256,7 @@ impl Filesystem<'_> {
     }
 
     /// Write all of `bytes` at the file position.
-    fn put(&self, op: Op, path: &str, file: ffi::ext2_file_t, bytes: &[u8]) -> Result<()> {
+    fn put(&self, op: Op, path: &GuestPath, file: ffi::ext2_file_t, bytes: &[u8]) -> Result<()> {
         let mut done = 0usize;
         while done < bytes.len() {
             let mut written: c_uint = 0;
@@ -251,7 +269,7 @@ impl Filesystem<'_> {
             if written == 0 {
                 return Err(Error::Unsupported {
                     op,
-                    path: path.to_owned(),
+                    path: path.to_string(),
                     what: "libext2fs wrote 0 bytes".into(),
                 });
             }
@@ -266,7 +284,7 @@ impl Filesystem<'_> {
     fn write_content(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         src: &mut dyn Read,
         zero_tail: bool,
@@ -283,7 +301,7 @@ impl Filesystem<'_> {
                     Err(source) => {
                         return Err(Error::Source {
                             op,
-                            path: path.to_owned(),
+                            path: path.to_string(),
                             source,
                         });
                     }
@@ -307,7 +325,7 @@ impl Filesystem<'_> {
     }
 
     /// Drop one link of `ino`; free it when none is left.
-    fn drop_link(&self, op: Op, path: &str, ino: ext2_ino_t) -> Result<()> {
+    fn drop_link(&self, op: Op, path: &GuestPath, ino: ext2_ino_t) -> Result<()> {
         let mut inode = self.read_inode(op, path, ino)?;
         let is_dir = inode.i_mode & S_IFMT == S_IFDIR;
         if !is_dir && inode.i_links_count > 1 {
@@ -341,7 +359,8 @@ impl Filesystem<'_> {
 
     /// Create `path` and any missing parents (like `mkdir -p`). Existing directories (or symlinks
     /// to directories) are left as they are; anything else in the way is an error.
-    pub fn create_dir_all(&mut self, path: &str, attrs: NewDir) -> Result<()> {
+    pub fn create_dir_all(&mut self, path: impl AsRef<GuestPath>, attrs: NewDir) -> Result<()> {
+        let path = path.as_ref();
         let op = Op::Mkdir;
         self.require_writable(op, path)?;
         let comps = components(op, path)?;
@@ -353,7 +372,7 @@ impl Filesystem<'_> {
                     if self.read_inode(op, path, ino)?.i_mode & S_IFMT != S_IFDIR {
                         return Err(Error::NotADirectory {
                             op,
-                            path: path.to_owned(),
+                            path: path.to_string(),
                         });
                     }
                     ino
@@ -367,7 +386,7 @@ impl Filesystem<'_> {
     fn mkdir_in(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         parent: ext2_ino_t,
         name: &[u8],
         attrs: NewDir,
@@ -389,7 +408,7 @@ impl Filesystem<'_> {
     fn stamp_created(
         &self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         ino: ext2_ino_t,
         mode: Option<u16>,
         uid: u32,
@@ -409,14 +428,21 @@ impl Filesystem<'_> {
 
     /// Create a symlink at `path` pointing to `target` (stored as given; resolved only inside the
     /// guest). Fast (in-inode) for targets under 60 bytes, a data block otherwise.
-    pub fn symlink(&mut self, target: &str, path: &str, uid: u32, gid: u32) -> Result<()> {
+    pub fn symlink(
+        &mut self,
+        target: impl AsRef<[u8]>,
+        path: impl AsRef<GuestPath>,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
+        let (target, path) = (target.as_ref(), path.as_ref());
         let op = Op::Symlink;
         self.require_writable(op, path)?;
         let bs = self.info().block_size as usize;
-        if target.is_empty() || target.len() >= bs || target.contains('\0') {
+        if target.is_empty() || target.len() >= bs || target.contains(&0) {
             return Err(Error::Unsupported {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
                 what: format!(
                     "symlink target of {} bytes (1..{} without NUL)",
                     target.len(),
@@ -428,13 +454,13 @@ impl Filesystem<'_> {
         if self.lookup(op, path, dir, name)?.is_some() {
             return Err(Error::AlreadyExists {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         let ino = self.new_inode(op, path, dir, S_IFLNK | 0o777)?;
         let ctarget = CString::new(target).map_err(|_| Error::InvalidPath {
             op,
-            path: path.to_owned(),
+            path: path.to_string(),
             reason: "NUL in target",
         })?;
         // SAFETY: live handle; NULL name = create without linking (we link below); the target is
@@ -452,27 +478,28 @@ impl Filesystem<'_> {
     fn removal_target<'p>(
         &self,
         op: Op,
-        path: &'p str,
+        path: &'p GuestPath,
     ) -> Result<(ext2_ino_t, &'p [u8], ext2_ino_t)> {
         self.require_writable(op, path)?;
         let (dir, name) = self.resolve_parent(op, path)?;
         let Some(ino) = self.lookup(op, path, dir, name)? else {
             return Err(Error::NotFound {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         };
         Ok((dir, name, ino))
     }
 
     /// Remove a file, symlink or other non-directory (`unlink`).
-    pub fn remove_file(&mut self, path: &str) -> Result<()> {
+    pub fn remove_file(&mut self, path: impl AsRef<GuestPath>) -> Result<()> {
+        let path = path.as_ref();
         let op = Op::Remove;
         let (dir, name, ino) = self.removal_target(op, path)?;
         if self.read_inode(op, path, ino)?.i_mode & S_IFMT == S_IFDIR {
             return Err(Error::IsADirectory {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         self.remove_link(op, path, dir, name)?;
@@ -482,7 +509,8 @@ impl Filesystem<'_> {
 
     /// Remove `path` and, for a directory, everything below it (`rm -r`; a final symlink is
     /// removed, not followed). Refuses `/`.
-    pub fn remove_all(&mut self, path: &str) -> Result<()> {
+    pub fn remove_all(&mut self, path: impl AsRef<GuestPath>) -> Result<()> {
+        let path = path.as_ref();
         let op = Op::RemoveAll;
         let (dir, name, ino) = self.removal_target(op, path)?;
         let is_dir = self.read_inode(op, path, ino)?.i_mode & S_IFMT == S_IFDIR;
@@ -494,11 +522,11 @@ impl Filesystem<'_> {
         self.touch_dir(op, path, dir, if is_dir { -1 } else { 0 })
     }
 
-    fn empty_dir(&self, op: Op, path: &str, dir: ext2_ino_t, depth: u32) -> Result<()> {
+    fn empty_dir(&self, op: Op, path: &GuestPath, dir: ext2_ino_t, depth: u32) -> Result<()> {
         if depth > 4096 {
             return Err(Error::Unsupported {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
                 what: "directory tree deeper than 4096".into(),
             });
         }
@@ -514,14 +542,15 @@ impl Filesystem<'_> {
     }
 
     /// Set the size of a regular file (shrinking frees blocks; growing leaves a hole).
-    pub fn truncate(&mut self, path: &str, size: u64) -> Result<()> {
+    pub fn truncate(&mut self, path: impl AsRef<GuestPath>, size: u64) -> Result<()> {
+        let path = path.as_ref();
         let op = Op::Truncate;
         self.require_writable(op, path)?;
         let ino = self.resolve(op, path, true)?;
         if self.read_inode(op, path, ino)?.i_mode & S_IFMT != S_IFREG {
             return Err(Error::NotAFile {
                 op,
-                path: path.to_owned(),
+                path: path.to_string(),
             });
         }
         let file = self.open_file(op, path, ino, ffi::EXT2_FILE_WRITE)?;
@@ -539,7 +568,7 @@ impl Filesystem<'_> {
     fn modify(
         &mut self,
         op: Op,
-        path: &str,
+        path: &GuestPath,
         follow: bool,
         f: impl FnOnce(&Self, &mut ext2_inode_large),
     ) -> Result<()> {
@@ -551,7 +580,8 @@ impl Filesystem<'_> {
     }
 
     /// Set the permission bits (07777) of `path` (following symlinks).
-    pub fn set_permissions(&mut self, path: &str, perm: u16) -> Result<()> {
+    pub fn set_permissions(&mut self, path: impl AsRef<GuestPath>, perm: u16) -> Result<()> {
+        let path = path.as_ref();
         self.modify(Op::Chmod, path, true, |fs, i| {
             i.i_mode = (i.i_mode & S_IFMT) | (perm & 0o7777);
             fs.set_ctime(i, fs.time);
@@ -559,7 +589,14 @@ impl Filesystem<'_> {
     }
 
     /// Set the owner of `path`; `follow` = false changes a symlink itself (`lchown`).
-    pub fn set_owner(&mut self, path: &str, uid: u32, gid: u32, follow: bool) -> Result<()> {
+    pub fn set_owner(
+        &mut self,
+        path: impl AsRef<GuestPath>,
+        uid: u32,
+        gid: u32,
+        follow: bool,
+    ) -> Result<()> {
+        let path = path.as_ref();
         self.modify(Op::Chown, path, follow, |fs, i| {
             Self::set_owner_fields(i, uid, gid);
             fs.set_ctime(i, fs.time);
@@ -568,7 +605,13 @@ impl Filesystem<'_> {
 
     /// Set times of `path`; `follow` = false changes a symlink itself. ctime becomes
     /// `times.ctime` or the open time.
-    pub fn set_times(&mut self, path: &str, times: Times, follow: bool) -> Result<()> {
+    pub fn set_times(
+        &mut self,
+        path: impl AsRef<GuestPath>,
+        times: Times,
+        follow: bool,
+    ) -> Result<()> {
+        let path = path.as_ref();
         self.modify(Op::SetTimes, path, follow, |fs, i| {
             if let Some(t) = times.atime {
                 fs.set_atime(i, t);
