@@ -13,7 +13,13 @@ mod tests {
     /// must be placed here (and in ARCHITECTURE.md's crate graph).
     const LAYERS: &[&[&str]] = &[
         &["kiln-blockdev", "kiln-common"],
-        &["kiln-qcow2", "kiln-partition", "kiln-ext4", "kiln-seedvol", "kiln-vfat"],
+        &[
+            "kiln-qcow2",
+            "kiln-partition",
+            "kiln-ext4",
+            "kiln-seedvol",
+            "kiln-vfat",
+        ],
         &["kiln-nocloud"],
         &["kiln-golden", "kiln-cluster"],
     ];
