@@ -7,8 +7,10 @@
   seedvol_write  random byte strings (the target builds trees from any bytes)
   ext4_edit      a 64-byte edit script followed by mkfs.ext4 images (kiln's committed
                  fixtures/mke2fs.conf and the host default) with their all-zero tail cut off
+  vfat_edit      a 32-byte edit script followed by mkfs.fat FAT12/16/32 images holding a few
+                 files and a directory (mcopy, mmd), their all-zero tail cut off
 
-Run from fuzz/:  python3 seed-corpus.py   (needs qemu-img, qemu-io, mkfs.ext4)
+Run from fuzz/:  python3 seed-corpus.py   (needs qemu-img, qemu-io, mkfs.ext4, mkfs.fat, mtools)
 """
 
 import os
@@ -87,5 +89,23 @@ with tempfile.TemporaryDirectory() as tmp:
         data = open(img, "rb").read().rstrip(b"\0")
         for j in range(2):
             put("ext4_edit", f"{name}-{j}", rng.randbytes(64) + data)
+
+    # vfat_edit
+    files = os.path.join(tmp, "cmdline.txt")
+    with open(files, "w") as f:
+        f.write("console=tty1 root=LABEL=writable rootwait\n")
+    mtools_env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    for name, args, kib in [
+        ("fat12", ["-F", "12"], 512),
+        ("fat16", ["-F", "16", "-s", "1"], 4096),
+        ("fat32", ["-F", "32", "-s", "1"], 34816),
+    ]:
+        img = os.path.join(tmp, name + ".img")
+        run("mkfs.fat", "-C", "-i", "1234abcd", "-n", "SYSTEM-BOOT", *args, img, str(kib))
+        run("mcopy", "-i", img, files, "::/cmdline.txt", env=mtools_env)
+        run("mmd", "-i", img, "::/overlays", env=mtools_env)
+        data = open(img, "rb").read().rstrip(b"\0")
+        for j in range(2):
+            put("vfat_edit", f"{name}-{j}", rng.randbytes(32) + data)
 
 print("seeded", CORPUS)

@@ -145,6 +145,13 @@ fn bad_inputs_exit_2_and_leave_nothing() {
             ),
             "missing",
         ),
+        (
+            "missing-boot-partition.yaml",
+            format!(
+                "{good}boot_files:\n  - {{ partition: system-boot, path: /cmdline.txt, cmdline_add: [cgroup_memory=1] }}\n"
+            ),
+            "no vfat partition labelled \"system-boot\"",
+        ),
     ];
     for (name, text, needle) in cases {
         let r = recipe(&env, name, text);

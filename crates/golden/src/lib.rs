@@ -5,7 +5,7 @@
 //! ```text
 //!  Recipe::load / Recipe::new ─► build(): named steps over one context
 //!    open-base (sha256 pin) → overlay → find-rootfs → scrub → k3s → prerequisites
-//!    → normalise-times → close → output (temp name) → manifest → commit (rename both)
+//!    → normalise-times → close → boot-files → output (temp name) → manifest → commit (rename both)
 //! ```
 //!
 //! Nothing appears under the output names unless every step succeeded: the image and the manifest
@@ -66,14 +66,16 @@ pub use kiln_blockdev::{Cancel, ErrorKind};
 /// Re-exported: guest paths are bytes ([`Change::path`], [`Difference::path`]); their escaped
 /// text form is what manifests, reports and lock files hold.
 pub use kiln_ext4::{GuestPath, GuestPathBuf};
-pub use manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
+pub use manifest::{
+    BaseInfo, BootFileAction, BootFileRecord, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord,
+};
 pub use pipeline::{
     BuildOptions, BuildOutput, Progress, Step, StepEvent, StepReport, build, build_file,
 };
 pub use recipe::{
-    Arch, Base, Compression, Datasource, DebEntry, DirEntry, FileEntry, K3s, MachineIdMode, Mode,
-    ModulesLoad, Output, OutputKind, Owner, Prerequisite, Problem, Problems, Recipe,
-    ScrubSelection, SymlinkEntry, Sysctl, SystemdEnable,
+    Arch, Base, BootFile, Compression, Datasource, DebEntry, DirEntry, FileEntry, K3s,
+    MachineIdMode, Mode, ModulesLoad, Output, OutputKind, Owner, Prerequisite, Problem, Problems,
+    Recipe, ScrubSelection, SymlinkEntry, Sysctl, SystemdEnable,
 };
 pub use scrub::{Action, CATALOG, Change, ScrubInput, ScrubOp};
 pub use verify::{VerifyReport, verify};
@@ -107,6 +109,34 @@ pub enum Error {
     BaseImage {
         /// The base file.
         path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `boot_files` entry names a partition label that no vfat partition of the image carries,
+    /// or that more than one does. Kind: `Input`.
+    #[error(
+        "boot_files[{index}]: {reason} vfat partition labelled {label:?} in {image} (partitions: {found})"
+    )]
+    BootPartition {
+        /// Index in the recipe's `boot_files`.
+        index: usize,
+        /// The label asked for.
+        label: String,
+        /// `"no"` or `"more than one"`.
+        reason: &'static str,
+        /// The image.
+        image: PathBuf,
+        /// The partitions found, `number=fs(label)`.
+        found: String,
+    },
+    /// A `boot_files` entry cannot be applied: `cmdline_add` on a file that does not exist, or a
+    /// file that is not UTF-8 text. Kind: `Input`.
+    #[error("boot_files[{index}] ({path}): {message}")]
+    BootFile {
+        /// Index in the recipe's `boot_files`.
+        index: usize,
+        /// The path on the vfat partition.
+        path: String,
         /// What is wrong.
         message: String,
     },
@@ -150,6 +180,19 @@ pub enum Error {
     /// path. Kind: `Input`.
     #[error("{0}")]
     Invalid(Problems),
+    /// Opening, reading, writing or closing a vfat partition of the image failed (not FAT, corrupt,
+    /// full, a path of the wrong kind). Kind: the inner error's.
+    #[error("{op} vfat partition {partition} of {image}")]
+    Vfat {
+        /// What was being done.
+        op: &'static str,
+        /// The partition, `N (label)`.
+        partition: String,
+        /// The image.
+        image: PathBuf,
+        /// The kiln-vfat error.
+        source: Box<kiln_vfat::Error>,
+    },
     /// Creating, writing, flushing or renaming an output (image, manifest, output directory)
     /// failed. Kind: `Host`.
     #[error("{op} {path}")]
@@ -265,6 +308,8 @@ impl Error {
             Error::AssetMissing { .. }
             | Error::AssetNotPinned { .. }
             | Error::BaseImage { .. }
+            | Error::BootFile { .. }
+            | Error::BootPartition { .. }
             | Error::ChecksumMismatch { .. }
             | Error::Invalid(_)
             | Error::ParseRecipe { .. }
@@ -278,6 +323,7 @@ impl Error {
             | Error::Scrub { source, .. } => source.kind(),
             Error::Partition { source, .. } => source.kind(),
             Error::Qcow2 { source, .. } => source.kind(),
+            Error::Vfat { source, .. } => source.kind(),
             Error::Output { .. } => ErrorKind::Host,
             Error::Cancelled => ErrorKind::Cancelled,
         }

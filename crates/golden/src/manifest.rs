@@ -46,6 +46,10 @@ pub struct Manifest {
     pub scrub: Vec<ScrubRecord>,
     /// Every path written, sorted.
     pub injected: Vec<Injected>,
+    /// Every `boot_files` entry of the recipe, in recipe order: the vfat file it wrote. Absent
+    /// when the recipe has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_files: Vec<BootFileRecord>,
     /// The image written.
     pub output: OutputInfo,
 }
@@ -74,6 +78,40 @@ pub struct ScrubRecord {
     pub op: String,
     /// The paths it changed, sorted; empty when the image was already clean.
     pub changed: Vec<Change>,
+}
+
+/// What one `boot_files` entry did to a file on a vfat partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BootFileRecord {
+    /// The label the entry named (`system-boot`).
+    pub partition: String,
+    /// The number of the partition that carries it (1-based; 0 for a whole-disk filesystem).
+    pub number: u32,
+    /// The path on that filesystem.
+    pub path: String,
+    /// Whether the file was created, replaced or already held these bytes.
+    pub action: BootFileAction,
+    /// The file's content sha256 afterwards (lower-case hex).
+    pub sha256: String,
+    /// The file's size in bytes afterwards.
+    pub size: u64,
+    /// `boot_files[N]`.
+    pub from: String,
+}
+
+/// What a `boot_files` entry did ([`BootFileRecord::action`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BootFileAction {
+    /// The file did not exist.
+    Created,
+    /// The file held something else; contents and dates replaced.
+    Replaced,
+    /// The file already held these bytes; nothing written.
+    Unchanged,
 }
 
 /// The image a build wrote.

@@ -12,6 +12,7 @@
 //!  prerequisites    the recipe's files, dirs, symlinks, modules, sysctls, units, datasource
 //!  normalise-times  every changed path and its parents get atime = mtime = ctime = SOURCE_DATE_EPOCH
 //!  close            flush libext2fs (bitmaps, group descriptors, superblock)
+//!  boot-files       the recipe's files on vfat partitions (found by label), through the overlay
 //!  output           flatten (qcow2), export (sparse raw) or close the overlay, into
 //!                   `.<name>.<ext>.kiln-tmp`
 //!  manifest         hash the output, write the manifest (temp), then rename both into place
@@ -30,8 +31,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::inject::{self, Injected, K3sRelease, Writer};
-use crate::manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
-use crate::recipe::{Compression, OutputKind, Recipe};
+use crate::manifest::{
+    BaseInfo, BootFileAction, BootFileRecord, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord,
+};
+use crate::recipe::{BootFile, Compression, OutputKind, Recipe};
 use crate::scrub::{Action, ScrubInput};
 use crate::{Error, base, hex, rootfs};
 
@@ -57,6 +60,9 @@ pub enum Step {
     NormaliseTimes,
     /// libext2fs flushed (bitmaps, group descriptors, superblock).
     Close,
+    /// The recipe's `boot_files` written on vfat partitions found by label (through the same
+    /// overlay; nothing is touched when the recipe has none).
+    BootFiles,
     /// The image flattened (`qcow2`), exported (`raw`) or the overlay closed, into the temporary
     /// output.
     Output,
@@ -66,7 +72,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in the order the build runs them.
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::OpenBase,
         Step::Overlay,
         Step::FindRootfs,
@@ -75,6 +81,7 @@ impl Step {
         Step::Prerequisites,
         Step::NormaliseTimes,
         Step::Close,
+        Step::BootFiles,
         Step::Output,
         Step::Manifest,
     ];
@@ -90,6 +97,7 @@ impl Step {
             Step::Prerequisites => "prerequisites",
             Step::NormaliseTimes => "normalise-times",
             Step::Close => "close",
+            Step::BootFiles => "boot-files",
             Step::Output => "output",
             Step::Manifest => "manifest",
         }
@@ -260,6 +268,7 @@ fn build_steps(recipe: &Recipe, opts: &BuildOptions) -> Result<BuildOutput, Erro
         })?;
         run.step(Step::Close, || close(&cx, fs))
     })?;
+    run.step(Step::BootFiles, || boot_files(&cx, &image, &mut edits))?;
     let size = run.step(Step::Output, || {
         output(&cx, image, &backing_name, &out_file)
     })?;
@@ -369,6 +378,7 @@ struct Edits {
     scrub: Vec<ScrubRecord>,
     injected: Vec<Injected>,
     k3s: Option<K3sRelease>,
+    boot_files: Vec<BootFileRecord>,
 }
 
 /// The temporary output after the output step.
@@ -683,6 +693,166 @@ fn close(cx: &Context<'_>, fs: Filesystem<'_>) -> StepResult<()> {
     Ok(((), "root filesystem flushed".into(), Vec::new()))
 }
 
+/// Applies the recipe's `boot_files`: per partition (by label, ascending partition number), one
+/// read-write open of its vfat filesystem through a window of the overlay, the entries in recipe
+/// order, one close.
+fn boot_files(cx: &Context<'_>, image: &Image, edits: &mut Edits) -> StepResult<()> {
+    let files = &cx.recipe.boot_files;
+    if files.is_empty() {
+        return Ok(((), "no boot files in the recipe".into(), Vec::new()));
+    }
+    let image_path = &cx.image_path;
+    let perr = |source| Error::Partition {
+        image: image_path.clone(),
+        source: Box::new(source),
+    };
+    let table = kiln_partition::scan(image, "image").map_err(perr)?;
+    let found = || {
+        table
+            .partitions
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}={}({})",
+                    p.number,
+                    p.fs,
+                    p.label.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Entries by the partition they name, partitions in table order.
+    let mut by_part: Vec<(&Partition, Vec<usize>)> = Vec::new();
+    for (index, f) in files.iter().enumerate() {
+        let matching: Vec<&Partition> = table
+            .partitions
+            .iter()
+            .filter(|p| {
+                p.fs == kiln_partition::FsType::Vfat
+                    && p.label
+                        .as_deref()
+                        .is_some_and(|l| l.eq_ignore_ascii_case(&f.partition))
+            })
+            .collect();
+        let part = match matching.as_slice() {
+            [one] => *one,
+            none_or_many => {
+                return Err(Error::BootPartition {
+                    index,
+                    label: f.partition.clone(),
+                    reason: if none_or_many.is_empty() {
+                        "no"
+                    } else {
+                        "more than one"
+                    },
+                    image: image_path.clone(),
+                    found: found(),
+                });
+            }
+        };
+        match by_part.iter_mut().find(|(p, _)| p.number == part.number) {
+            Some((_, v)) => v.push(index),
+            None => by_part.push((part, vec![index])),
+        }
+    }
+    by_part.sort_by_key(|(p, _)| p.number);
+    let mut changed = Vec::new();
+    for (part, indices) in by_part {
+        let name = format!(
+            "{} ({})",
+            part.number,
+            part.label.as_deref().unwrap_or_default()
+        );
+        let verr = |op: &'static str| {
+            let (name, image) = (name.clone(), image_path.clone());
+            move |source| Error::Vfat {
+                op,
+                partition: name,
+                image,
+                source: Box::new(source),
+            }
+        };
+        let window = kiln_partition::window(image, "image", part).map_err(perr)?;
+        let opts = kiln_vfat::OpenOptions::read_write(cx.recipe.source_date_epoch);
+        let mut vol = kiln_vfat::Volume::open(&window, &format!("partition {name}"), opts)
+            .map_err(verr("opening"))?;
+        for index in indices {
+            cx.cancel.check()?;
+            let f = &files[index];
+            let data = boot_file_bytes(&vol, index, f).map_err(|e| match e {
+                Ok(e) => verr("reading a file on")(e),
+                Err(e) => e,
+            })?;
+            let written = vol
+                .write(&f.path, &data)
+                .map_err(verr("writing a file on"))?;
+            if written != kiln_vfat::Written::Unchanged {
+                changed.push(format!("{name}:{}", f.path));
+            }
+            edits.boot_files.push(BootFileRecord {
+                partition: f.partition.clone(),
+                number: part.number,
+                path: f.path.clone(),
+                action: match written {
+                    kiln_vfat::Written::Created => BootFileAction::Created,
+                    kiln_vfat::Written::Replaced => BootFileAction::Replaced,
+                    kiln_vfat::Written::Unchanged => BootFileAction::Unchanged,
+                },
+                sha256: hex(&Sha256::digest(&data)),
+                size: data.len() as u64,
+                from: format!("boot_files[{index}]"),
+            });
+        }
+        vol.close().map_err(verr("closing"))?;
+    }
+    edits.boot_files.sort_by_key(|r| {
+        r.from
+            .trim_start_matches("boot_files[")
+            .trim_end_matches(']')
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    let summary = format!("{} boot files, {} changed", files.len(), changed.len());
+    Ok(((), summary, changed))
+}
+
+/// What the entry `f` makes of its file: the content, or the file's text with the flags or lines
+/// added. A vfat error is `Ok(error)`; an entry that cannot apply is `Err(error)`.
+fn boot_file_bytes(
+    vol: &kiln_vfat::Volume<'_>,
+    index: usize,
+    f: &BootFile,
+) -> Result<Vec<u8>, Result<kiln_vfat::Error, Error>> {
+    if let Some(c) = &f.content {
+        return Ok(c.clone().into_bytes());
+    }
+    let bad = |message: String| {
+        Err(Err(Error::BootFile {
+            index,
+            path: f.path.clone(),
+            message,
+        }))
+    };
+    let old = match vol.read(&f.path) {
+        Ok(b) => b,
+        Err(kiln_vfat::Error::NotFound { .. }) if f.cmdline_add.is_empty() => Vec::new(),
+        Err(kiln_vfat::Error::NotFound { .. }) => {
+            return bad("cmdline_add needs an existing kernel command line file".into());
+        }
+        Err(e) => return Err(Ok(e)),
+    };
+    let Ok(text) = String::from_utf8(old) else {
+        return bad("the file is not UTF-8 text".into());
+    };
+    let new = if f.cmdline_add.is_empty() {
+        kiln_vfat::config_lines(&text, &f.lines)
+    } else {
+        kiln_vfat::cmdline_add(&text, &f.cmdline_add)
+    };
+    Ok(new.into_bytes())
+}
+
 fn output(
     cx: &Context<'_>,
     image: Image,
@@ -767,6 +937,7 @@ fn manifest(cx: &Context<'_>, base: &Base, mut edits: Edits, out: Written) -> St
         k3s: edits.k3s.as_ref().map(K3sRelease::for_manifest),
         scrub: edits.scrub,
         injected: edits.injected,
+        boot_files: edits.boot_files,
         output: OutputInfo {
             file: format!("{}.{}", recipe.name, recipe.output.kind.extension()),
             kind: recipe.output.kind,

@@ -11,6 +11,10 @@
 //! k3s: { version: v1.34.3+k3s1, assets: ../target/fixtures/k3s, install_sh_sha256: 4567… }
 //! prerequisites:
 //!   - modules_load: { name: k3s, modules: [overlay, br_netfilter] }
+//! boot_files:                      # files on a vfat partition, found by its label
+//!   - partition: system-boot
+//!     path: /cmdline.txt
+//!     cmdline_add: [cgroup_memory=1, cgroup_enable=memory]
 //! ```
 //!
 //! Relative paths are resolved against the recipe file's directory ([`Recipe::base_dir`]).
@@ -84,6 +88,12 @@ pub struct Recipe {
     /// `prerequisites`: written into the image after k3s, in this order. Default: none.
     #[serde(default)]
     pub prerequisites: Vec<Prerequisite>,
+    /// `boot_files`: files added or changed on vfat partitions (a Raspberry Pi's `system-boot`,
+    /// an ESP), found by filesystem label, after the root filesystem is closed, in this order.
+    /// Default: none (and then the key is not serialised, so the digest of a recipe without it is
+    /// what it was before the key existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_files: Vec<BootFile>,
     /// The directory relative paths are resolved against: the recipe file's directory for
     /// [`Recipe::load`]; empty (the current directory) for [`Recipe::new`] and
     /// [`Recipe::from_yaml`]. Not a YAML key, not serialised, not part of [`Recipe::digest`].
@@ -347,6 +357,95 @@ prerequisite_from! {
     SystemdEnable => SystemdEnable,
     Datasource => CloudInitDatasource,
     DebEntry => Deb,
+}
+
+/// A file on a vfat partition (an item of `boot_files:`): exactly one of `content`, `cmdline_add`
+/// and `lines` says what it becomes. Its dates become `source_date_epoch`.
+///
+/// ```yaml
+/// boot_files:
+///   - partition: system-boot            # the vfat filesystem's label
+///     path: /cmdline.txt
+///     cmdline_add: [cgroup_memory=1, cgroup_enable=memory]
+///   - partition: system-boot
+///     path: /config.txt
+///     lines: ["arm_64bit=1"]
+///   - partition: system-boot
+///     path: /kiln.txt
+///     content: "hello\n"
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BootFile {
+    /// `partition`: the label of the vfat filesystem to edit (`system-boot`, `UEFI`), compared
+    /// without regard to ASCII case; exactly one partition of the image must carry it. Required.
+    pub partition: String,
+    /// `path`: absolute, normalised path on that filesystem; missing parent directories are
+    /// created. Required.
+    pub path: String,
+    /// `content`: the file's whole text (created or replaced). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// `cmdline_add`: kernel flags added to the one-line command line in the file, which must
+    /// exist ([`kiln_vfat::cmdline_add`]: a flag already there is kept, `key=value` replaces
+    /// `key=...`, order and the trailing newline kept). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmdline_add: Vec<String>,
+    /// `lines`: lines appended to the file unless already there ([`kiln_vfat::config_lines`]);
+    /// the file is created when missing. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<String>,
+}
+
+impl BootFile {
+    /// `path` on the vfat partition labelled `partition`, holding `content`.
+    pub fn content(
+        partition: impl Into<String>,
+        path: impl Into<String>,
+        content: impl Into<String>,
+    ) -> BootFile {
+        BootFile {
+            content: Some(content.into()),
+            ..BootFile::empty(partition, path)
+        }
+    }
+
+    /// The kernel command line at `path` on the partition labelled `partition`, with `flags`
+    /// added.
+    pub fn cmdline_add<S: Into<String>>(
+        partition: impl Into<String>,
+        path: impl Into<String>,
+        flags: impl IntoIterator<Item = S>,
+    ) -> BootFile {
+        BootFile {
+            cmdline_add: flags.into_iter().map(Into::into).collect(),
+            ..BootFile::empty(partition, path)
+        }
+    }
+
+    /// The file at `path` on the partition labelled `partition`, with `lines` appended unless
+    /// present.
+    pub fn lines<S: Into<String>>(
+        partition: impl Into<String>,
+        path: impl Into<String>,
+        lines: impl IntoIterator<Item = S>,
+    ) -> BootFile {
+        BootFile {
+            lines: lines.into_iter().map(Into::into).collect(),
+            ..BootFile::empty(partition, path)
+        }
+    }
+
+    fn empty(partition: impl Into<String>, path: impl Into<String>) -> BootFile {
+        BootFile {
+            partition: partition.into(),
+            path: path.into(),
+            content: None,
+            cmdline_add: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
 }
 
 /// A pinned Debian package (`deb:`).
@@ -767,7 +866,7 @@ pub use kiln_common::{Problem, Problems};
 impl Recipe {
     /// A recipe with the required keys; every other field is what YAML gives when its key is
     /// omitted: [`Output::default`] (qcow2, zstd), [`MachineIdMode::Uninitialized`], the default
-    /// scrub catalog, no k3s, no prerequisites, and an empty [`Recipe::base_dir`] (relative paths
+    /// scrub catalog, no k3s, no prerequisites, no boot files, and an empty [`Recipe::base_dir`] (relative paths
     /// resolve against the current directory).
     pub fn new(name: impl Into<String>, base: Base, arch: Arch, source_date_epoch: i64) -> Recipe {
         Recipe {
@@ -780,6 +879,7 @@ impl Recipe {
             scrub: ScrubSelection::default(),
             k3s: None,
             prerequisites: Vec::new(),
+            boot_files: Vec::new(),
             base_dir: PathBuf::new(),
         }
     }
@@ -816,6 +916,13 @@ impl Recipe {
     #[must_use]
     pub fn with_prerequisite(mut self, prerequisite: impl Into<Prerequisite>) -> Self {
         self.prerequisites.push(prerequisite.into());
+        self
+    }
+
+    /// Append a file on a vfat partition ([`BootFile`]).
+    #[must_use]
+    pub fn with_boot_file(mut self, file: BootFile) -> Self {
+        self.boot_files.push(file);
         self
     }
 
@@ -990,6 +1097,9 @@ impl Recipe {
         for (i, pr) in self.prerequisites.iter().enumerate() {
             check_prereq(i, pr, &mut p);
         }
+        for (i, f) in self.boot_files.iter().enumerate() {
+            check_boot_file(i, f, &mut p);
+        }
         p.into_result().map_err(Error::Invalid)
     }
 }
@@ -1156,6 +1266,53 @@ fn check_file(at: &mut At<'_>, f: &FileEntry) {
         }
         if f.source.is_none() {
             at.bad("sha256", "only applies to a source file");
+        }
+    }
+}
+
+fn check_boot_file(i: usize, f: &BootFile, p: &mut Problems) {
+    let mut at = At {
+        at: format!("boot_files[{i}]"),
+        p,
+    };
+    let label = &f.partition;
+    if label.is_empty() || label.len() > 11 || label.chars().any(|c| c.is_control()) {
+        at.bad(
+            "partition",
+            format!("{label:?} is not a vfat label (1 to 11 characters)"),
+        );
+    }
+    at.path("path", &f.path);
+    let given = [
+        f.content.is_some(),
+        !f.cmdline_add.is_empty(),
+        !f.lines.is_empty(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        1 => {}
+        0 => at.bad(
+            "",
+            format!("({:?}) needs one of content, cmdline_add and lines", f.path),
+        ),
+        _ => at.bad(
+            "",
+            format!(
+                "({:?}) has more than one of content, cmdline_add and lines; give one",
+                f.path
+            ),
+        ),
+    }
+    for flag in &f.cmdline_add {
+        if flag.is_empty() || flag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            at.bad_in(
+                "cmdline_add",
+                format!("{flag:?} is not a kernel flag (one word)"),
+            );
+        }
+    }
+    for line in &f.lines {
+        if line.trim().is_empty() || line.contains(['\n', '\r']) {
+            at.bad_in("lines", format!("{line:?} is not one non-empty line"));
         }
     }
 }
@@ -1465,6 +1622,68 @@ mod tests {
         );
         // Its digest is still defined (the path is hashed lossily).
         assert_eq!(r.digest().len(), 64);
+    }
+
+    #[test]
+    fn boot_files_parse_validate_and_match_the_builders() {
+        let yaml = parse(&format!(
+            "{HEAD}boot_files:\n  - partition: system-boot\n    path: /cmdline.txt\n    cmdline_add: [cgroup_memory=1, cgroup_enable=memory]\n  - {{ partition: system-boot, path: /config.txt, lines: [\"arm_64bit=1\"] }}\n  - {{ partition: UEFI, path: /kiln.txt, content: \"hello\\n\" }}\n"
+        ))
+        .unwrap();
+        yaml.validate().unwrap();
+        let zero = "0".repeat(64);
+        let code = Recipe::new("n", Base::new("b.qcow2", zero.as_str()), Arch::Amd64, 1)
+            .with_boot_file(BootFile::cmdline_add(
+                "system-boot",
+                "/cmdline.txt",
+                ["cgroup_memory=1", "cgroup_enable=memory"],
+            ))
+            .with_boot_file(BootFile::lines(
+                "system-boot",
+                "/config.txt",
+                ["arm_64bit=1"],
+            ))
+            .with_boot_file(BootFile::content("UEFI", "/kiln.txt", "hello\n"));
+        assert_eq!(yaml, code);
+        assert_eq!(yaml.digest(), code.digest());
+        // Without boot files the key is not in the canonical form (old digests hold).
+        let plain = parse(HEAD).unwrap();
+        assert!(
+            !String::from_utf8(plain.canonical_json())
+                .unwrap()
+                .contains("boot_files")
+        );
+        let m = parse(&format!(
+            "{HEAD}boot_files:\n  - {{ partition: a, path: /x, content: y, colour: 1 }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("colour"), "{m}");
+        let bad = parse(&format!(
+            "{HEAD}boot_files:\n  - {{ partition: \"\", path: x, content: y }}\n  - {{ partition: a, path: /x, content: y, lines: [z] }}\n  - {{ partition: a, path: /x }}\n  - {{ partition: a, path: /x, cmdline_add: [\"a b\"] }}\n  - {{ partition: a, path: /x, lines: [\"a\\nb\"] }}\n  - {{ partition: twelve-chars, path: /x, content: y }}\n"
+        ))
+        .unwrap();
+        let Err(Error::Invalid(p)) = bad.validate() else {
+            panic!("expected problems")
+        };
+        let fields: Vec<&str> = p.list.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "boot_files[0].partition",
+                "boot_files[0].path",
+                "boot_files[1]",
+                "boot_files[2]",
+                "boot_files[3].cmdline_add",
+                "boot_files[4].lines",
+                "boot_files[5].partition",
+            ]
+        );
+        let all: Vec<String> = p.lines().collect();
+        assert!(
+            all.join("\n").contains("more than one of content"),
+            "{all:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::diff::{Difference, EntryKind};
 use crate::inject::{Asset, Injected, InjectedKind, K3sRelease};
-use crate::manifest::{BaseInfo, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord};
+use crate::manifest::{
+    BaseInfo, BootFileAction, BootFileRecord, MANIFEST_VERSION, Manifest, OutputInfo, ScrubRecord,
+};
 use crate::pipeline::{BuildOutput, Step, StepReport};
 use crate::recipe::*;
 use crate::scrub::{Action, CATALOG, Change};
@@ -149,6 +151,23 @@ fn prerequisite() -> impl Strategy<Value = Prerequisite> {
     ]
 }
 
+/// A valid `boot_files` entry: one of content, flags or lines.
+fn boot_file() -> impl Strategy<Value = BootFile> {
+    let label = "[A-Za-z0-9_-]{1,11}";
+    let flag = "[a-z_.]{1,8}(=[a-z0-9,.:]{1,8})?";
+    prop_oneof![
+        (label, guest_path(), text()).prop_map(|(l, p, c)| BootFile::content(l, p, c)),
+        (label, guest_path(), prop::collection::vec(flag, 1..4))
+            .prop_map(|(l, p, f)| BootFile::cmdline_add(l, p, f)),
+        (
+            label,
+            guest_path(),
+            prop::collection::vec("[a-z_=0-9 ]{0,8}[a-z]", 1..4)
+        )
+            .prop_map(|(l, p, x)| BootFile::lines(l, p, x)),
+    ]
+}
+
 fn recipe() -> impl Strategy<Value = Recipe> {
     let scrub = prop::collection::vec(0u8..3, CATALOG.len()).prop_map(|choice| {
         let mut s = ScrubSelection::default();
@@ -195,10 +214,13 @@ fn recipe() -> impl Strategy<Value = Recipe> {
         prop::sample::select(vec![MachineIdMode::Uninitialized, MachineIdMode::Empty]),
         scrub,
         proptest::option::of(k3s),
-        prop::collection::vec(prerequisite(), 0..6),
+        (
+            prop::collection::vec(prerequisite(), 0..6),
+            prop::collection::vec(boot_file(), 0..3),
+        ),
     )
         .prop_map(
-            |((name, path, pin, arch, sde), kind, comp, mid, scrub, k3s, prereqs)| {
+            |((name, path, pin, arch, sde), kind, comp, mid, scrub, k3s, (prereqs, boots))| {
                 let mut r = Recipe::new(name, Base::new(path, pin), arch, sde)
                     .with_output(Output::new(kind, comp))
                     .with_machine_id(mid)
@@ -206,6 +228,9 @@ fn recipe() -> impl Strategy<Value = Recipe> {
                 r.k3s = k3s;
                 for p in prereqs {
                     r = r.with_prerequisite(p);
+                }
+                for b in boots {
+                    r = r.with_boot_file(b);
                 }
                 r
             },
@@ -249,6 +274,33 @@ fn injected() -> impl Strategy<Value = Injected> {
                 uid,
                 gid,
                 target,
+                from,
+            },
+        )
+}
+
+fn boot_file_record() -> impl Strategy<Value = BootFileRecord> {
+    (
+        text(),
+        any::<u32>(),
+        text(),
+        prop::sample::select(vec![
+            BootFileAction::Created,
+            BootFileAction::Replaced,
+            BootFileAction::Unchanged,
+        ]),
+        sha(),
+        any::<u64>(),
+        (0usize..99).prop_map(|i| format!("boot_files[{i}]")),
+    )
+        .prop_map(
+            |(partition, number, path, action, sha256, size, from)| BootFileRecord {
+                partition,
+                number,
+                path,
+                action,
+                sha256,
+                size,
                 from,
             },
         )
@@ -327,11 +379,23 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         base,
         proptest::option::of(k3s),
         scrub,
-        prop::collection::vec(injected(), 0..6),
+        (
+            prop::collection::vec(injected(), 0..6),
+            prop::collection::vec(boot_file_record(), 0..3),
+        ),
         output,
     )
         .prop_map(
-            |((name, recipe_sha256, arch), sde, machine_id, base, k3s, scrub, injected, output)| {
+            |(
+                (name, recipe_sha256, arch),
+                sde,
+                machine_id,
+                base,
+                k3s,
+                scrub,
+                (injected, boot_files),
+                output,
+            )| {
                 Manifest {
                     kiln_manifest: MANIFEST_VERSION,
                     name,
@@ -343,6 +407,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     k3s,
                     scrub,
                     injected,
+                    boot_files,
                     output,
                 }
             },

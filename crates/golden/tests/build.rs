@@ -1063,3 +1063,185 @@ fn cancelled_builds_leave_nothing_and_bytes_progress_is_reported() {
     let again = build_file(&recipe, &opts(&out)).unwrap();
     assert_eq!(again.manifest.output.sha256, image_sha);
 }
+
+const BOOT_FILES: &str = r#"boot_files:
+  - partition: UEFI
+    path: /cmdline.txt
+    content: "console=tty1 root=LABEL=writable rootwait\n"
+  - partition: uefi
+    path: /cmdline.txt
+    cmdline_add: [cgroup_memory=1, cgroup_enable=memory, rootwait]
+  - partition: UEFI
+    path: /config.txt
+    lines: ["arm_64bit=1", "[all]"]
+  - partition: UEFI
+    path: /EFI/kiln/deep/kiln.txt
+    content: "hello\n"
+  - partition: UEFI
+    path: /cmdline.txt
+    cmdline_add: [cgroup_memory=1]
+"#;
+
+/// The ESP (label `UEFI`) of a built image as a file of its own, and its byte offset in `raw`
+/// (the image converted by `qemu-img`).
+fn extract_esp(image: &Path, work: &Path) -> (PathBuf, PathBuf, u64) {
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw));
+    let disk = kiln_blockdev::FileDev::open_read_only(&raw).unwrap();
+    let table = kiln_partition::scan(&disk, "raw").unwrap();
+    let esp = table
+        .partitions
+        .iter()
+        .find(|p| p.label.as_deref() == Some("UEFI"))
+        .unwrap();
+    let bytes = std::fs::read(&raw).unwrap();
+    let part = work.join("esp.img");
+    std::fs::write(
+        &part,
+        &bytes[esp.start as usize..(esp.start + esp.len) as usize],
+    )
+    .unwrap();
+    (raw, part, esp.start)
+}
+
+fn mtools(tool: &str, target: &str, args: &[&str]) -> String {
+    run(Command::new(tool)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", target])
+        .args(args))
+}
+
+#[test]
+fn boot_files_edit_the_esp_in_place_and_pass_fsck_and_mtools() {
+    let env = env();
+    let recipe = write_recipe(&env, "recipe.yaml", BOOT_FILES);
+    let built = build_file(&recipe, &opts(&env.root.join("a"))).unwrap();
+    let step = built
+        .steps
+        .iter()
+        .find(|s| s.name == Step::BootFiles)
+        .unwrap();
+    assert_eq!(step.summary, "5 boot files, 4 changed", "{step:?}");
+    let actions: Vec<(&str, &str, String)> = built
+        .manifest
+        .boot_files
+        .iter()
+        .map(|r| {
+            (
+                r.from.as_str(),
+                r.path.as_str(),
+                serde_json::to_string(&r.action).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("boot_files[0]", "/cmdline.txt", "\"created\"".to_owned()),
+            ("boot_files[1]", "/cmdline.txt", "\"replaced\"".to_owned()),
+            ("boot_files[2]", "/config.txt", "\"created\"".to_owned()),
+            (
+                "boot_files[3]",
+                "/EFI/kiln/deep/kiln.txt",
+                "\"created\"".to_owned()
+            ),
+            ("boot_files[4]", "/cmdline.txt", "\"unchanged\"".to_owned()),
+        ]
+    );
+    assert!(built.manifest.boot_files.iter().all(|r| r.number == 15));
+
+    run(Command::new("qemu-img").arg("check").arg(&built.image));
+    let work = env.root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (raw, esp, offset) = extract_esp(&built.image, &work);
+    run(Command::new("fsck.vfat").arg("-n").arg(&esp));
+    let target = format!("{}@@{offset}", raw.display());
+    assert_eq!(
+        mtools("mtype", &target, &["::/cmdline.txt"]),
+        "console=tty1 root=LABEL=writable rootwait cgroup_memory=1 cgroup_enable=memory\n"
+    );
+    assert_eq!(
+        mtools("mtype", &target, &["::/config.txt"]),
+        "arm_64bit=1\n[all]\n"
+    );
+    assert_eq!(
+        mtools("mtype", &target, &["::/EFI/kiln/deep/kiln.txt"]),
+        "hello\n"
+    );
+    for (dir, name) in [("::/", "cmdline"), ("::/EFI/kiln/deep", "kiln")] {
+        let listing = mtools("mdir", &target, &[dir]);
+        let line = listing
+            .lines()
+            .find(|l| l.to_lowercase().contains(name) && !l.contains("Directory for"))
+            .unwrap_or_else(|| panic!("{name} in {listing}"));
+        assert!(
+            line.contains("2026-01-01") && line.contains(" 0:00"),
+            "{line}"
+        );
+    }
+    // The root filesystem is as a build without boot files leaves it; the ESP is the only
+    // difference (same recipe otherwise: the same root partition bytes).
+    let plain = write_recipe(&env, "plain.yaml", "");
+    let p = build_file(&plain, &opts(&env.root.join("plain"))).unwrap();
+    assert!(p.manifest.boot_files.is_empty());
+    assert!(
+        !std::fs::read_to_string(&p.manifest_path)
+            .unwrap()
+            .contains("boot_files")
+    );
+    let roots: Vec<String> = [(&built.image, "r1"), (&p.image, "r2")]
+        .into_iter()
+        .map(|(image, dir)| {
+            let dir = work.join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            fixtures::sha256_of(&root_partition(image, &dir)).unwrap()
+        })
+        .collect();
+    assert_eq!(roots[0], roots[1]);
+
+    // Deterministic: a second build gives the same bytes.
+    let again = build_file(&recipe, &opts(&env.root.join("b"))).unwrap();
+    assert_eq!(
+        fixtures::sha256_of(&built.image).unwrap(),
+        fixtures::sha256_of(&again.image).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&built.manifest_path).unwrap(),
+        std::fs::read(&again.manifest_path).unwrap()
+    );
+}
+
+#[test]
+fn a_missing_boot_partition_label_is_bad_input_with_nothing_left() {
+    let env = env();
+    let recipe = write_recipe(
+        &env,
+        "recipe.yaml",
+        "boot_files:\n  - { partition: system-boot, path: /cmdline.txt, cmdline_add: [a=1] }\n",
+    );
+    let out = env.root.join("out");
+    let e = build_file(&recipe, &opts(&out)).unwrap_err();
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("no vfat partition labelled \"system-boot\"") && m.contains("15=vfat(UEFI)"),
+        "{m}"
+    );
+    assert_no_output(&out);
+    // cmdline_add on a file that is not there is bad input too.
+    let recipe = write_recipe(
+        &env,
+        "recipe2.yaml",
+        "boot_files:\n  - { partition: UEFI, path: /cmdline.txt, cmdline_add: [a=1] }\n",
+    );
+    let e = build_file(&recipe, &opts(&out)).unwrap_err();
+    assert_eq!(e.kind(), kiln_golden::ErrorKind::Input, "{e}");
+    assert!(
+        e.to_string().contains("boot_files[0] (/cmdline.txt)"),
+        "{e}"
+    );
+    assert_no_output(&out);
+}
