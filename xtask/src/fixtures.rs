@@ -4,7 +4,11 @@
 //! 16 = ext4 `BOOT`; 3.5 GiB virtual; zlib-compressed) and stand-in k3s release assets
 //! (`k3s/`: `k3s`, `k3s-airgap-images-amd64.tar.zst`, `install.sh`, `sha256sum-amd64.txt`).
 //!
-//! Both are deterministic, so `recipes/k3s-node-ubuntu-24.04.yaml` can pin their hashes.
+//! For the Raspberry Pi recipe (`recipes/k3s-node-ubuntu-24.04-raspi.yaml`) it also makes the
+//! Pi-shaped base (`ubuntu-24.04-raspi.img.xz`: xz-compressed raw, MBR 1 = vfat `system-boot`,
+//! 2 = ext4 `writable`; 300 MiB) and arm64 stand-in assets (`k3s-arm64/`).
+//!
+//! All are deterministic, so the recipes can pin their hashes.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +23,8 @@ pub const K3S_VERSION: &str = "v1.34.3+k3s1";
 /// Size of the layer data in the stand-in air-gap tarball.
 pub const AIRGAP_BYTES: usize = 200 << 20;
 pub const BASE_NAME: &str = "ubuntu-24.04-base.qcow2";
+/// Size of the layer data in the arm64 stand-in air-gap tarball.
+pub const AIRGAP_BYTES_ARM64: usize = 16 << 20;
 
 pub fn dir() -> PathBuf {
     root().join("target/fixtures")
@@ -67,6 +73,37 @@ pub fn ensure(force: bool) -> Result<()> {
         );
     } else {
         println!("{} exists", assets.display());
+    }
+    let pi = dir.join(fixtures::Flavor::Raspi.file_name());
+    if force || !pi.exists() {
+        let t = Instant::now();
+        let spec = BaseSpec::small_of(fixtures::Flavor::Raspi);
+        let b = fixtures::make_base(&dir, fixtures::Flavor::Raspi.file_name(), &spec)
+            .with_context(|| format!("making {}", pi.display()))?;
+        println!(
+            "{}  sha256 {}  ({:.1} s)",
+            b.path.display(),
+            b.sha256,
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "{} exists (sha256 {})",
+            pi.display(),
+            fixtures::sha256_of(&pi)?
+        );
+    }
+    let arm = dir.join("k3s-arm64");
+    if force || !arm.join("sha256sum-arm64.txt").exists() {
+        let a = fixtures::make_k3s_assets(&arm, K3S_VERSION, "arm64", AIRGAP_BYTES_ARM64)
+            .with_context(|| format!("making {}", arm.display()))?;
+        println!(
+            "{}  install.sh sha256 {}",
+            a.dir.display(),
+            a.install_sh_sha256
+        );
+    } else {
+        println!("{} exists", arm.display());
     }
     Ok(())
 }

@@ -237,6 +237,11 @@ fn build_and_check(flavor: Flavor) {
         k.assets
     );
     assert!(debugfs(&root, "stat /etc/machine-id").contains("Size: 14"));
+    if flavor == Flavor::Raspi {
+        // What makes cloud-init read the seed from system-boot survives the scrub.
+        let cfg = debugfs(&root, "cat /etc/cloud/cloud.cfg.d/99-fake_cloud.cfg");
+        assert!(cfg.contains("fs_label: system-boot"), "{cfg}");
+    }
     assert!(debugfs(&root, "stat /var/lib/cloud/instance").contains("File not found"));
 
     // Every partition but the root is untouched.
@@ -317,5 +322,46 @@ fn bad_xz_bases_fail_cleanly() {
     assert_eq!(
         fixtures::sha256_of(&case.base.path).unwrap(),
         case.base.sha256
+    );
+}
+
+/// `recipes/k3s-node-ubuntu-24.04-raspi.yaml` pins the Pi fixture `cargo xtask fixtures` makes, and
+/// builds (with the fixture and assets made here) into a sparse raw image whose `cmdline.txt`
+/// turns the memory cgroup on — `mtype` reading the FAT partition as the oracle.
+#[test]
+fn the_committed_raspi_recipe_pins_the_fixture_and_enables_memory_cgroups() {
+    let case = Case::new(Flavor::Raspi);
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes/k3s-node-ubuntu-24.04-raspi.yaml");
+    let mut recipe = kiln_golden::Recipe::load(&committed).unwrap();
+    assert_eq!(
+        recipe.base.sha256, case.base.sha256,
+        "re-pin after changing the Pi fixture"
+    );
+    assert_eq!(recipe.arch, kiln_golden::Arch::Arm64);
+    assert_eq!(recipe.output.kind, kiln_golden::OutputKind::Raw);
+    recipe.base.path = case.base.path.clone();
+    recipe.k3s.as_mut().unwrap().assets = case.assets.dir.clone();
+    let built = kiln_golden::build(&recipe, &BuildOptions::new(case.root.join("out"))).unwrap();
+    let (start, ..) = {
+        let (_, parts) = sfdisk(&built.image);
+        parts
+            .into_iter()
+            .find(|p| p.0 == 1)
+            .map(|p| (p.2, p.3))
+            .unwrap()
+    };
+    let o = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", built.image.display(), start * 512))
+        .arg("::cmdline.txt")
+        .output()
+        .expect("mtype (mtools)");
+    assert!(o.status.success());
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        line,
+        fixtures::RASPI_CMDLINE.trim_end().to_owned() + " cgroup_memory=1 cgroup_enable=memory\n"
     );
 }
