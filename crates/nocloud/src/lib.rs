@@ -59,8 +59,9 @@ use std::path::PathBuf;
 pub use docs::{CloudConfig, ConfigValue, MetaData, NetworkConfig, VendorData};
 pub use render::{NodeSeed, render_all, render_node};
 pub use spec::{
-    Boot, ByteSize, Cidr, Cluster, ClusterSpec, K3s, MacAddr, MatchBy, Network, NodeSpec, Problem,
-    Problems, Role, SD_CARD_SEED_LABEL, Subnet, Wait, parse_duration, parse_size,
+    Boot, ByteSize, Cidr, Cluster, ClusterSpec, K3s, MacAddr, Manifest, MatchBy, Mirror, Network,
+    NodeSpec, Problem, Problems, Registries, RegistryAuth, RegistryConfig, RegistryTls, Role,
+    SD_CARD_SEED_LABEL, Subnet, Wait, parse_duration, parse_size,
 };
 pub use token::Token;
 pub use write::{SeedFormat, seed_volume, write_seed};
@@ -71,11 +72,13 @@ impl Error {
     pub fn kind(&self) -> kiln_blockdev::ErrorKind {
         use kiln_blockdev::ErrorKind;
         match self {
-            Error::CreateToken { .. }
+            Error::BadInput { .. }
+            | Error::CreateToken { .. }
             | Error::EmptyToken { .. }
             | Error::Invalid(_)
             | Error::ParseSpec { .. }
             | Error::ReadSpec { .. }
+            | Error::ReadInput { .. }
             | Error::ReadToken { .. }
             | Error::Render { .. } => ErrorKind::Input,
             Error::Serialize { .. } => ErrorKind::Internal,
@@ -92,6 +95,18 @@ pub const K3S_INSTALL_SCRIPT: &str = "/usr/local/lib/kiln/k3s-install.sh";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A file the spec names (a registry `password_file`, a manifest `source`) has the wrong
+    /// content: empty, not UTF-8, a sha256 other than its pin. The message never quotes the
+    /// content. Kind: input.
+    #[error("{field} {path}: {message}")]
+    BadInput {
+        /// The spec field naming the file (`cluster.k3s.manifests[0].source`).
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// [`Token::load_or_create`] found no token file and could not create it (or its directory).
     /// Kind: input (the spec's `token_file` names a place that cannot be written).
     #[error("creating token file {path}")]
@@ -124,6 +139,17 @@ pub enum Error {
     #[error("reading cluster spec {path}")]
     ReadSpec {
         /// The spec file.
+        path: PathBuf,
+        /// The failed I/O.
+        source: std::io::Error,
+    },
+    /// A file the spec names (a registry `password_file`, a manifest `source`) cannot be read.
+    /// Kind: input.
+    #[error("reading {field} {path}")]
+    ReadInput {
+        /// The spec field naming the file.
+        field: String,
+        /// The file.
         path: PathBuf,
         /// The failed I/O.
         source: std::io::Error,

@@ -8,7 +8,7 @@ use crate::docs::{
     CloudConfig, Command, ConfigValue, DefaultUser, Ethernet, K3sConfig, Match, MetaData,
     Nameservers, NetworkConfig, NetworkV2, Route, User, UserSpec, WriteFile,
 };
-use crate::spec::{ClusterSpec, MatchBy, NodeSpec, Role};
+use crate::spec::{ClusterSpec, MANIFESTS_DIR, Manifest, MatchBy, NodeSpec, REGISTRIES_PATH, Role};
 use crate::{Error, K3S_INSTALL_SCRIPT, Token};
 
 /// Where k3s reads its per-node settings.
@@ -205,6 +205,8 @@ pub fn k3s_config(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> K3sConf
         if multi_server {
             cfg.insert("cluster-init".into(), ConfigValue::Bool(true));
         }
+    } else if let Some(url) = &k3s.server_url {
+        cfg.insert("server".into(), ConfigValue::Str(url.clone()));
     } else if let Some(f) = first {
         cfg.insert(
             "server".into(),
@@ -223,6 +225,14 @@ pub fn k3s_config(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> K3sConf
             sans.push(f);
         }
         sans.extend(k3s.tls_san.iter().cloned());
+        if let Some(host) = k3s
+            .server_url
+            .as_deref()
+            .and_then(crate::spec::server_url_host)
+            && !sans.contains(&host)
+        {
+            sans.push(host);
+        }
         cfg.insert("tls-san".into(), sans.into());
     }
     if !node.labels.is_empty() {
@@ -262,6 +272,16 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
             c.ssh_authorized_keys.clone(),
         ),
     };
+    let mut write_files = vec![root_file(K3S_CONFIG_PATH.into(), config_yaml)];
+    if let Some(registries) = registries_yaml(spec)? {
+        write_files.push(root_file(REGISTRIES_PATH.into(), registries));
+    }
+    if node.role == Role::Server {
+        for (i, m) in c.k3s.manifests.iter().enumerate() {
+            let (name, content) = manifest(spec, i, m)?;
+            write_files.push(root_file(format!("{MANIFESTS_DIR}/{name}"), content));
+        }
+    }
     let net_wait = c.wait.network.as_secs();
     let ready_wait = c.wait.ready.as_secs();
     let exec = node.role.as_str();
@@ -288,14 +308,7 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
         preserve_hostname: Some(false),
         users,
         ssh_authorized_keys: default_user_keys,
-        write_files: vec![WriteFile {
-            path: K3S_CONFIG_PATH.into(),
-            content: config_yaml,
-            owner: Some("root:root".into()),
-            permissions: Some("0600".into()),
-            encoding: None,
-            defer: None,
-        }],
+        write_files,
         bootcmd: Vec::new(),
         runcmd,
         final_message: Some(format!(
@@ -303,6 +316,150 @@ pub fn user_data(spec: &ClusterSpec, node: &NodeSpec, token: &Token) -> Result<C
             node.name, exec
         )),
     })
+}
+
+/// A `write_files` entry owned by root, mode 0600 (k3s' files may hold secrets).
+fn root_file(path: String, content: String) -> WriteFile {
+    WriteFile {
+        path,
+        content,
+        owner: Some("root:root".into()),
+        permissions: Some("0600".into()),
+        encoding: None,
+        defer: None,
+    }
+}
+
+/// `registries.yaml` in k3s' format (holds the registry passwords read from their files), or
+/// `None` when the spec has no registries. `spec` must have passed [`ClusterSpec::validate`].
+pub fn registries_yaml(spec: &ClusterSpec) -> Result<Option<String>, Error> {
+    let r = &spec.cluster.k3s.registries;
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let mut configs = BTreeMap::new();
+    for (host, c) in &r.configs {
+        let auth = match &c.auth {
+            None => None,
+            Some(a) => {
+                let field = format!("cluster.k3s.registries.configs[{host:?}].auth.password_file");
+                let path = spec.input_path(&a.password_file);
+                let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadInput {
+                    field: field.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+                let password = text.trim();
+                if password.is_empty() {
+                    return Err(Error::BadInput {
+                        field,
+                        path,
+                        message: "is empty".into(),
+                    });
+                }
+                Some(RegistryAuthYaml {
+                    username: a.username.clone(),
+                    password: password.to_owned(),
+                })
+            }
+        };
+        let tls = c.tls.as_ref().map(|t| RegistryTlsYaml {
+            ca_file: t.ca_file.clone(),
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+            insecure_skip_verify: t.insecure_skip_verify.then_some(true),
+        });
+        configs.insert(host.clone(), RegistryConfigYaml { auth, tls });
+    }
+    let doc = RegistriesYaml {
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|(host, m)| {
+                let m = MirrorYaml {
+                    endpoint: m.endpoint.clone(),
+                    rewrite: m.rewrite.clone(),
+                };
+                (host.clone(), m)
+            })
+            .collect(),
+        configs,
+    };
+    crate::yaml::to_string(&doc, "k3s registries.yaml").map(Some)
+}
+
+/// Manifest `i` of the spec: its file name on the servers and its text, checked against its pin.
+fn manifest(spec: &ClusterSpec, i: usize, m: &Manifest) -> Result<(String, String), Error> {
+    let field = format!("cluster.k3s.manifests[{i}].source");
+    let path = spec.input_path(&m.source);
+    let Some(name) = m.file_name() else {
+        return Err(Error::BadInput {
+            field,
+            path,
+            message: "has no file name".into(),
+        });
+    };
+    let bytes = std::fs::read(&path).map_err(|source| Error::ReadInput {
+        field: field.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(message) = crate::spec::manifest_problem(&bytes, &m.sha256) {
+        return Err(Error::BadInput {
+            field,
+            path,
+            message,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| Error::BadInput {
+        field,
+        path: path.clone(),
+        message: "is not UTF-8 text".into(),
+    })?;
+    Ok((name.to_owned(), text))
+}
+
+/// k3s' `registries.yaml`: what kiln writes of it.
+#[derive(serde::Serialize)]
+struct RegistriesYaml {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    mirrors: BTreeMap<String, MirrorYaml>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    configs: BTreeMap<String, RegistryConfigYaml>,
+}
+
+#[derive(serde::Serialize)]
+struct MirrorYaml {
+    endpoint: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    rewrite: BTreeMap<String, String>,
+}
+
+#[derive(serde::Serialize)]
+struct RegistryConfigYaml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<RegistryAuthYaml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<RegistryTlsYaml>,
+}
+
+/// Holds a password: no `Debug`.
+#[derive(serde::Serialize)]
+struct RegistryAuthYaml {
+    username: String,
+    password: String,
+}
+
+#[derive(serde::Serialize)]
+struct RegistryTlsYaml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insecure_skip_verify: Option<bool>,
 }
 
 const POLL_SECS: u64 = 5;

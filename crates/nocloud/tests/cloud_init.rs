@@ -1,4 +1,4 @@
-//! Real oracles on the four scenario specs in `recipes/clusters/`:
+//! Real oracles on the scenario specs in `recipes/clusters/`:
 //! - `cloud-init schema --config-file` accepts every user-data,
 //! - `cloud-init devel net-convert … -O netplan` converts every network-config (and the result
 //!   carries the node's addresses and MAC),
@@ -24,6 +24,7 @@ pub const SCENARIOS: &[&str] = &[
     "raspi-dualstack.yaml",
     "observability.yaml",
     "ha-3server.yaml",
+    "private-registry.yaml",
 ];
 
 fn recipes() -> PathBuf {
@@ -96,7 +97,7 @@ fn every_user_data_passes_cloud_init_schema() {
             }
         }
     }
-    assert_eq!(checked, 3 + 3 + 2 + 2 + 4);
+    assert_eq!(checked, 3 + 3 + 2 + 2 + 4 + 2);
     assert_eq!(vendor, 2, "observability ships vendor-data on both nodes");
 }
 
@@ -246,11 +247,48 @@ fn pyyaml_reads_back_what_we_meant() {
                     (servers > 1).then_some(true.into())
                 );
             } else {
-                assert_eq!(
-                    cfg["server"],
-                    format!("https://{}:6443", first.ipv4).as_str()
-                );
+                let want = match &spec.cluster.k3s.server_url {
+                    Some(url) => url.clone(),
+                    None => format!("https://{}:6443", first.ipv4),
+                };
+                assert_eq!(cfg["server"], want.as_str());
                 assert!(cfg.get("cluster-init").is_none());
+            }
+            // Registries on every node, manifests on servers only, every file root's and 0600.
+            let files = ud["write_files"].as_array().expect("write_files");
+            let paths: Vec<&str> = files.iter().filter_map(|f| f["path"].as_str()).collect();
+            let mut want = vec!["/etc/rancher/k3s/config.yaml"];
+            if !spec.cluster.k3s.registries.is_empty() {
+                want.push("/etc/rancher/k3s/registries.yaml");
+            }
+            let manifests: Vec<String> = spec
+                .cluster
+                .k3s
+                .manifests
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}/{}",
+                        kiln_nocloud::spec::MANIFESTS_DIR,
+                        m.file_name().expect("name")
+                    )
+                })
+                .collect();
+            if node.role == kiln_nocloud::Role::Server {
+                want.extend(manifests.iter().map(String::as_str));
+            }
+            assert_eq!(paths, want, "{sc}/{}", s.node);
+            for f in files {
+                assert_eq!(f["permissions"], "0600");
+                assert_eq!(f["owner"], "root:root");
+            }
+            if node.role == kiln_nocloud::Role::Server {
+                let last = &files[files.len() - manifests.len()..];
+                for (f, m) in last.iter().zip(&spec.cluster.k3s.manifests) {
+                    let bytes = std::fs::read(spec.input_path(&m.source)).expect("manifest");
+                    let got = f["content"].as_str().expect("manifest content");
+                    assert_eq!(got.as_bytes(), &bytes[..], "{sc}/{}", s.node);
+                }
             }
             for (k, v) in &node.labels {
                 let want = format!("{k}={v}");
@@ -317,9 +355,55 @@ fn pyyaml_reads_back_what_we_meant() {
     assert_eq!(cfg["disable-network-policy"], true);
     assert_eq!(cfg["disable"], serde_json::json!(["traefik", "servicelb"]));
     assert_eq!(cfg["cluster-cidr"], "10.42.0.0/16,fd22:2025:6a6a:42::/104");
-    // ha: a "0644" mode stays a string.
+    // ha: a "0644" mode stays a string; the registration address is in every server's tls-san.
     let cfg = first_k3s_config("ha-3server.yaml");
     assert_eq!(cfg["write-kubeconfig-mode"], "0644");
+    let (_, seeds) = render("ha-3server.yaml");
+    for s in seeds
+        .iter()
+        .filter(|s| s.role == kiln_nocloud::Role::Server)
+    {
+        let cfg = k3s_config(&pyyaml_json(&s.user_data, true));
+        let sans = cfg["tls-san"].as_array().expect("tls-san");
+        assert!(
+            sans.iter().any(|x| x == "k8s.home.arpa"),
+            "{}: {cfg}",
+            s.node
+        );
+    }
+    // private-registry: PyYAML reads registries.yaml back as k3s will.
+    let (_, seeds) = render("private-registry.yaml");
+    let ud = pyyaml_json(&seeds[1].user_data, true);
+    let reg = pyyaml_json(
+        ud["write_files"][1]["content"]
+            .as_str()
+            .expect("registries.yaml")
+            .as_bytes(),
+        false,
+    );
+    assert_eq!(
+        reg,
+        serde_json::json!({
+            "mirrors": {
+                "docker.io": {
+                    "endpoint": ["https://registry.sites.internal:5000"],
+                    "rewrite": { "^library/(.*)": "mirror/library/$1" },
+                },
+                "registry.sites.internal:5000": {
+                    "endpoint": ["https://registry.sites.internal:5000"],
+                },
+            },
+            "configs": {
+                "registry.sites.internal:5000": {
+                    "auth": {
+                        "username": "sites-pull",
+                        "password": "FAKE-registry-token-for-the-example-only-0000",
+                    },
+                    "tls": { "ca_file": "/usr/local/share/ca-certificates/sites-ca.crt" },
+                },
+            },
+        })
+    );
 }
 
 #[test]

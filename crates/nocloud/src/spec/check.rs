@@ -7,6 +7,8 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use super::file::{NodeFile, SpecFile, SubnetFile};
 use super::values::{Addr, Cidr, normalize_mac, parse_cidr, parse_duration, parse_size};
 use super::{MatchBy, Problems, RESERVED_K3S_KEYS, Role};
@@ -57,6 +59,9 @@ impl SpecFile {
                 );
             }
         }
+        check_server_url(c.k3s.server_url.as_deref(), p);
+        check_registries(&c.k3s.registries, p);
+        check_manifests(&c.k3s.manifests, p);
         let net = &c.network;
         match net.match_by {
             MatchBy::Name => {
@@ -369,6 +374,292 @@ fn check_subnet<A: Addr>(what: &str, s: &SubnetFile, p: &mut Problems) {
                 );
             }
         }
+    }
+}
+
+fn check_server_url(url: Option<&str>, p: &mut Problems) {
+    let Some(url) = url else { return };
+    const F: &str = "cluster.k3s.server_url";
+    match parse_url(url) {
+        Err(why) => p.push(F, format!("{F}: {why}")),
+        Ok(u) if u.scheme != "https" => p.push(
+            F,
+            format!("{F} {url:?} is not an https:// URL (k3s servers only speak https)"),
+        ),
+        Ok(u) if !u.path.is_empty() && u.path != "/" => p.push(
+            F,
+            format!("{F} {url:?} has a path; give only https://host[:port]"),
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// The host of a `server_url` that passed the check, as a `tls-san` entry (IPv6 without
+/// brackets); `None` for anything else.
+pub(crate) fn server_url_host(url: &str) -> Option<String> {
+    parse_url(url).ok().map(|u| u.host.to_owned())
+}
+
+/// An `http(s)://host[:port][/path]` URL taken apart; `host` is an RFC 1123 name or an IP
+/// address (IPv6 in brackets in the URL, without them here).
+struct Url<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    path: &'a str,
+}
+
+/// Messages never quote a URL that carries user info: it would be a credential.
+fn parse_url(url: &str) -> Result<Url<'_>, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL like https://host[:port]"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err(
+            "the URL has user info (user:password@); put credentials in              cluster.k3s.registries.configs.<host>.auth instead"
+                .to_owned(),
+        );
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) || path.contains(['?', '#']) {
+        return Err(format!(
+            "{url:?} has a path with spaces, a query or a fragment"
+        ));
+    }
+    let Some(host) = host_of(authority) else {
+        return Err(format!(
+            "{url:?} does not have a valid host[:port] (an RFC 1123 name or an IP address, a port 1-65535)"
+        ));
+    };
+    Ok(Url { scheme, host, path })
+}
+
+/// `host[:port]` with an RFC 1123 name, an IPv4 address or a bracketed IPv6 address: the host
+/// (brackets removed), or `None`.
+fn host_of(authority: &str) -> Option<&str> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        h.parse::<Ipv6Addr>().ok()?;
+        match after {
+            "" => (h, None),
+            _ => (h, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        let (h, port) = match authority.split_once(':') {
+            Some((h, port)) => (h, Some(port)),
+            None => (authority, None),
+        };
+        if h.parse::<Ipv4Addr>().is_err() && (h.is_empty() || !is_hostname(h)) {
+            return None;
+        }
+        (h, port)
+    };
+    if let Some(port) = port {
+        let ok = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|n| n > 0);
+        if !ok {
+            return None;
+        }
+    }
+    Some(host)
+}
+
+fn check_registries(r: &super::Registries, p: &mut Problems) {
+    const F: &str = "cluster.k3s.registries";
+    for (host, m) in &r.mirrors {
+        let at = format!("{F}.mirrors[{host:?}]");
+        if host != "*" && host_of(host).is_none() {
+            p.push(
+                at.clone(),
+                format!("{at}: {host:?} is not a registry host[:port] (or `*`)"),
+            );
+        }
+        if m.endpoint.is_empty() {
+            p.push(
+                format!("{at}.endpoint"),
+                format!("{at}.endpoint: a mirror needs at least one endpoint URL"),
+            );
+        }
+        for (j, e) in m.endpoint.iter().enumerate() {
+            if let Err(why) = parse_url(e) {
+                let f = format!("{at}.endpoint[{j}]");
+                p.push(f.clone(), format!("{f}: {why}"));
+            }
+        }
+        for (pattern, replacement) in &m.rewrite {
+            let f = format!("{at}.rewrite[{pattern:?}]");
+            let bad = |s: &str| s.is_empty() || s.chars().any(char::is_control);
+            if bad(pattern) || bad(replacement) {
+                p.push(
+                    f.clone(),
+                    format!("{f}: a rewrite needs a pattern and a replacement, on one line each"),
+                );
+            }
+        }
+    }
+    for (host, c) in &r.configs {
+        let at = format!("{F}.configs[{host:?}]");
+        if host != "*" && host_of(host).is_none() {
+            p.push(
+                at.clone(),
+                format!("{at}: {host:?} is not a registry host[:port] (or `*`)"),
+            );
+        }
+        if c.auth.is_none() && c.tls.is_none() {
+            p.push(at.clone(), format!("{at}: set `auth`, `tls` or both"));
+        }
+        if let Some(a) = &c.auth {
+            if a.username.is_empty() || a.username.chars().any(char::is_control) {
+                let f = format!("{at}.auth.username");
+                p.push(
+                    f.clone(),
+                    format!("{f}: must be a non-empty name on one line"),
+                );
+            }
+            if a.password_file.as_os_str().is_empty() {
+                let f = format!("{at}.auth.password_file");
+                p.push(f.clone(), format!("{f}: must name a file"));
+            }
+        }
+        if let Some(t) = &c.tls {
+            for (name, v) in [
+                ("ca_file", &t.ca_file),
+                ("cert_file", &t.cert_file),
+                ("key_file", &t.key_file),
+            ] {
+                if let Some(v) = v
+                    && (!v.starts_with('/') || v.chars().any(char::is_control))
+                {
+                    let f = format!("{at}.tls.{name}");
+                    p.push(
+                        f.clone(),
+                        format!("{f}: {v:?} is not an absolute path on the node"),
+                    );
+                }
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                let f = format!("{at}.tls");
+                p.push(
+                    f.clone(),
+                    format!(
+                        "{f}: cert_file and key_file go together (a client certificate and its key)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_manifests(list: &[super::Manifest], p: &mut Problems) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("cluster.k3s.manifests[{i}]");
+        match m.file_name() {
+            Some(n) if is_manifest_name(n) => {
+                if let Some(prev) = names.insert(n, i) {
+                    p.push(
+                        format!("{at}.source"),
+                        format!(
+                            "{at}.source: file name {n:?} is already used by cluster.k3s.manifests[{prev}]                              (both would be {}/{n})",
+                            super::MANIFESTS_DIR
+                        ),
+                    );
+                }
+            }
+            _ => p.push(
+                format!("{at}.source"),
+                format!(
+                    "{at}.source {}: the file name must be letters, digits, '.', '_', '-' ending in                      .yaml, .yml or .json (k3s applies only those)",
+                    m.source.display()
+                ),
+            ),
+        }
+        if !kiln_common::digest::is_sha256(&m.sha256) {
+            p.push(
+                format!("{at}.sha256"),
+                format!(
+                    "{at}.sha256 {:?} is not a sha256 (64 lowercase hex digits)",
+                    m.sha256
+                ),
+            );
+        }
+    }
+}
+
+fn is_manifest_name(n: &str) -> bool {
+    !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| n.len() > ext.len() && n.ends_with(ext))
+}
+
+/// The files a spec names besides the token file: every registry password file must be a
+/// readable, non-empty regular file; every manifest a readable UTF-8 file whose sha256 is its
+/// pin. Messages name the field and the path, never the content.
+pub(super) fn check_input_files(file: &SpecFile, base: &Path, p: &mut Problems) {
+    let k3s = &file.cluster.k3s;
+    for (host, c) in &k3s.registries.configs {
+        let Some(a) = &c.auth else { continue };
+        if a.password_file.as_os_str().is_empty() {
+            continue; // the value check reports it
+        }
+        let f = format!("cluster.k3s.registries.configs[{host:?}].auth.password_file");
+        let path = super::resolve(base, &a.password_file);
+        match read_regular(&path) {
+            Err(why) => p.push(f.clone(), format!("{f} {}: {why}", path.display())),
+            Ok(bytes) => {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    p.push(f.clone(), format!("{f} {}: is empty", path.display()));
+                } else if std::str::from_utf8(&bytes).is_err() {
+                    p.push(
+                        f.clone(),
+                        format!("{f} {}: is not UTF-8 text", path.display()),
+                    );
+                }
+            }
+        }
+    }
+    for (i, m) in k3s.manifests.iter().enumerate() {
+        let f = format!("cluster.k3s.manifests[{i}].source");
+        let path = super::resolve(base, &m.source);
+        match read_regular(&path) {
+            Err(why) => p.push(f.clone(), format!("{f} {}: {why}", path.display())),
+            Ok(bytes) => {
+                if let Some(why) = manifest_problem(&bytes, &m.sha256) {
+                    p.push(f.clone(), format!("{f} {}: {why}", path.display()));
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a manifest's bytes against its pin, if anything (used again when
+/// rendering, which reads the file a second time).
+pub(crate) fn manifest_problem(bytes: &[u8], pinned: &str) -> Option<String> {
+    let actual = kiln_common::digest::hex(&sha2::Sha256::digest(bytes));
+    if kiln_common::digest::is_sha256(pinned) && actual != pinned {
+        return Some(format!("sha256 is {actual}, the spec pins {pinned}"));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Some("is not UTF-8 text (k3s manifests are YAML or JSON)".to_owned());
+    }
+    None
+}
+
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => fs::read(path).map_err(|e| format!("cannot be read: {e}")),
+        Ok(_) => Err("is not a regular file".to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".to_owned()),
+        Err(e) => Err(format!("cannot be read: {e}")),
     }
 }
 

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::values::duration_text;
 use super::{
-    Boot, Cluster, ClusterSpec, K3s, MatchBy, Network, NodeSpec, Problems, Role, Subnet, Wait,
+    Boot, Cluster, ClusterSpec, K3s, Manifest, MatchBy, Network, NodeSpec, Problems, Registries,
+    Role, Subnet, Wait,
 };
 use crate::docs::{ConfigValue, VendorData};
 
@@ -53,6 +54,12 @@ pub(crate) struct K3sFile {
     pub agent_config: BTreeMap<String, ConfigValue>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_san: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Registries::is_empty")]
+    pub registries: Registries,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<Manifest>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +150,9 @@ impl From<&ClusterSpec> for SpecFile {
                     config: c.k3s.config.clone(),
                     agent_config: c.k3s.agent_config.clone(),
                     tls_san: c.k3s.tls_san.clone(),
+                    server_url: c.k3s.server_url.clone(),
+                    registries: c.k3s.registries.clone(),
+                    manifests: c.k3s.manifests.clone(),
                 },
                 network: NetworkFile {
                     match_by: net.match_by,
@@ -285,6 +295,9 @@ impl SpecFile {
                 config: c.k3s.config,
                 agent_config: c.k3s.agent_config,
                 tls_san: c.k3s.tls_san,
+                server_url: c.k3s.server_url,
+                registries: c.k3s.registries,
+                manifests: c.k3s.manifests,
             },
             network,
             user: c.user,

@@ -26,6 +26,7 @@
 
 mod check;
 mod file;
+mod inputs;
 mod values;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,11 @@ use crate::Error;
 use crate::docs::{ConfigValue, VendorData};
 
 pub use check::{is_dns_label, is_hostname};
+pub(crate) use check::{manifest_problem, server_url_host};
+pub use inputs::{
+    MANIFESTS_DIR, Manifest, Mirror, REGISTRIES_PATH, Registries, RegistryAuth, RegistryConfig,
+    RegistryTls,
+};
 pub use kiln_common::{Problem, Problems};
 pub use values::{
     Addr, ByteSize, Cidr, MacAddr, normalize_mac, parse_cidr, parse_duration, parse_size,
@@ -132,6 +138,16 @@ pub struct K3s {
     /// `tls_san`: extra subject alternative names (IPs or DNS names) on the servers' API
     /// certificate.
     pub tls_san: Vec<String>,
+    /// `server_url`: a fixed registration address in front of the servers (a VIP or DNS name,
+    /// `https://k8s.lab.internal:6443`). When set, agents and joining servers register there
+    /// instead of at the first server's own address, and its host is in every server's
+    /// `tls-san`.
+    pub server_url: Option<String>,
+    /// `registries`: private registries and mirrors, `/etc/rancher/k3s/registries.yaml` on every
+    /// node (not written when empty).
+    pub registries: Registries,
+    /// `manifests`: files k3s applies on the servers (auto-deploy manifests), pinned by sha256.
+    pub manifests: Vec<Manifest>,
 }
 
 /// `cluster.network.match`: how a node's `network-config` finds its interface.
@@ -288,6 +304,7 @@ impl ClusterSpec {
         if let Some(t) = &file.cluster.k3s.token_file {
             check::check_token_file(&resolve(&base_dir, t), &mut token);
         }
+        check::check_input_files(&file, &base_dir, &mut token);
         let mut spec = file.into_typed().map_err(|mut p| {
             p.list.append(&mut token.list);
             Error::Invalid(p)
@@ -341,14 +358,23 @@ impl ClusterSpec {
 
     /// Check everything that can be checked without writing anything; all problems are
     /// collected, each with its field path. When the spec names a token file, it must be
-    /// readable, or absent with a directory it can be created in.
+    /// readable, or absent with a directory it can be created in; every registry password file
+    /// must be readable and not empty, every manifest readable UTF-8 text with its pinned sha256.
     pub fn validate(&self) -> Result<(), Error> {
         let mut p = Problems::new("the cluster spec");
-        file::SpecFile::from(self).check(&mut p);
+        let file = file::SpecFile::from(self);
+        file.check(&mut p);
         if let Some(t) = self.token_path() {
             check::check_token_file(&t, &mut p);
         }
+        check::check_input_files(&file, &self.base_dir, &mut p);
         p.into_result().map_err(Error::Invalid)
+    }
+
+    /// Where a file the spec names (a registry `password_file`, a manifest `source`) lives:
+    /// relative paths are relative to [`ClusterSpec::base_dir`].
+    pub fn input_path(&self, p: &Path) -> PathBuf {
+        resolve(&self.base_dir, p)
     }
 }
 
@@ -444,6 +470,28 @@ impl Cluster {
         self
     }
 
+    /// Register agents and joining servers at `url` (a VIP or DNS name in front of the
+    /// servers, `https://host[:port]`).
+    #[must_use]
+    pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
+        self.k3s.server_url = Some(url.into());
+        self
+    }
+
+    /// Private registries and mirrors for every node.
+    #[must_use]
+    pub fn with_registries(mut self, registries: Registries) -> Self {
+        self.k3s.registries = registries;
+        self
+    }
+
+    /// Add an auto-deploy manifest for the servers.
+    #[must_use]
+    pub fn with_manifest(mut self, manifest: Manifest) -> Self {
+        self.k3s.manifests.push(manifest);
+        self
+    }
+
     /// The first-boot waits.
     #[must_use]
     pub fn with_wait(mut self, network: Duration, ready: Duration) -> Self {
@@ -461,6 +509,9 @@ impl K3s {
             config: BTreeMap::new(),
             agent_config: BTreeMap::new(),
             tls_san: Vec::new(),
+            server_url: None,
+            registries: Registries::new(),
+            manifests: Vec::new(),
         }
     }
 }
