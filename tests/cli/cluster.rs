@@ -577,3 +577,66 @@ fn spec_without_token_file_needs_the_flag() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(env.out.join("inventory.json").exists());
 }
+
+/// A private registry's password (read from a file the spec names) and the cluster's manifests:
+/// the password reaches the seeds' user-data only — never `--json`, stderr, the inventory or the
+/// lock; a missing password file exits 2 naming the field and the path, and writes nothing.
+#[test]
+fn registry_credentials_reach_only_the_seeds() {
+    const PASSWORD: &str = "REGISTRY-PASSWORD-do-not-print-0123456789";
+    let env = env();
+    let spec = std::fs::read_to_string(&env.spec).expect("spec");
+    std::fs::create_dir_all(env.root.join("creds")).expect("mkdir");
+    std::fs::write(env.root.join("creds/registry"), format!("{PASSWORD}\n")).expect("password");
+    std::fs::write(env.root.join("ns.yaml"), "kind: Namespace\n").expect("manifest");
+    let inputs = "    token_file: secrets/lab-token\n    server_url: https://api.lab.internal:6443\n    registries:\n      mirrors: { docker.io: { endpoint: [\"https://registry.lab.internal:5000\"] } }\n      configs:\n        registry.lab.internal:5000: { auth: { username: lab, password_file: creds/registry } }\n    manifests:\n      - { source: ns.yaml, sha256: 6b5b5fe2b4d8d0cbda3bde6e3ec0ad53f3e4bde30b1d6ddd2b32b89a97d1c33d }\n";
+    let sha = fixtures::sha256_of(&env.root.join("ns.yaml")).expect("sha");
+    let with = spec.replacen(
+        "    token_file: secrets/lab-token # created 0600 on first use; never commit it\n",
+        &inputs.replace(
+            "6b5b5fe2b4d8d0cbda3bde6e3ec0ad53f3e4bde30b1d6ddd2b32b89a97d1c33d",
+            &sha,
+        ),
+        1,
+    );
+    assert_ne!(with, spec, "the spec's token_file line moved");
+    std::fs::write(&env.spec, &with).expect("write spec");
+
+    let o = cluster(&env, &["--json", "--update-lock"]);
+    let shown = text(&o);
+    let _ = ok_json(&o);
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    let inventory = std::fs::read_to_string(env.out.join("inventory.json")).expect("inventory");
+    assert!(!inventory.contains(PASSWORD), "{inventory}");
+    let lock = std::fs::read_to_string(env.root.join("cluster.lock")).expect("lock");
+    assert!(!lock.contains(PASSWORD), "{lock}");
+    for node in NODES {
+        let ud = iso_file(&env.out.join(format!("{node}-seed.iso")), "user-data");
+        assert!(
+            ud.contains(PASSWORD),
+            "{node}: the password reaches user-data"
+        );
+        assert_eq!(
+            ud.contains("/var/lib/rancher/k3s/server/manifests/ns.yaml"),
+            node == NODES[0],
+            "{node}: manifests on servers only"
+        );
+        if node != NODES[0] {
+            assert!(
+                ud.contains("server: https://api.lab.internal:6443"),
+                "{node}: {ud}"
+            );
+        }
+    }
+
+    // The password file is gone: exit 2, the field and the file, nothing new written.
+    std::fs::remove_file(env.root.join("creds/registry")).expect("rm");
+    let before = snapshot(&env.out);
+    let o = cluster(&env, &["--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("auth.password_file"), "{t}");
+    assert!(t.contains("creds/registry: does not exist"), "{t}");
+    assert!(o.stdout.is_empty(), "{t}");
+    assert_eq!(snapshot(&env.out), before, "nothing rewritten");
+}

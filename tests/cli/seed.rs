@@ -1,4 +1,4 @@
-//! `kiln seed` end to end, running the built binary on the four scenario specs.
+//! `kiln seed` end to end, running the built binary on the scenario specs.
 //! Oracles: the files on disk (modes, bytes), `cloud-init schema` on what the CLI wrote, and the
 //! token file's content searched for in everything the CLI prints.
 
@@ -13,7 +13,11 @@ const SCENARIOS: &[&str] = &[
     "raspi-dualstack.yaml",
     "observability.yaml",
     "ha-3server.yaml",
+    "private-registry.yaml",
 ];
+
+/// The fake registry password `private-registry.yaml` reads from `secrets/registry-password`.
+const REGISTRY_PASSWORD: &str = "FAKE-registry-token-for-the-example-only-0000";
 
 fn recipe(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,10 +25,20 @@ fn recipe(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Copy a scenario spec into `dir` (so its token file is created there, not in the repo).
+/// Copy a scenario spec into `dir` (so its token file is created there, not in the repo), with
+/// the manifests and the registry password file the scenarios name.
 fn stage(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::copy(recipe(name), &p).expect("copy spec");
+    for f in [
+        "manifests/cilium.yaml",
+        "manifests/flux-system.yaml",
+        "secrets/registry-password",
+    ] {
+        let to = dir.join(f);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(recipe(f), to).expect("copy input");
+    }
     p
 }
 
@@ -73,6 +87,10 @@ fn dir_seeds_for_every_scenario_never_leak_the_token_and_are_reproducible() {
         assert!(ob.status.success(), "{sc}: {}", text(&ob));
         for o in [&oa, &ob] {
             assert!(!text(o).contains(&token), "{sc}: token printed");
+            assert!(
+                !text(o).contains(REGISTRY_PASSWORD),
+                "{sc}: password printed"
+            );
         }
         let summary: serde_json::Value =
             serde_json::from_slice(&oa.stdout).expect("--json is JSON");
@@ -93,6 +111,11 @@ fn dir_seeds_for_every_scenario_never_leak_the_token_and_are_reproducible() {
             assert_eq!(Path::new(n["path"].as_str().expect("path")), da);
             let ud = std::fs::read_to_string(da.join("user-data")).expect("user-data");
             assert!(ud.contains(&token), "the token does reach user-data");
+            assert_eq!(
+                ud.contains(REGISTRY_PASSWORD),
+                *sc == "private-registry.yaml",
+                "{sc}: the registry password reaches only its spec's user-data"
+            );
             for f in ["meta-data", "network-config", "user-data"] {
                 assert_eq!(mode(&da.join(f)), 0o600, "{sc}/{name}/{f}");
                 assert_eq!(
@@ -189,6 +212,74 @@ fn bad_input_exits_2_names_every_problem_writes_nothing_and_hides_the_token() {
     // Missing spec file: exit 2.
     let o = seed(&d.path().join("nope.yaml"), &out, "dir", false);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// Registry credentials and manifests: a missing password file or a manifest off its pin exits 2
+/// naming the spec field and the file, writes nothing and never shows the password; the password
+/// reaches only the seeds' user-data, never `--json` output.
+#[test]
+fn registry_credentials_stay_in_user_data_and_bad_inputs_exit_2() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let spec = stage(d.path(), "private-registry.yaml");
+    let out = d.path().join("out");
+    let o = seed(&spec, &out, "iso", true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(REGISTRY_PASSWORD), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(summary["nodes"].as_array().map(Vec::len), Some(2));
+    for n in ["node1", "node2"] {
+        let ud = isoinfo_extract(&out.join(format!("{n}-seed.iso")), "user-data");
+        let ud = String::from_utf8(ud).expect("utf-8");
+        assert!(
+            ud.contains(REGISTRY_PASSWORD),
+            "{n}: registries.yaml carries it"
+        );
+        assert!(ud.contains("/etc/rancher/k3s/registries.yaml"), "{n}");
+        assert_eq!(
+            ud.contains("/var/lib/rancher/k3s/server/manifests/flux-system.yaml"),
+            n == "node1",
+            "{n}: manifests go to servers only"
+        );
+    }
+
+    // The password file is missing: exit 2, the field and the path, nothing written.
+    let out2 = d.path().join("out2");
+    std::fs::remove_file(d.path().join("secrets/registry-password")).expect("rm");
+    let o = seed(&spec, &out2, "dir", true);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(
+            "cluster.k3s.registries.configs[\"registry.sites.internal:5000\"].auth.password_file"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("secrets/registry-password: does not exist"),
+        "{t}"
+    );
+    assert!(o.stdout.is_empty(), "nothing on stdout on error");
+    assert!(!out2.exists(), "nothing written on bad input");
+
+    // A manifest off its pin: exit 2, the file, the pinned and the actual digest; the password
+    // (back in place) is not in the message.
+    std::fs::copy(
+        recipe("secrets/registry-password"),
+        d.path().join("secrets/registry-password"),
+    )
+    .expect("copy");
+    std::fs::write(d.path().join("manifests/flux-system.yaml"), "kind: List\n").expect("edit");
+    let o = seed(&spec, &out2, "dir", false);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("cluster.k3s.manifests[0].source"), "{t}");
+    assert!(t.contains("flux-system.yaml"), "{t}");
+    assert!(
+        t.contains("808edde0c07ee04a4d27c6050e58ed26b9972cafddb1a5f804508666bc6e9a92"),
+        "the pin: {t}"
+    );
+    assert!(!t.contains(REGISTRY_PASSWORD), "{t}");
+    assert!(!out2.exists(), "nothing written on bad input");
 }
 
 #[test]

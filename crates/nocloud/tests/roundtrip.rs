@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use kiln_nocloud::spec::{Boot, ByteSize, Cidr, Cluster, ClusterSpec, Network, NodeSpec, Subnet};
-use kiln_nocloud::{ConfigValue, Error, Problems};
+use kiln_nocloud::{
+    ConfigValue, Error, Manifest, Mirror, Problems, Registries, RegistryAuth, RegistryConfig,
+    RegistryTls,
+};
 use proptest::prelude::*;
 
 const YAML: &str = r#"
@@ -132,6 +135,11 @@ fn deserialising_checks_every_value() {
     );
 }
 
+fn sha256(b: &str) -> String {
+    use sha2::Digest;
+    kiln_common::digest::hex(&sha2::Sha256::digest(b))
+}
+
 fn config_value() -> impl Strategy<Value = ConfigValue> {
     let leaf = prop_oneof![
         any::<bool>().prop_map(ConfigValue::Bool),
@@ -189,6 +197,86 @@ prop_compose! {
     }
 }
 
+/// The manifest files a generated spec may name, with their content (written into the test's
+/// directory, so `validate` finds them with their pins).
+const MANIFESTS: &[(&str, &str)] = &[
+    ("m/cni.yaml", "kind: HelmChart\n"),
+    ("m/ns.yml", "kind: Namespace\n\ttab: on\n"),
+    ("flux.json", "{\"kind\": \"List\"}"),
+];
+
+fn registries() -> impl Strategy<Value = Registries> {
+    let host = prop_oneof![
+        Just("*".to_owned()),
+        "[a-z]{1,6}(\\.[a-z]{1,6}){0,2}(:[1-9][0-9]{0,3})?",
+        Just("[fd00::5]:5000".to_owned()),
+        Just("10.20.0.9".to_owned()),
+    ];
+    let endpoint = prop_oneof![
+        "https?://[a-z]{1,6}\\.lab(:[1-9][0-9]{0,3})?(/[a-z0-9]{1,5}){0,2}",
+        Just("https://[fd00::5]:5000".to_owned()),
+    ];
+    let mirror = (
+        prop::collection::vec(endpoint, 1..3),
+        prop::collection::btree_map("\\^[a-z/().*]{1,8}", "[a-z/$1]{1,8}", 0..2),
+    )
+        .prop_map(|(endpoints, rewrite)| {
+            let mut m = Mirror::new(endpoints);
+            for (k, v) in rewrite {
+                m = m.with_rewrite(k, v);
+            }
+            m
+        });
+    let path = prop::option::of("/[a-z]{1,6}/[a-z.]{1,8}");
+    let tls = (
+        path.clone(),
+        prop::option::of(("/[a-z]{1,8}", "/[a-z]{1,8}")),
+        any::<bool>(),
+    )
+        .prop_map(|(ca, client, skip)| {
+            let mut t = RegistryTls::new();
+            if let Some(ca) = ca {
+                t = t.with_ca_file(ca);
+            }
+            if let Some((c, k)) = client {
+                t = t.with_client_cert(c, k);
+            }
+            if skip {
+                t = t.insecure_skip_verify();
+            }
+            t
+        });
+    let config = (
+        prop::option::of("[a-z][a-z0-9_-]{0,8}"),
+        prop::option::of(tls),
+    )
+        .prop_map(|(user, tls)| {
+            let mut c = RegistryConfig::new();
+            if let Some(u) = user {
+                c = c.with_auth(RegistryAuth::new(u, "secrets/registry"));
+            }
+            if let Some(t) = tls {
+                c = c.with_tls(t);
+            }
+            c
+        })
+        .prop_filter("auth or tls", |c| c.auth.is_some() || c.tls.is_some());
+    (
+        prop::collection::btree_map(host.clone(), mirror, 0..3),
+        prop::collection::btree_map(host, config, 0..3),
+    )
+        .prop_map(|(mirrors, configs)| {
+            let mut r = Registries::new();
+            for (h, m) in mirrors {
+                r = r.with_mirror(h, m);
+            }
+            for (h, c) in configs {
+                r = r.with_config(h, c);
+            }
+            r
+        })
+}
+
 fn spec() -> impl Strategy<Value = ClusterSpec> {
     (any::<bool>(), 1usize..5, any::<bool>())
         .prop_flat_map(|(v6, count, by_name)| {
@@ -203,10 +291,20 @@ fn spec() -> impl Strategy<Value = ClusterSpec> {
                 1u64..100_000,
                 1u64..100_000,
                 prop::option::of("[a-z_][a-z0-9_-]{0,8}"),
+                (
+                    prop::option::of(prop_oneof![
+                        "https://[a-z]{1,8}\\.lab(:[1-9][0-9]{0,3})?",
+                        Just("https://10.20.0.5".to_owned()),
+                        Just("https://[fd00::5]:6443/".to_owned()),
+                    ]),
+                    registries(),
+                    prop::sample::subsequence(MANIFESTS.to_vec(), 0..=MANIFESTS.len()),
+                ),
             )
         })
         .prop_map(
-            |(v6, by_name, mut nodes, cfg, agent_cfg, disk, net_wait, ready_wait, user)| {
+            |(v6, by_name, mut nodes, cfg, agent_cfg, disk, net_wait, ready_wait, user, inputs)| {
+                let (server_url, registries, manifests) = inputs;
                 let mut net = Network::new(Subnet::new(
                     "10.20.0.0/16".parse().expect("cidr"),
                     Ipv4Addr::new(10, 20, 0, 1),
@@ -244,6 +342,13 @@ fn spec() -> impl Strategy<Value = ClusterSpec> {
                 if v6 {
                     c = c.with_token_file("secrets/token");
                 }
+                if let Some(url) = server_url {
+                    c = c.with_server_url(url);
+                }
+                c = c.with_registries(registries);
+                for (source, content) in manifests {
+                    c = c.with_manifest(Manifest::new(source, sha256(content)));
+                }
                 ClusterSpec::new(c, nodes)
             },
         )
@@ -256,7 +361,18 @@ proptest! {
     fn every_valid_spec_round_trips_through_yaml_and_json(s in spec()) {
         // A generated config key may happen to be one kiln reserves (`server`, `token`): such a
         // spec is invalid and skipped.
-        prop_assume!(s.validate().is_ok());
+        // The files the spec names exist beside it, as a loaded spec's would.
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (source, content) in MANIFESTS.iter().copied().chain([("secrets/registry", "pw\n")]) {
+            let p = dir.path().join(source);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, content).expect("write");
+        }
+        let mut s = s;
+        s.base_dir = dir.path().to_owned();
+        let v = s.validate();
+        prop_assume!(v.is_ok(), "{:?}", v);
+        s.base_dir = std::path::PathBuf::new();
         let json = serde_json::to_string(&s).expect("to json");
         let back: ClusterSpec = serde_json::from_str(&json).expect("from json");
         prop_assert_eq!(&back, &s);

@@ -415,3 +415,283 @@ fn problems_name_their_field_paths() {
     );
     assert!(p.list[2].message.contains("worker-01"), "{}", p.list[2]);
 }
+
+/// `GOOD` with a fixed registration address, a private registry and one manifest.
+const INPUTS: &str = r#"
+    server_url: https://api.lab.internal:6443
+    registries:
+      mirrors:
+        docker.io:
+          endpoint: ["https://mirror.lab.internal:5000", "http://10.0.0.5/v2"]
+          rewrite: { "^library/(.*)": "lab/$1" }
+        "*":
+          endpoint: ["https://[fd00::5]:5000"]
+      configs:
+        mirror.lab.internal:5000:
+          auth: { username: puller, password_file: secrets/registry }
+          tls: { ca_file: /etc/ssl/lab-ca.pem, cert_file: /etc/ssl/c.pem, key_file: /etc/ssl/c.key }
+        10.0.0.5:
+          tls: { insecure_skip_verify: true }
+    manifests:
+      - { source: manifests/app.yaml, sha256: SHA }
+"#;
+
+const MANIFEST: &str = "apiVersion: v1\nkind: Namespace\nmetadata: { name: app }\n";
+const PASSWORD: &str = "registry-SECRET-0451";
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    kiln_common::digest::hex(&sha2::Sha256::digest(b))
+}
+
+/// `GOOD` with `INPUTS`, edited by `edit`, in a directory holding the password and manifest files.
+fn inputs_spec(edit: impl Fn(String) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("secrets")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("manifests")).expect("mkdir");
+    std::fs::write(dir.path().join("secrets/registry"), format!("{PASSWORD}\n")).expect("pw");
+    std::fs::write(dir.path().join("manifests/app.yaml"), MANIFEST).expect("manifest");
+    let inputs = INPUTS.replace("SHA", &sha256(MANIFEST.as_bytes()));
+    let yaml = GOOD.replace(
+        "    token_file: secrets/k3s-token\n",
+        &format!("    token_file: secrets/k3s-token{inputs}"),
+    );
+    let p = dir.path().join("cluster.yaml");
+    std::fs::write(&p, edit(yaml)).expect("write spec");
+    (dir, p)
+}
+
+/// Every problem's (field, message) of the edited spec, from `load` (and `validate` when it loads).
+fn input_problems(edit: impl Fn(String) -> String) -> Vec<(String, String)> {
+    let (_d, p) = inputs_spec(edit);
+    match ClusterSpec::load(&p).and_then(|s| s.validate()) {
+        Ok(()) => Vec::new(),
+        Err(Error::Invalid(p)) => p
+            .list
+            .iter()
+            .map(|x| (x.field.clone(), x.message.clone()))
+            .collect(),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[test]
+fn registries_server_url_and_manifests_are_valid() {
+    assert_eq!(input_problems(|y| y), Vec::new());
+    let (_d, p) = inputs_spec(|y| y);
+    let s = ClusterSpec::load(&p).expect("load");
+    assert_eq!(
+        s.cluster.k3s.server_url.as_deref(),
+        Some("https://api.lab.internal:6443")
+    );
+    assert_eq!(s.cluster.k3s.registries.mirrors.len(), 2);
+    assert_eq!(s.cluster.k3s.manifests[0].file_name(), Some("app.yaml"));
+    // Nothing of the password in the spec's Debug, YAML or JSON.
+    let shown = format!(
+        "{s:?} {} {}",
+        s.to_yaml().expect("yaml"),
+        serde_json::to_string(&s).expect("json")
+    );
+    assert!(!shown.contains("SECRET"), "{shown}");
+}
+
+/// Each bad value is one problem naming its field path (and the value or file).
+#[test]
+fn every_bad_input_value_is_named_by_its_field_path() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // server_url
+        (
+            "https://api.lab.internal:6443",
+            "http://api.lab.internal:6443",
+            "cluster.k3s.server_url",
+            "https://",
+        ),
+        (
+            "https://api.lab.internal:6443",
+            "api.lab.internal:6443",
+            "cluster.k3s.server_url",
+            "not a URL",
+        ),
+        (
+            "https://api.lab.internal:6443",
+            "https://API_lab:6443",
+            "cluster.k3s.server_url",
+            "host",
+        ),
+        (
+            "https://api.lab.internal:6443",
+            "https://api.lab.internal:99999",
+            "cluster.k3s.server_url",
+            "port",
+        ),
+        (
+            "https://api.lab.internal:6443",
+            "https://api.lab.internal:6443/k3s",
+            "cluster.k3s.server_url",
+            "path",
+        ),
+        // mirrors
+        (
+            "        docker.io:\n",
+            "        docker_io:\n",
+            "cluster.k3s.registries.mirrors[\"docker_io\"]",
+            "registry host",
+        ),
+        (
+            "[\"https://mirror.lab.internal:5000\", \"http://10.0.0.5/v2\"]",
+            "[]",
+            "cluster.k3s.registries.mirrors[\"docker.io\"].endpoint",
+            "at least one",
+        ),
+        (
+            "\"http://10.0.0.5/v2\"",
+            "\"ftp://10.0.0.5\"",
+            "cluster.k3s.registries.mirrors[\"docker.io\"].endpoint[1]",
+            "http:// or https://",
+        ),
+        (
+            "\"http://10.0.0.5/v2\"",
+            "\"\"",
+            "cluster.k3s.registries.mirrors[\"docker.io\"].endpoint[1]",
+            "not a URL",
+        ),
+        (
+            "\"https://[fd00::5]:5000\"",
+            "\"https://[fd00::zz]:5000\"",
+            "cluster.k3s.registries.mirrors[\"*\"].endpoint[0]",
+            "host",
+        ),
+        (
+            "\"lab/$1\"",
+            "\"\"",
+            "cluster.k3s.registries.mirrors[\"docker.io\"].rewrite[\"^library/(.*)\"]",
+            "replacement",
+        ),
+        // configs
+        (
+            "        mirror.lab.internal:5000:\n",
+            "        mirror.lab.internal:0:\n",
+            "cluster.k3s.registries.configs[\"mirror.lab.internal:0\"]",
+            "registry host",
+        ),
+        (
+            "username: puller",
+            "username: \"\"",
+            "cluster.k3s.registries.configs[\"mirror.lab.internal:5000\"].auth.username",
+            "non-empty",
+        ),
+        (
+            "ca_file: /etc/ssl/lab-ca.pem",
+            "ca_file: etc/ssl/lab-ca.pem",
+            "cluster.k3s.registries.configs[\"mirror.lab.internal:5000\"].tls.ca_file",
+            "absolute path",
+        ),
+        (
+            ", key_file: /etc/ssl/c.key",
+            "",
+            "cluster.k3s.registries.configs[\"mirror.lab.internal:5000\"].tls",
+            "go together",
+        ),
+        (
+            "          tls: { insecure_skip_verify: true }\n",
+            "          {}\n",
+            "cluster.k3s.registries.configs[\"10.0.0.5\"]",
+            "auth",
+        ),
+        // files
+        (
+            "password_file: secrets/registry",
+            "password_file: secrets/nope",
+            "cluster.k3s.registries.configs[\"mirror.lab.internal:5000\"].auth.password_file",
+            "secrets/nope: does not exist",
+        ),
+        // manifests
+        (
+            "source: manifests/app.yaml",
+            "source: manifests/missing.yaml",
+            "cluster.k3s.manifests[0].source",
+            "missing.yaml: does not exist",
+        ),
+        (
+            "source: manifests/app.yaml",
+            "source: manifests",
+            "cluster.k3s.manifests[0].source",
+            ".yaml, .yml or .json",
+        ),
+        (
+            "sha256: ",
+            "sha256: 00",
+            "cluster.k3s.manifests[0].sha256",
+            "is not a sha256",
+        ),
+    ];
+    for (from, to, field, needle) in cases {
+        let p = input_problems(|y| {
+            assert!(y.contains(from), "{from:?} not in the spec");
+            y.replacen(from, to, 1)
+        });
+        assert_eq!(p.len(), 1, "{from:?} → {to:?}: {p:#?}");
+        assert_eq!(p[0].0, *field, "{from:?} → {to:?}: {p:#?}");
+        assert!(p[0].1.contains(needle), "{from:?} → {to:?}: {:?}", p[0].1);
+        assert!(!p[0].1.contains("SECRET"), "{:?}", p[0].1);
+    }
+}
+
+#[test]
+fn manifest_pins_and_password_files_are_checked_without_showing_them() {
+    // A manifest whose bytes are not its pin: the file, the expected and the actual digest.
+    let (d, p) = inputs_spec(|y| y);
+    std::fs::write(d.path().join("manifests/app.yaml"), "changed\n").expect("write");
+    let Err(Error::Invalid(problems)) = ClusterSpec::load(&p) else {
+        panic!("a changed manifest must fail")
+    };
+    let m = problems.to_string();
+    assert!(m.contains("cluster.k3s.manifests[0].source"), "{m}");
+    assert!(m.contains("manifests/app.yaml"), "{m}");
+    assert!(
+        m.contains(&sha256(MANIFEST.as_bytes())),
+        "expected digest: {m}"
+    );
+    assert!(m.contains(&sha256(b"changed\n")), "actual digest: {m}");
+    // Rendering reads the file again and refuses it the same way (a spec loaded before the edit).
+    let (d, p) = inputs_spec(|y| y);
+    let s = ClusterSpec::load(&p).expect("load");
+    std::fs::write(d.path().join("manifests/app.yaml"), "changed\n").expect("write");
+    let e = kiln_nocloud::render_node(&s, &s.nodes[0], &kiln_nocloud::Token::new("t"))
+        .expect_err("render checks the pin");
+    assert_eq!(e.kind(), kiln_blockdev::ErrorKind::Input);
+    assert!(
+        e.to_string().contains("cluster.k3s.manifests[0].source"),
+        "{e}"
+    );
+
+    // An empty password file, a directory in its place: named, never quoted.
+    let (d, p) = inputs_spec(|y| y);
+    std::fs::write(d.path().join("secrets/registry"), " \n").expect("write");
+    let m = ClusterSpec::load(&p).expect_err("empty").to_string();
+    assert!(
+        m.contains("auth.password_file") && m.contains("is empty"),
+        "{m}"
+    );
+    std::fs::remove_file(d.path().join("secrets/registry")).expect("rm");
+    std::fs::create_dir(d.path().join("secrets/registry")).expect("mkdir");
+    let m = ClusterSpec::load(&p).expect_err("dir").to_string();
+    assert!(m.contains("is not a regular file"), "{m}");
+
+    // A URL carrying credentials is refused without echoing them.
+    let (_d, p) =
+        inputs_spec(|y| y.replace("http://10.0.0.5/v2", "https://puller:URLSECRET@10.0.0.5/v2"));
+    let m = ClusterSpec::load(&p).expect_err("user info").to_string();
+    assert!(m.contains("user info"), "{m}");
+    assert!(!m.contains("URLSECRET"), "{m}");
+    // A password file the caller's own spec (made in code) names is checked by `validate`.
+    let (d, p) = inputs_spec(|y| y);
+    let s = ClusterSpec::load(&p).expect("load");
+    std::fs::remove_file(d.path().join("secrets/registry")).expect("rm");
+    let e = s.validate().expect_err("missing password file");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let e = kiln_nocloud::render_node(&s, &s.nodes[0], &kiln_nocloud::Token::new("t"))
+        .expect_err("render needs the password");
+    assert!(e.to_string().contains("auth.password_file"), "{e}");
+    assert_eq!(e.kind(), kiln_blockdev::ErrorKind::Input);
+}

@@ -628,6 +628,9 @@ pub(super) fn check_input_files(file: &SpecFile, base: &Path, p: &mut Problems) 
         }
     }
     for (i, m) in k3s.manifests.iter().enumerate() {
+        if !m.file_name().is_some_and(is_manifest_name) {
+            continue; // the value check reports it
+        }
         let f = format!("cluster.k3s.manifests[{i}].source");
         let path = super::resolve(base, &m.source);
         match read_regular(&path) {
