@@ -10,7 +10,7 @@
 //!
 //! All are deterministic, so the recipes can pin their hashes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -42,68 +42,50 @@ pub fn run(args: &[String]) -> Result<()> {
 /// Make the fixtures unless they are already there (or `force`).
 pub fn ensure(force: bool) -> Result<()> {
     let dir = dir();
-    let base = dir.join(BASE_NAME);
-    let assets = dir.join("k3s");
-    if force || !base.exists() {
-        let t = Instant::now();
-        let b = fixtures::make_base(&dir, BASE_NAME, &BaseSpec::ubuntu())
-            .with_context(|| format!("making {}", base.display()))?;
-        println!(
-            "{}  sha256 {}  ({:.1} s)",
-            b.path.display(),
-            b.sha256,
-            t.elapsed().as_secs_f64()
-        );
-    } else {
+    ensure_base(&dir, BASE_NAME, &BaseSpec::ubuntu(), force)?;
+    ensure_assets(&dir.join("k3s"), "amd64", AIRGAP_BYTES, force)?;
+    let pi = fixtures::Flavor::Raspi;
+    ensure_base(&dir, pi.file_name(), &BaseSpec::small_of(pi), force)?;
+    ensure_assets(&dir.join("k3s-arm64"), "arm64", AIRGAP_BYTES_ARM64, force)
+}
+
+/// The base image `dir/name` made from `spec` unless it exists (or `force`).
+fn ensure_base(dir: &Path, name: &str, spec: &BaseSpec, force: bool) -> Result<()> {
+    let path = dir.join(name);
+    if !force && path.exists() {
         println!(
             "{} exists (sha256 {})",
-            base.display(),
-            fixtures::sha256_of(&base)?
+            path.display(),
+            fixtures::sha256_of(&path)?
         );
+        return Ok(());
     }
-    if force || !assets.join("sha256sum-amd64.txt").exists() {
-        let t = Instant::now();
-        let a = fixtures::make_k3s_assets(&assets, K3S_VERSION, "amd64", AIRGAP_BYTES)
-            .with_context(|| format!("making {}", assets.display()))?;
-        println!(
-            "{}  install.sh sha256 {}  ({:.1} s)",
-            a.dir.display(),
-            a.install_sh_sha256,
-            t.elapsed().as_secs_f64()
-        );
-    } else {
+    let t = Instant::now();
+    let b = fixtures::make_base(dir, name, spec)
+        .with_context(|| format!("making {}", path.display()))?;
+    println!(
+        "{}  sha256 {}  ({:.1} s)",
+        b.path.display(),
+        b.sha256,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Stand-in k3s assets for `arch` in `assets` unless they exist (or `force`).
+fn ensure_assets(assets: &Path, arch: &str, airgap_bytes: usize, force: bool) -> Result<()> {
+    if !force && assets.join(format!("sha256sum-{arch}.txt")).exists() {
         println!("{} exists", assets.display());
+        return Ok(());
     }
-    let pi = dir.join(fixtures::Flavor::Raspi.file_name());
-    if force || !pi.exists() {
-        let t = Instant::now();
-        let spec = BaseSpec::small_of(fixtures::Flavor::Raspi);
-        let b = fixtures::make_base(&dir, fixtures::Flavor::Raspi.file_name(), &spec)
-            .with_context(|| format!("making {}", pi.display()))?;
-        println!(
-            "{}  sha256 {}  ({:.1} s)",
-            b.path.display(),
-            b.sha256,
-            t.elapsed().as_secs_f64()
-        );
-    } else {
-        println!(
-            "{} exists (sha256 {})",
-            pi.display(),
-            fixtures::sha256_of(&pi)?
-        );
-    }
-    let arm = dir.join("k3s-arm64");
-    if force || !arm.join("sha256sum-arm64.txt").exists() {
-        let a = fixtures::make_k3s_assets(&arm, K3S_VERSION, "arm64", AIRGAP_BYTES_ARM64)
-            .with_context(|| format!("making {}", arm.display()))?;
-        println!(
-            "{}  install.sh sha256 {}",
-            a.dir.display(),
-            a.install_sh_sha256
-        );
-    } else {
-        println!("{} exists", arm.display());
-    }
+    let t = Instant::now();
+    let a = fixtures::make_k3s_assets(assets, K3S_VERSION, arch, airgap_bytes)
+        .with_context(|| format!("making {}", assets.display()))?;
+    println!(
+        "{}  install.sh sha256 {}  ({:.1} s)",
+        a.dir.display(),
+        a.install_sh_sha256,
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
