@@ -20,7 +20,8 @@ tasks:
                     fmt, clippy, docs + doctests, fuzz build, the suite, build-image --locked, example, e2e,
                     Debian 13 rebuild
   build-image [RECIPE]  fixtures → golden image → 3 nodes' seeds and overlays → rebuild and compare
-  e2e [--rebuild-base] [--base-only]  boot a 3-node cluster from kiln's outputs under QEMU; real cloud-init judges
+  e2e [--rebuild-base] [--base-only]  boot 3 clusters (3-node, HA, dual-stack) from kiln's outputs under QEMU on
+                    private segments; real cloud-init judges each node, the first server's k3s the cluster
   bench [--quick]   measure kiln against qemu-img / qemu-io side by side, print ratios
   fixtures [--force]  generate the Ubuntu-like base image and stand-in k3s assets in target/fixtures/
   fuzz-lock         make fuzz/Cargo.lock agree with Cargo.lock

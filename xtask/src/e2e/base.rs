@@ -355,6 +355,7 @@ fn first_boot(work: &Path, image: &Path, accel: Accel) -> Result<()> {
         kernel: work.join("vmlinuz"),
         initrd: work.join("initrd.img"),
         accel,
+        netdev: None,
         dir: work.join("first-boot"),
     })?;
     let limit = Duration::from_secs(120 * u64::from(accel.slowness()));

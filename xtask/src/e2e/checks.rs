@@ -21,7 +21,17 @@ pub struct Expect {
     /// The interface name the seed renames the matched NIC to.
     pub interface: String,
     pub instance_id: String,
-    pub first_server_ipv4: String,
+    /// `node-ip` as config.yaml must hold it (`v4` or `v4,v6`).
+    pub node_ip: String,
+    /// The `server` URL config.yaml must hold (`None` on the server that starts the cluster).
+    pub server: Option<String>,
+    /// A name every server's `tls-san` must hold (the spec's `server_url` host).
+    pub tls_san: Option<String>,
+    /// The spec's labels and taints for this node.
+    pub labels: Vec<(String, String)>,
+    pub taints: Vec<String>,
+    /// Auto-deploy manifests this node must carry (servers): file name and sha256.
+    pub manifests: Vec<(String, String)>,
     pub k3s_version: String,
     pub k3s_sha256: String,
 }
@@ -125,7 +135,8 @@ pub fn node_checks(kiln: &Path, e: &Expect, obs: &Observed, base: &Base) -> Vec<
             "k3s first-boot install with role and config",
             k3s_install(e, &r),
         ),
-        check(n, "k3s stand-in service ready", k3s_ready(e, obs)),
+        check(n, "auto-deploy manifests in place", manifests(e, &r)),
+        check(n, "k3s service ready", k3s_ready(e, obs)),
         check(n, "clean power-off", poweroff(obs)),
         check(n, "e2fsck -fn clean", e2fsck(obs)),
     ]
@@ -394,9 +405,9 @@ fn k3s_install(e: &Expect, r: &Reader<'_>) -> Result<String, String> {
             .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
     };
     // k3s names the node after the hostname (checked above); kiln pins its address.
-    let mut wants = vec![("node-ip", e.ipv4.clone())];
-    if e.role == "agent" {
-        wants.push(("server", format!("https://{}:6443", e.first_server_ipv4)));
+    let mut wants = vec![("node-ip", e.node_ip.clone())];
+    if let Some(url) = &e.server {
+        wants.push(("server", url.clone()));
     }
     for (k, v) in &wants {
         match value(k) {
@@ -412,16 +423,62 @@ fn k3s_install(e: &Expect, r: &Reader<'_>) -> Result<String, String> {
     if value("token").is_none() {
         return Err(format!("{}: config.yaml has no token", e.name));
     }
+    let mut san = String::new();
+    if let (Some(host), "server") = (&e.tls_san, e.role.as_str()) {
+        let sans = list_value(&cfg, "tls-san");
+        if !sans.iter().any(|s| s == host) {
+            return Err(format!(
+                "{}: config.yaml tls-san is {sans:?}, without the registration address {host:?}",
+                e.name
+            ));
+        }
+        san = format!(", tls-san has {host}");
+    }
     Ok(format!(
-        "install.sh ran with INSTALL_K3S_EXEC={} and {}; config.yaml: node-ip {}{}",
+        "install.sh ran with INSTALL_K3S_EXEC={} and {}; config.yaml: node-ip {}{}{san}",
         e.role,
         e.k3s_version,
-        e.ipv4,
-        if e.role == "agent" {
-            format!(", server https://{}:6443", e.first_server_ipv4)
-        } else {
-            String::new()
+        e.node_ip,
+        e.server
+            .as_ref()
+            .map(|u| format!(", server {u}"))
+            .unwrap_or_default()
+    ))
+}
+
+/// The items of a block list `key:` in config.yaml (`- "a"` lines), unquoted.
+fn list_value(cfg: &str, key: &str) -> Vec<String> {
+    cfg.lines()
+        .skip_while(|l| l.trim_end() != format!("{key}:"))
+        .skip(1)
+        .map_while(|l| l.strip_prefix("- "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .collect()
+}
+
+fn manifests(e: &Expect, r: &Reader<'_>) -> Result<String, String> {
+    if e.manifests.is_empty() {
+        return Ok("none in the spec for this node".into());
+    }
+    let mut seen = Vec::new();
+    for (name, want) in &e.manifests {
+        let path = format!("/var/lib/rancher/k3s/server/manifests/{name}");
+        let bytes = r.bytes(&path)?;
+        let got: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if got != *want {
+            return Err(format!(
+                "{}: {path} has sha256 {got}, the spec pins {want}",
+                e.name
+            ));
         }
+        seen.push(name.as_str());
+    }
+    Ok(format!(
+        "{} in /var/lib/rancher/k3s/server/manifests with the pinned sha256",
+        seen.join(", ")
     ))
 }
 
@@ -540,7 +597,12 @@ mod tests {
             nic_mac: "52:54:00:e2:e0:11".into(),
             interface: "lan0".into(),
             instance_id: String::new(),
-            first_server_ipv4: "10.0.2.11".into(),
+            node_ip: "10.0.2.11".into(),
+            server: None,
+            tls_san: None,
+            labels: Vec::new(),
+            taints: Vec::new(),
+            manifests: Vec::new(),
             k3s_version: String::new(),
             k3s_sha256: String::new(),
         };
