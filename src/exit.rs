@@ -47,8 +47,45 @@ impl Failure {
             return ExitCode::SUCCESS;
         }
         eprintln!("kiln: error: {:#}", self.error);
+        // The device error may sit in the chain itself or inside an `io::Error` that carries it.
+        if let Some(room) = self.error.chain().find_map(|c| {
+            c.downcast_ref::<kiln_blockdev::Error>()
+                .or_else(|| {
+                    c.downcast_ref::<std::io::Error>()
+                        .and_then(std::io::Error::get_ref)
+                        .and_then(|e| e.downcast_ref::<kiln_blockdev::Error>())
+                })
+                .and_then(kiln_blockdev::Error::no_room)
+        }) {
+            eprintln!("kiln: {}", no_room_hint(&room));
+        }
         ExitCode::from(self.code)
     }
+}
+
+/// The second line of an error whose output did not fit: what it needed, what was free, what to
+/// do. Nothing was left behind (the temporary file is removed on failure).
+fn no_room_hint(room: &kiln_blockdev::NoRoom) -> String {
+    let dir = room
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let free = match room.free {
+        Some(f) => format!(
+            "{f} bytes ({}) are free there",
+            kiln_common::units::human_size(f)
+        ),
+        None => "its free space is unknown".to_owned(),
+    };
+    format!(
+        "no room for the output in {}: it needed at least {} bytes ({}) and {free}, or a file-size \
+         limit (ulimit -f) or quota stopped it; nothing was left behind. Free space there or write \
+         the output elsewhere.",
+        dir.display(),
+        room.needed,
+        kiln_common::units::human_size(room.needed)
+    )
 }
 
 impl fmt::Debug for Failure {

@@ -9,6 +9,8 @@ mod util;
 mod build;
 #[path = "cli/cluster.rs"]
 mod cluster;
+#[path = "cli/disk_full.rs"]
+mod disk_full;
 #[path = "cli/ls_cat.rs"]
 mod ls_cat;
 #[path = "cli/qcow2.rs"]

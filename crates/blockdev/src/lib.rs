@@ -366,6 +366,84 @@ impl Error {
     }
 }
 
+impl Error {
+    /// When this error is a write, zero-fill, resize or flush that the host refused for lack of
+    /// room — the filesystem is full (`ENOSPC`), a quota is reached (`EDQUOT`) or the file would
+    /// pass the process's file-size limit (`EFBIG`) — what the output needed: the file, the bytes
+    /// it needed at least (the end of the refused request) and the bytes free on its filesystem.
+    ///
+    /// ```
+    /// use kiln_blockdev::{Error, Op};
+    /// let e = Error::Io {
+    ///     op: Op::Write,
+    ///     path: "/tmp/.out.qcow2.kiln-tmp".into(),
+    ///     offset: 1 << 20,
+    ///     len: 4096,
+    ///     source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+    /// };
+    /// assert_eq!(e.no_room().unwrap().needed, (1 << 20) + 4096);
+    /// ```
+    pub fn no_room(&self) -> Option<NoRoom> {
+        let Error::Io {
+            op,
+            path,
+            offset,
+            len,
+            source,
+        } = self
+        else {
+            return None;
+        };
+        let full = matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull
+                | std::io::ErrorKind::QuotaExceeded
+                | std::io::ErrorKind::FileTooLarge
+        );
+        if !full || matches!(op, Op::Open | Op::Read) {
+            return None;
+        }
+        let needed = if *op == Op::SetLen {
+            *offset
+        } else {
+            offset.saturating_add(*len)
+        };
+        Some(NoRoom {
+            path: path.clone(),
+            needed,
+            free: path.parent().and_then(free_bytes),
+        })
+    }
+}
+
+/// What an output that did not fit needed: see [`Error::no_room`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NoRoom {
+    /// The file being written (for kiln's outputs, the temporary name beside the final one).
+    pub path: PathBuf,
+    /// Bytes the file needed at least: where the refused request ended.
+    pub needed: u64,
+    /// Bytes free for unprivileged users on the file's filesystem (`statvfs`), when it answers.
+    pub free: Option<u64>,
+}
+
+/// Bytes free for unprivileged users on the filesystem holding `dir` (`statvfs`: available
+/// blocks × fragment size), asked of `dir` or, when a failed run has removed it, of its nearest
+/// ancestor that exists; `None` when none answers.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let st = dir
+        .ancestors()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find_map(|d| rustix::fs::statvfs(d).ok())?;
+    st.f_bavail.checked_mul(st.f_frsize)
+}
+
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

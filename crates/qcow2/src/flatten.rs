@@ -172,13 +172,22 @@ pub fn flatten(
             });
         }
         while next < nclusters && batch.len() < BATCH as usize {
-            let valid = (size - next * cs).min(cs);
-            if src.range_is_zero(next * cs, valid)? {
-                lay.stats.zero += 1;
+            // A run of clusters known to be zero is skipped whole: time follows the data present,
+            // not the virtual size.
+            let from = next * cs;
+            let zero = src.known_zero_len(from, size - from)?;
+            let run = if zero == size - from {
+                nclusters - next
+            } else {
+                zero / cs
+            };
+            if run > 0 {
+                lay.stats.zero += run;
+                next += run;
             } else {
                 batch.push(next);
+                next += 1;
             }
-            next += 1;
         }
         let outs = batch
             .par_iter()
@@ -482,6 +491,17 @@ pub fn export_raw_into(
             return Err(Error::Cancelled {
                 image: dest.to_owned(),
             });
+        }
+        // Chunks that metadata shows to be zero stay holes: skip a run of them whole.
+        let from = start * CHUNK;
+        let zero = src.known_zero_len(from, size - from)?;
+        if zero == size - from {
+            progress(size, size);
+            break;
+        }
+        if zero >= CHUNK {
+            start += zero / CHUNK;
+            continue;
         }
         let end = (start + BATCH_CHUNKS).min(nchunks);
         (start..end)

@@ -154,6 +154,15 @@ impl Disk {
         }
     }
 
+    /// How many bytes from `offset` (up to `len`) metadata alone shows to read as zeros
+    /// ([`Image::known_zero_len`]; always 0 for raw).
+    pub fn known_zero_len(&self, offset: u64, len: u64) -> Result<u64> {
+        match self {
+            Disk::Qcow2(i) => i.known_zero_len(offset, len),
+            Disk::Raw(_) => Ok(0),
+        }
+    }
+
     /// Every file this disk reads, the top image first, then each backing file down the chain.
     pub fn files(&self) -> Vec<&Path> {
         match self {

@@ -392,3 +392,75 @@ fn created_zstd_images_keep_their_compression_type_after_close() {
     let again = Image::open(&path, &OpenOptions::default()).unwrap();
     assert_eq!(again.header().compression_type, CompressionType::Zstd);
 }
+
+/// A 1 PiB chain with two clusters of data costs what its data costs: allocation counts, the zero
+/// runs and a flatten walk the L1 tables present instead of 2^34 guest clusters (before, `inspect`
+/// of such an image ran for minutes). qemu reads the flattened copy back.
+#[test]
+fn a_petabyte_of_holes_is_skipped_not_walked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let base = dir.join("base.qcow2");
+    let top = dir.join("top.qcow2");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", s(&base), "1P"]);
+    run("qemu-io", &["-c", "write -P 7 512T 64k", s(&base)]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
+    );
+    run("qemu-io", &["-c", "write -P 9 1T 64k", s(&top)]);
+
+    let disk = Disk::open(&top, &OpenOptions::default()).unwrap();
+    let Disk::Qcow2(img) = &disk else {
+        panic!("qcow2 expected")
+    };
+    let clusters = (1u64 << 50) / 65536;
+    let a = img.allocation().unwrap();
+    assert_eq!((a.data, a.compressed, a.zero), (1, 0, 0));
+    assert_eq!(a.unallocated, clusters - 1);
+    // Zero up to the top's cluster, then from there to the backing's.
+    assert_eq!(disk.known_zero_len(0, 1 << 50).unwrap(), 1 << 40);
+    assert_eq!(
+        disk.known_zero_len((1 << 40) + 65536, 1 << 50).unwrap(),
+        (512u64 << 40) - (1 << 40) - 65536
+    );
+    assert!(!disk.range_is_zero(512 << 40, 65536).unwrap());
+    assert!(disk.range_is_zero((512 << 40) + 65536, 1 << 45).unwrap());
+
+    let flat = dir.join("flat.qcow2");
+    let opts = FlattenOptions {
+        compression: None,
+        ..FlattenOptions::default()
+    };
+    let stats = flatten_to_path(&disk, &flat, &opts, &|_, _| {}).unwrap();
+    assert_eq!(stats.zero, clusters - 2);
+    qemu_check(&flat);
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "read -P 9 1T 64k",
+            "-c",
+            "read -P 7 512T 64k",
+            "-c",
+            "read -P 0 2T 64k",
+            s(&flat),
+        ],
+    );
+    let map = run("qemu-img", &["map", "--output=json", s(&flat)]);
+    let data: Vec<&str> = map
+        .lines()
+        .filter(|l| l.contains("\"data\": true"))
+        .collect();
+    assert_eq!(data.len(), 2, "{map}");
+}

@@ -114,15 +114,7 @@ impl Image {
     /// Where guest cluster `gc` lives in this image (not following the backing chain).
     pub fn map_cluster(&self, gc: u64) -> Result<Mapping> {
         let l2_bits = self.header.cluster_bits - 3;
-        let l1i = (gc >> l2_bits) as usize;
-        let l1e = self
-            .l1
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(l1i)
-            .copied()
-            .unwrap_or(0);
-        let l2off = l1e & L1_OFFSET_MASK;
+        let l2off = self.l1_entry(gc) & L1_OFFSET_MASK;
         if l2off == 0 {
             return Ok(Mapping::Unallocated);
         }
@@ -130,17 +122,45 @@ impl Image {
         self.decode(table[(gc & ((1 << l2_bits) - 1)) as usize])
     }
 
-    /// Count the top image's guest clusters by kind.
+    /// The L1 entry covering guest cluster `gc` (0 when it lies past the table).
+    fn l1_entry(&self, gc: u64) -> u64 {
+        let l1i = gc >> (self.header.cluster_bits - 3);
+        usize::try_from(l1i)
+            .ok()
+            .and_then(|i| {
+                self.l1
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(i)
+                    .copied()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Count the top image's guest clusters by kind. Work is proportional to the L2 tables
+    /// present, not to the virtual size: a guest range whose L1 entry is empty is counted as
+    /// unallocated at once.
     pub fn allocation(&self) -> Result<AllocationCounts> {
         let mut counts = AllocationCounts::default();
         let n = self.len().div_ceil(self.cluster_size());
-        for gc in 0..n {
-            match self.map_cluster(gc)? {
-                Mapping::Data { .. } => counts.data += 1,
-                Mapping::Compressed { .. } => counts.compressed += 1,
-                Mapping::Zero { .. } => counts.zero += 1,
-                Mapping::Unallocated => counts.unallocated += 1,
+        let per_l2 = 1u64 << (self.header.cluster_bits - 3);
+        let mut gc = 0;
+        while gc < n {
+            let span_end = (gc / per_l2 + 1).saturating_mul(per_l2).min(n);
+            if self.l1_entry(gc) & L1_OFFSET_MASK == 0 {
+                counts.unallocated += span_end - gc;
+                gc = span_end;
+                continue;
             }
+            for c in gc..span_end {
+                match self.map_cluster(c)? {
+                    Mapping::Data { .. } => counts.data += 1,
+                    Mapping::Compressed { .. } => counts.compressed += 1,
+                    Mapping::Zero { .. } => counts.zero += 1,
+                    Mapping::Unallocated => counts.unallocated += 1,
+                }
+            }
+            gc = span_end;
         }
         Ok(counts)
     }
@@ -149,30 +169,51 @@ impl Image {
     /// (zero or unallocated in every image of the chain, or past the end of a backing image). Never
     /// reads data; a raw backing file counts as data.
     pub fn range_is_zero(&self, offset: u64, len: u64) -> Result<bool> {
+        Ok(self.known_zero_len(offset, len)? == len)
+    }
+
+    /// How many bytes from `offset` (up to `len`) metadata alone shows to read as zeros, as
+    /// [`Image::range_is_zero`] judges them: `len` when all of them do, less where the first
+    /// byte that may not be zero is. Work is proportional to the metadata present: a range whose
+    /// L1 entry is empty is judged at once (through the backing chain, likewise).
+    pub fn known_zero_len(&self, offset: u64, len: u64) -> Result<u64> {
         let end = offset.saturating_add(len).min(self.len());
         let cs = self.cluster_size();
+        let span = cs << (self.header.cluster_bits - 3);
         let mut pos = offset;
         while pos < end {
             let gc = pos / cs;
-            let next = ((gc + 1) * cs).min(end);
-            match self.map_cluster(gc)? {
-                Mapping::Data { .. } | Mapping::Compressed { .. } => return Ok(false),
+            let empty_l1 = self.l1_entry(gc) & L1_OFFSET_MASK == 0;
+            let next = if empty_l1 {
+                (pos / span + 1).saturating_mul(span)
+            } else {
+                (gc + 1).saturating_mul(cs)
+            }
+            .min(end);
+            let mapping = if empty_l1 {
+                Mapping::Unallocated
+            } else {
+                self.map_cluster(gc)?
+            };
+            match mapping {
+                Mapping::Data { .. } | Mapping::Compressed { .. } => return Ok(pos - offset),
                 Mapping::Zero { .. } => {}
                 Mapping::Unallocated => match &self.backing {
                     None => {}
                     Some(b) if pos >= b.len() => {}
-                    Some(Backing::Raw { .. }) => return Ok(false),
-                    Some(Backing::Qcow2(b))
-                        if !b.range_is_zero(pos, next.min(b.len()) - pos)? =>
-                    {
-                        return Ok(false);
+                    Some(Backing::Raw { .. }) => return Ok(pos - offset),
+                    Some(Backing::Qcow2(b)) => {
+                        let want = next.min(b.len()) - pos;
+                        let got = b.known_zero_len(pos, want)?;
+                        if got < want {
+                            return Ok(pos - offset + got);
+                        }
                     }
-                    Some(Backing::Qcow2(_)) => {}
                 },
             }
             pos = next;
         }
-        Ok(true)
+        Ok(len)
     }
 
     /// If guest cluster `gc` resolves, through the chain, to a compressed cluster stored in some image
